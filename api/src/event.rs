@@ -1,0 +1,112 @@
+//! [`Event`]: what a consumer receives.
+
+use std::sync::Arc;
+
+use crate::data::DataView;
+use crate::error::{Error, Result};
+use crate::metadata::Metadata;
+
+/// Identifier of an event inside its partition: its position in the partition's log.
+pub type EventId = u64;
+
+/// The id carried by the end-of-stream marker (see [`Event::is_no_more_events`]).
+pub const NO_MORE_EVENTS: EventId = u64::MAX;
+
+/// Records acknowledgements; implemented by drivers.
+pub trait Acknowledger: Send + Sync {
+    /// Records that the consumer processed every event of `partition` up to and including `id`.
+    fn acknowledge(&self, partition: usize, id: EventId) -> Result<()>;
+}
+
+/// An event pulled by a consumer: id, partition, metadata and (selected) data.
+#[derive(Clone)]
+pub struct Event {
+    id: EventId,
+    partition: usize,
+    metadata: Metadata,
+    data: DataView,
+    acker: Option<Arc<dyn Acknowledger>>,
+}
+
+impl Event {
+    /// Builds an event (for drivers).
+    pub fn new(
+        id: EventId,
+        partition: usize,
+        metadata: Metadata,
+        data: DataView,
+        acker: Arc<dyn Acknowledger>,
+    ) -> Self {
+        Event {
+            id,
+            partition,
+            metadata,
+            data,
+            acker: Some(acker),
+        }
+    }
+
+    /// The end-of-stream marker returned once a completed topic has been fully consumed.
+    pub fn no_more_events() -> Self {
+        Event {
+            id: NO_MORE_EVENTS,
+            partition: 0,
+            metadata: Metadata::from_value(serde_json::Value::Null),
+            data: DataView::new(),
+            acker: None,
+        }
+    }
+
+    /// Whether this is the end-of-stream marker.
+    pub fn is_no_more_events(&self) -> bool {
+        self.id == NO_MORE_EVENTS
+    }
+
+    /// Position of the event in its partition.
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// Partition the event belongs to.
+    pub fn partition(&self) -> usize {
+        self.partition
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The data selected by the consumer's data selector (empty if none).
+    pub fn data(&self) -> &DataView {
+        &self.data
+    }
+
+    /// Splits the event into metadata and data.
+    pub fn into_parts(self) -> (Metadata, DataView) {
+        (self.metadata, self.data)
+    }
+
+    /// Acknowledges this event and every earlier event of its partition for this consumer name:
+    /// a restarted consumer with the same name resumes after it.
+    pub fn acknowledge(&self) -> Result<()> {
+        match &self.acker {
+            Some(a) => a.acknowledge(self.partition, self.id),
+            None => Err(Error::Unsupported("acknowledging the end-of-stream marker")),
+        }
+    }
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_no_more_events() {
+            return f.write_str("Event(NoMoreEvents)");
+        }
+        f.debug_struct("Event")
+            .field("id", &self.id)
+            .field("partition", &self.partition)
+            .field("metadata", &self.metadata)
+            .field("data", &self.data)
+            .finish()
+    }
+}
