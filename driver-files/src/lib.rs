@@ -1,12 +1,48 @@
-//! The files driver (work in progress skeleton).
+//! The files driver of the Diaspora Stream API.
+//!
+//! Topics are directories under `root_path`, partitions are subdirectories holding an index,
+//! a metadata and a data file (see [`format`]). It is crash-safe (a writer killed mid-batch
+//! leaves a torn tail that is detected and cut; checksums guard every record), supports several
+//! processes producing to and consuming from the same topic (file locks), and persists each
+//! consumer's acknowledgements (see [`acks`]).
+//!
+//! ```no_run
+//! diaspora_driver_files::register();
+//! let driver = diaspora_api::Driver::new(
+//!     "files",
+//!     serde_json::json!({"root_path": "/tmp/diaspora-data"}),
+//! )?;
+//! # Ok::<(), diaspora_api::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod acks;
+mod consumer;
+mod driver;
+pub mod error;
+pub mod format;
+pub mod partition;
+mod producer;
+mod sys;
+pub mod topic;
+
 use std::sync::Arc;
-use diaspora_api::{DriverBackend, Error, Result, Value};
+
+use diaspora_api::{DriverBackend, Result, Value};
+
+pub use consumer::FilesConsumer;
+pub use driver::{FilesDriver, FilesDriverOptions};
+pub use error::FilesError;
+pub use producer::FilesProducer;
 
 /// Registers the "files" driver in the API's registry (idempotent).
 pub fn register() {
     diaspora_api::register_driver("files", create);
 }
 
-fn create(_options: &Value) -> Result<Arc<dyn DriverBackend>> {
-    Err(Error::Unsupported("files driver not yet implemented"))
+fn create(options: &Value) -> Result<Arc<dyn DriverBackend>> {
+    Ok(Arc::new(FilesDriver::new(FilesDriverOptions::from_json(
+        options,
+    )?)?))
 }

@@ -1,0 +1,347 @@
+//! The files driver's producer: per-partition batches stored by a thread pool.
+//!
+//! `push` serializes the metadata into the open batch of the chosen partition and keeps a
+//! reference to the data (no copy). A batch is *sealed* when it is full (fixed batch size), when
+//! its partition's writer is idle (adaptive batch size: batches grow exactly as much as the
+//! storage is slower than the application), on `flush`, or when it holds too many bytes. Sealed
+//! batches are stored by the thread pool: with strict ordering through a per-partition queue
+//! drained by one job at a time, with loose ordering as independent jobs. At most
+//! `max_num_batches` batches are in flight; `push` blocks beyond that, bounding memory.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use diaspora_api::{
+    BatchSize, Completion, DataView, Error, EventId, Future, Metadata, Ordering, ProducerBackend,
+    ProducerOptions, Result, ThreadPool, Waitable,
+};
+use parking_lot::{Condvar, Mutex};
+
+use crate::partition::BatchPayload;
+use crate::topic::TopicShared;
+
+/// Adaptive batches never hold more events than this.
+const ADAPTIVE_MAX_EVENTS: usize = 65_536;
+/// Without background threads, adaptive batches are sealed at this many events.
+const INLINE_BATCH_EVENTS: usize = 4_096;
+/// Any batch is sealed once it references this much data.
+const MAX_BATCH_DATA: u64 = 16 << 20;
+/// Any batch is sealed once it holds this much metadata.
+const MAX_BATCH_META: usize = 8 << 20;
+
+struct OpenBatch {
+    payload: BatchPayload,
+    completion: Arc<Completion<u64>>,
+    data_bytes: u64,
+}
+
+struct SealedBatch {
+    partition: usize,
+    payload: BatchPayload,
+    completion: Arc<Completion<u64>>,
+}
+
+struct State {
+    open: Vec<Option<OpenBatch>>,
+    in_flight: usize,
+    in_flight_per_partition: Vec<usize>,
+    unfinished: Vec<Arc<Completion<u64>>>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    queue: VecDeque<SealedBatch>,
+    draining: bool,
+}
+
+enum Job {
+    Drain(usize),
+    Single(SealedBatch),
+}
+
+struct Shared {
+    topic: Arc<TopicShared>,
+    batch_size: BatchSize,
+    max_batches: usize,
+    ordering: Ordering,
+    pool: ThreadPool,
+    state: Mutex<State>,
+    cond: Condvar,
+    queues: Vec<Mutex<PartitionQueue>>,
+}
+
+/// The files driver's [`ProducerBackend`]. Dropping it flushes.
+pub struct FilesProducer {
+    shared: Arc<Shared>,
+    #[allow(dead_code)]
+    name: String,
+}
+
+impl FilesProducer {
+    pub(crate) fn new(topic: Arc<TopicShared>, name: &str, options: ProducerOptions) -> Self {
+        let n = topic.partitions.len();
+        let pool = options
+            .thread_pool
+            .unwrap_or_else(|| topic.default_pool.clone());
+        FilesProducer {
+            shared: Arc::new(Shared {
+                batch_size: options.batch_size,
+                max_batches: options.max_num_batches.max(1),
+                ordering: options.ordering,
+                pool,
+                state: Mutex::new(State {
+                    open: (0..n).map(|_| None).collect(),
+                    in_flight: 0,
+                    in_flight_per_partition: vec![0; n],
+                    unfinished: Vec::new(),
+                }),
+                cond: Condvar::new(),
+                queues: (0..n)
+                    .map(|_| Mutex::new(PartitionQueue::default()))
+                    .collect(),
+                topic,
+            }),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Shared {
+    fn should_seal(&self, st: &State, p: usize) -> bool {
+        let Some(b) = &st.open[p] else { return false };
+        let count = b.payload.len();
+        if b.data_bytes >= MAX_BATCH_DATA || b.payload.meta.len() >= MAX_BATCH_META {
+            return true;
+        }
+        match self.batch_size {
+            BatchSize::Fixed(n) => count >= n,
+            BatchSize::Adaptive if self.pool.size() == 0 => count >= INLINE_BATCH_EVENTS,
+            BatchSize::Adaptive => {
+                count >= ADAPTIVE_MAX_EVENTS || st.in_flight_per_partition[p] == 0
+            }
+        }
+    }
+
+    /// Seals the open batch of `p`. With `block`, waits for room first; without, gives up if
+    /// `max_num_batches` are in flight. Returns the job to schedule once the lock is released.
+    fn seal_locked(
+        &self,
+        st: &mut parking_lot::MutexGuard<'_, State>,
+        p: usize,
+        block: bool,
+    ) -> Option<Job> {
+        while st.in_flight >= self.max_batches {
+            if !block {
+                return None;
+            }
+            self.cond.wait(st);
+        }
+        let batch = st.open[p].take()?;
+        st.in_flight += 1;
+        st.in_flight_per_partition[p] += 1;
+        if st.unfinished.len() >= 64 {
+            st.unfinished.retain(|c| !c.is_complete());
+        }
+        st.unfinished.push(batch.completion.clone());
+        let sealed = SealedBatch {
+            partition: p,
+            payload: batch.payload,
+            completion: batch.completion,
+        };
+        match self.ordering {
+            Ordering::Loose => Some(Job::Single(sealed)),
+            Ordering::Strict => {
+                // Enqueued under the state lock: queue order is seal order.
+                let mut q = self.queues[p].lock();
+                q.queue.push_back(sealed);
+                if q.draining {
+                    None
+                } else {
+                    q.draining = true;
+                    Some(Job::Drain(p))
+                }
+            }
+        }
+    }
+
+    fn schedule(self: &Arc<Self>, job: Option<Job>) {
+        if let Some(job) = job {
+            let me = self.clone();
+            self.pool.push_work(move || me.run(job), 0);
+        }
+    }
+
+    fn run(self: &Arc<Self>, job: Job) {
+        match job {
+            Job::Single(b) => self.store(b),
+            Job::Drain(p) => loop {
+                let next = {
+                    let mut q = self.queues[p].lock();
+                    match q.queue.pop_front() {
+                        Some(b) => b,
+                        None => {
+                            q.draining = false;
+                            return;
+                        }
+                    }
+                };
+                self.store(next);
+            },
+        }
+    }
+
+    fn store(self: &Arc<Self>, batch: SealedBatch) {
+        let p = batch.partition;
+        let result = self.topic.partitions[p].append(&batch.payload);
+        drop(batch.payload); // release the data before waking anyone
+        batch.completion.complete(result.map_err(Error::from));
+        let job = {
+            let mut st = self.state.lock();
+            st.in_flight -= 1;
+            st.in_flight_per_partition[p] -= 1;
+            self.cond.notify_all();
+            // Adaptive: what accumulated while this batch was stored goes now.
+            if self.batch_size == BatchSize::Adaptive
+                && self.pool.size() > 0
+                && st.in_flight_per_partition[p] == 0
+                && st.open[p].is_some()
+            {
+                self.seal_locked(&mut st, p, false)
+            } else {
+                None
+            }
+        };
+        self.schedule(job);
+    }
+
+    fn push(
+        self: &Arc<Self>,
+        metadata: Metadata,
+        data: DataView,
+        partition: Option<usize>,
+    ) -> Future<EventId> {
+        let n = self.topic.partitions.len();
+        let p = match self
+            .topic
+            .policies
+            .partition_selector
+            .select(&metadata, n, partition)
+        {
+            Ok(p) if p < n => p,
+            Ok(p) => return Future::failed(Error::InvalidPartition { index: p, count: n }),
+            Err(e) => return Future::failed(e),
+        };
+        let mut st = self.state.lock();
+        let batch = st.open[p].get_or_insert_with(|| OpenBatch {
+            payload: BatchPayload::default(),
+            completion: Completion::new(),
+            data_bytes: 0,
+        });
+        let before = batch.payload.meta.len();
+        let serialized = self
+            .topic
+            .policies
+            .serializer
+            .serialize(&metadata, &mut batch.payload.meta);
+        let len = batch.payload.meta.len() - before;
+        let len = match (serialized, u32::try_from(len)) {
+            (Ok(()), Ok(len)) => len,
+            (Err(e), _) => {
+                batch.payload.meta.truncate(before);
+                return Future::failed(e);
+            }
+            (Ok(()), Err(_)) => {
+                batch.payload.meta.truncate(before);
+                return Future::failed(Error::ValidationFailed(
+                    "serialized metadata exceeds 4 GiB".into(),
+                ));
+            }
+        };
+        let index = batch.payload.len() as u64;
+        batch.payload.meta_lens.push(len);
+        batch.data_bytes += data.len();
+        batch.payload.data.push(data);
+        let future = batch.completion.future_with(move |base| base + index);
+        let job = if self.should_seal(&st, p) {
+            self.seal_locked(&mut st, p, true)
+        } else {
+            None
+        };
+        drop(st);
+        self.schedule(job);
+        future
+    }
+
+    fn flush(self: &Arc<Self>) -> Future<()> {
+        for p in 0..self.topic.partitions.len() {
+            let job = {
+                let mut st = self.state.lock();
+                self.seal_locked(&mut st, p, true)
+            };
+            self.schedule(job);
+        }
+        let mut st = self.state.lock();
+        st.unfinished.retain(|c| !c.is_complete());
+        let waiting = st.unfinished.clone();
+        drop(st);
+        if waiting.is_empty() {
+            Future::ready(())
+        } else {
+            Future::pending(Box::new(FlushWaiter {
+                waiting,
+                error: None,
+            }))
+        }
+    }
+}
+
+/// Waits for every batch that was in flight when `flush` was called.
+struct FlushWaiter {
+    waiting: Vec<Arc<Completion<u64>>>,
+    error: Option<Error>,
+}
+
+impl Waitable<()> for FlushWaiter {
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<()>> {
+        while let Some(c) = self.waiting.last() {
+            match c.wait_until(deadline)? {
+                Ok(_) => {}
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            }
+            self.waiting.pop();
+        }
+        Some(match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.waiting.iter().all(|c| c.is_complete())
+    }
+}
+
+impl ProducerBackend for FilesProducer {
+    fn push(
+        &self,
+        metadata: Metadata,
+        data: DataView,
+        partition: Option<usize>,
+    ) -> Future<EventId> {
+        self.shared.push(metadata, data, partition)
+    }
+
+    fn flush(&self) -> Future<()> {
+        self.shared.flush()
+    }
+}
+
+impl Drop for FilesProducer {
+    fn drop(&mut self) {
+        // Never lose pushed events: store them before the producer goes away.
+        let _ = self.shared.flush().get();
+    }
+}

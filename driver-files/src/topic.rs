@@ -1,0 +1,270 @@
+//! A topic: a directory holding its configuration, partitions and consumers' acknowledgements.
+//!
+//! ```text
+//! <root>/<topic>/topic.json          options the topic was created with (with defaults filled)
+//! <root>/<topic>/complete            present once the topic is marked complete
+//! <root>/<topic>/partitions/00000/   one directory per partition (see `format`)
+//! <root>/<topic>/consumers/<c>.acks  acknowledgements of consumer <c> (see `acks`)
+//! ```
+//!
+//! A topic is created in a hidden temporary directory renamed into place, so a crash never
+//! leaves a half-created topic visible.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use diaspora_api::{
+    ConsumerBackend, ConsumerOptions, Error, PartitionInfo, ProducerBackend, ProducerOptions,
+    Result, ThreadPool, TopicBackend, TopicPolicies, Value,
+};
+use serde_json::json;
+
+use crate::error::FilesError;
+use crate::partition::PartitionLog;
+
+/// Name of the configuration file of a topic.
+pub const TOPIC_CONFIG: &str = "topic.json";
+/// Name of the completion marker.
+pub const COMPLETE_MARKER: &str = "complete";
+/// Most partitions a topic may have.
+pub const MAX_PARTITIONS: u64 = 65_536;
+
+/// Options of a topic, as stored in `topic.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicConfig {
+    /// Number of partitions.
+    pub num_partitions: usize,
+    /// Whether appends are made durable (fdatasync) before they complete.
+    pub sync: bool,
+    /// The full options (policies included).
+    pub options: Value,
+}
+
+impl TopicConfig {
+    /// Parses and checks topic options; unknown keys are errors.
+    pub fn from_options(options: &Value) -> Result<Self> {
+        let empty = serde_json::Map::new();
+        let obj = match options {
+            Value::Null => &empty,
+            Value::Object(o) => o,
+            _ => return Err(Error::option("topic", "options must be a JSON object")),
+        };
+        let mut num_partitions = 1usize;
+        let mut sync = false;
+        for (k, v) in obj {
+            match k.as_str() {
+                "num_partitions" => {
+                    num_partitions = v
+                        .as_u64()
+                        .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+                        .map(|n| n as usize)
+                        .ok_or_else(|| {
+                            Error::option(
+                                "topic.num_partitions",
+                                format!("must be an integer from 1 to {MAX_PARTITIONS}"),
+                            )
+                        })?;
+                }
+                "sync" => {
+                    sync = v
+                        .as_bool()
+                        .ok_or_else(|| Error::option("topic.sync", "must be true or false"))?
+                }
+                "validator" | "partition_selector" | "serializer" => {}
+                other => {
+                    return Err(Error::option(
+                        format!("topic.{other}"),
+                        "unknown option (known: num_partitions, sync, validator, partition_selector, serializer)",
+                    ))
+                }
+            }
+        }
+        TopicPolicies::from_options(options)?;
+        let mut full = obj.clone();
+        full.insert("num_partitions".into(), json!(num_partitions));
+        full.insert("sync".into(), json!(sync));
+        Ok(TopicConfig {
+            num_partitions,
+            sync,
+            options: Value::Object(full),
+        })
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn partition_dir(topic_dir: &Path, index: usize) -> PathBuf {
+    topic_dir.join("partitions").join(format!("{index:05}"))
+}
+
+/// Creates topic `name` under `root`.
+pub fn create_topic(root: &Path, name: &str, options: &Value) -> Result<()> {
+    let config = TopicConfig::from_options(options)?;
+    let target = root.join(name);
+    if target.exists() {
+        return Err(Error::TopicExists(name.to_owned()));
+    }
+    let tmp = root.join(format!(
+        ".tmp-{name}-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let build = || -> std::result::Result<(), FilesError> {
+        let mkdir = |p: &Path| fs::create_dir_all(p).map_err(|e| FilesError::io("mkdir", p, e));
+        mkdir(&tmp.join("consumers"))?;
+        for i in 0..config.num_partitions {
+            let dir = partition_dir(&tmp, i);
+            mkdir(&dir)?;
+            PartitionLog::create(&dir)?;
+        }
+        let text = serde_json::to_vec_pretty(&config.options).unwrap_or_default();
+        let cfg = tmp.join(TOPIC_CONFIG);
+        fs::write(&cfg, text).map_err(|e| FilesError::io("write", &cfg, e))
+    };
+    if let Err(e) = build() {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e.into());
+    }
+    // rename(2) onto an existing non-empty directory fails: exactly one creator wins.
+    if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(if target.exists() {
+            Error::TopicExists(name.to_owned())
+        } else {
+            Error::io(format!("rename {} into place", tmp.display()), e)
+        });
+    }
+    Ok(())
+}
+
+/// Whether `dir` holds a topic.
+pub fn is_topic_dir(dir: &Path) -> bool {
+    dir.join(TOPIC_CONFIG).is_file()
+}
+
+/// State shared by a topic handle and its producers and consumers.
+pub struct TopicShared {
+    /// Topic name.
+    pub name: String,
+    /// Topic directory.
+    pub dir: PathBuf,
+    /// Parsed configuration.
+    pub config: TopicConfig,
+    /// Policies.
+    pub policies: TopicPolicies,
+    /// Open partitions.
+    pub partitions: Vec<Arc<PartitionLog>>,
+    /// Pool producers use when none is given.
+    pub default_pool: ThreadPool,
+}
+
+impl TopicShared {
+    /// Opens topic `name` under `root`.
+    pub fn open(root: &Path, name: &str, default_pool: ThreadPool) -> Result<Arc<Self>> {
+        let dir = root.join(name);
+        let cfg_path = dir.join(TOPIC_CONFIG);
+        let text = match fs::read(&cfg_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::TopicNotFound(name.to_owned()))
+            }
+            Err(e) => return Err(FilesError::io("read", &cfg_path, e).into()),
+        };
+        let options: Value = serde_json::from_slice(&text).map_err(|source| {
+            Error::from(FilesError::BadConfig {
+                path: cfg_path.clone(),
+                source,
+            })
+        })?;
+        let config = TopicConfig::from_options(&options)?;
+        let policies = TopicPolicies::from_options(&config.options)?;
+        let partitions = (0..config.num_partitions)
+            .map(|i| PartitionLog::open(&partition_dir(&dir, i), config.sync).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Arc::new(TopicShared {
+            name: name.to_owned(),
+            dir,
+            config,
+            policies,
+            partitions,
+            default_pool,
+        }))
+    }
+
+    /// Path of consumer `name`'s acknowledgement file.
+    pub fn ack_path(&self, consumer: &str) -> PathBuf {
+        self.dir.join("consumers").join(format!("{consumer}.acks"))
+    }
+
+    /// Whether the topic was marked complete.
+    pub fn is_complete(&self) -> bool {
+        self.dir.join(COMPLETE_MARKER).exists()
+    }
+}
+
+/// The files driver's [`TopicBackend`].
+pub struct FilesTopic {
+    pub(crate) shared: Arc<TopicShared>,
+}
+
+impl TopicBackend for FilesTopic {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn options(&self) -> Value {
+        self.shared.config.options.clone()
+    }
+
+    fn partitions(&self) -> Result<Vec<PartitionInfo>> {
+        self.shared
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let (index_bytes, meta_bytes, data_bytes) = p.sizes()?;
+                Ok(PartitionInfo {
+                    index,
+                    info: json!({
+                        "path": p.dir().display().to_string(),
+                        "num_events": p.count()?,
+                        "index_bytes": index_bytes,
+                        "metadata_bytes": meta_bytes,
+                        "data_bytes": data_bytes,
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    fn policies(&self) -> &TopicPolicies {
+        &self.shared.policies
+    }
+
+    fn producer(&self, name: &str, options: ProducerOptions) -> Result<Arc<dyn ProducerBackend>> {
+        Ok(Arc::new(crate::producer::FilesProducer::new(
+            self.shared.clone(),
+            name,
+            options,
+        )))
+    }
+
+    fn consumer(&self, name: &str, options: ConsumerOptions) -> Result<Arc<dyn ConsumerBackend>> {
+        Ok(Arc::new(crate::consumer::FilesConsumer::new(
+            self.shared.clone(),
+            name,
+            options,
+        )?))
+    }
+
+    fn mark_as_complete(&self) -> Result<()> {
+        let p = self.shared.dir.join(COMPLETE_MARKER);
+        fs::write(&p, b"").map_err(|e| FilesError::io("write", &p, e).into())
+    }
+
+    fn is_complete(&self) -> Result<bool> {
+        Ok(self.shared.is_complete())
+    }
+}
