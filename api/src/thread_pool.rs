@@ -174,8 +174,13 @@ impl Drop for WorkerPool {
         // Workers drain the queue before exiting, so submitted work is never lost.
         self.shared.queue.lock().2 = true;
         self.shared.cond.notify_all();
+        let me = std::thread::current().id();
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // The last handle may be dropped by a job running on one of our own workers: that
+            // worker exits by itself once the queue is drained, joining it would deadlock.
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -198,6 +203,24 @@ mod tests {
         );
         assert_eq!(n.load(Ordering::SeqCst), 1);
         assert_eq!(p.size(), 0);
+    }
+
+    #[test]
+    fn pool_dropped_from_its_own_worker_does_not_deadlock() {
+        let p = ThreadPool::new(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = p.clone();
+        drop(p);
+        // The job owns the last handle; dropping it happens on the worker itself.
+        holder.clone().push_work(
+            move || {
+                drop(holder);
+                let _ = tx.send(());
+            },
+            0,
+        );
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("job ran");
     }
 
     #[test]
