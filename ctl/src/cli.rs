@@ -1,0 +1,170 @@
+//! The command-line grammar (clap derive). Dynamic `--<scope>.<key>` options are handled
+//! before clap sees the arguments, see [`crate::options`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const OPTION_SYNTAX: &str = "\
+Dynamic options:
+  --driver.<key> <value>    Driver option, e.g. --driver.root_path /tmp/diaspora-data
+  --topic.<key> <value>     Topic option (topic create), e.g. --topic.num_partitions 4
+  --producer.<key> <value>  Producer option (produce): batch_size, max_num_batches,
+                            ordering, thread_count
+  --consumer.<key> <value>  Consumer option (consume): batch_size, max_num_batches,
+                            partitions, thread_count, data
+
+  `--<scope>.<key>=<value>` works too. Values are parsed as JSON when they are valid JSON
+  (3, true, [0,1], \"quoted\"), otherwise taken as strings. Dotted keys nest:
+  --topic.validator.type required_fields gives {\"validator\": {\"type\": \"required_fields\"}}.
+  Options from --driver-config / --topic-config files are merged with command-line options,
+  the command line winning.";
+
+/// Command-line tool for Diaspora Stream API topics.
+#[derive(Debug, Parser)]
+#[command(name = "diaspora-ctl", version, after_help = OPTION_SYNTAX)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe and complete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Push events into a topic.
+    #[command(after_help = OPTION_SYNTAX)]
+    Produce(ProduceArgs),
+    /// Pull events from a topic and print them, one line per event:
+    /// `<partition> <id> <metadata-json> [<data-length>]`.
+    #[command(after_help = OPTION_SYNTAX)]
+    Consume(ConsumeArgs),
+}
+
+/// `topic` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    #[command(after_help = OPTION_SYNTAX)]
+    Create(CreateArgs),
+    /// List the topics, one name per line.
+    #[command(after_help = OPTION_SYNTAX)]
+    List(DriverArgs),
+    /// Print a topic's options, partitions and completion state as JSON.
+    #[command(after_help = OPTION_SYNTAX)]
+    Describe(TopicArgs),
+    /// Mark a topic as complete: consumers that reach its end are told there are no more
+    /// events, and producers can no longer push to it.
+    #[command(after_help = OPTION_SYNTAX)]
+    Complete(TopicArgs),
+}
+
+/// How to reach the streaming engine.
+#[derive(Debug, Args)]
+pub struct DriverArgs {
+    /// Driver to use (e.g. `files`); its options are given with --driver.<key> <value>.
+    #[arg(long, value_name = "NAME")]
+    pub driver: String,
+    /// JSON file holding driver options (merged with --driver.<key> options, which win).
+    #[arg(long, value_name = "FILE")]
+    pub driver_config: Option<PathBuf>,
+}
+
+/// A driver and a topic.
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    /// Name of the topic.
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub driver: DriverArgs,
+}
+
+/// Arguments of `topic create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topic: TopicArgs,
+    /// JSON file holding topic options (merged with --topic.<key> options, which win).
+    #[arg(long, value_name = "FILE")]
+    pub topic_config: Option<PathBuf>,
+}
+
+/// Arguments of `produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topic: TopicArgs,
+    /// Number of events to push.
+    #[arg(long, default_value_t = 1, conflicts_with = "stdin")]
+    pub count: u64,
+    /// Metadata of every event (a JSON document).
+    #[arg(
+        long,
+        default_value = "{}",
+        conflicts_with = "stdin",
+        value_name = "JSON"
+    )]
+    pub metadata: String,
+    /// Read events from standard input instead: one JSON metadata document per line (blank
+    /// lines are skipped).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Size in bytes of the data attached to each event.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub data_size: usize,
+    /// Push every event into this partition instead of letting the topic's partition
+    /// selector choose.
+    #[arg(long)]
+    pub partition: Option<usize>,
+}
+
+/// Arguments of `consume`.
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topic: TopicArgs,
+    /// Consumer name: acknowledgements are recorded under it, and a later run with the same
+    /// name resumes after the last acknowledged event.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: String,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Stop when no event arrives within this many milliseconds.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_name = "MS",
+        conflicts_with = "follow"
+    )]
+    pub timeout_ms: u64,
+    /// Wait for new events forever (until the topic is complete or --count is reached).
+    #[arg(long)]
+    pub follow: bool,
+    /// Fetch each event's data and print its length after the metadata.
+    #[arg(long)]
+    pub data: bool,
+    /// Do not acknowledge the consumed events (a later run with the same consumer name will
+    /// see them again).
+    #[arg(long)]
+    pub no_ack: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

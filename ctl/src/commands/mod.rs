@@ -1,0 +1,45 @@
+//! The commands, one file each, and what they share: turning options into a driver.
+
+use diaspora_api::{Driver, TopicHandle};
+
+use crate::cli::{Command, DriverArgs, TopicCommand};
+use crate::config::resolve;
+use crate::error::CliError;
+use crate::options::{PreScan, Scope};
+
+mod consume;
+mod produce;
+mod topic;
+
+/// Runs a parsed command with the dynamic options found by the pre-scan.
+pub fn run(command: Command, scan: PreScan) -> Result<(), CliError> {
+    match command {
+        Command::Topic(TopicCommand::Create(args)) => topic::create(args, scan),
+        Command::Topic(TopicCommand::List(args)) => topic::list(args, scan),
+        Command::Topic(TopicCommand::Describe(args)) => topic::describe(args, scan),
+        Command::Topic(TopicCommand::Complete(args)) => topic::complete(args, scan),
+        Command::Produce(args) => produce::run(args, scan),
+        Command::Consume(args) => consume::run(args, scan),
+    }
+}
+
+/// Instantiates the driver from `--driver`, `--driver-config` and `--driver.<key>` options.
+fn open_driver(args: &DriverArgs, scan: &mut PreScan) -> Result<Driver, CliError> {
+    let options = resolve(args.driver_config.as_deref(), scan.take(Scope::Driver))?;
+    Ok(Driver::new(&args.driver, options)?)
+}
+
+/// Instantiates the driver and opens a topic.
+fn open_topic(args: &DriverArgs, name: &str, scan: &mut PreScan) -> Result<TopicHandle, CliError> {
+    let driver = open_driver(args, scan)?;
+    Ok(driver.open_topic(name)?)
+}
+
+/// Prints one line on standard output (`println!` would panic on a closed pipe).
+fn print_line(line: impl std::fmt::Display) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(CliError::output)
+}

@@ -1,0 +1,69 @@
+//! Errors of the command-line tool; `main` prints them as `error: ...` and exits with 1.
+
+use crate::config::OptionsError;
+
+/// Everything that can make a command fail.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The command line does not follow the grammar (or help/version was asked for).
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    /// Bad dynamic options or option files.
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// The API refused an operation.
+    #[error(transparent)]
+    Api(#[from] diaspora_api::Error),
+    /// The API refused an operation; `context` says which.
+    #[error("{context}: {source}")]
+    ApiContext {
+        /// What was being done.
+        context: String,
+        /// The API's error.
+        #[source]
+        source: diaspora_api::Error,
+    },
+    /// Reading input or writing output failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command failed after doing part of its work.
+    #[error("{source} ({produced} event(s) were produced before the error)")]
+    Partial {
+        /// How many events were produced.
+        produced: u64,
+        /// The error.
+        #[source]
+        source: Box<CliError>,
+    },
+    /// The reader of our output went away (e.g. `| head`): stop quietly.
+    #[error("broken pipe")]
+    BrokenPipe,
+}
+
+impl CliError {
+    /// Wraps an API error with what was being done.
+    pub fn api(context: impl Into<String>, source: diaspora_api::Error) -> Self {
+        CliError::ApiContext {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Wraps an error writing to standard output.
+    pub fn output(source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Io {
+                context: "cannot write to standard output",
+                source,
+            }
+        }
+    }
+}
