@@ -1,0 +1,135 @@
+//! Results of a phase, their text and JSON rendering, medians and peak memory.
+
+use serde_json::json;
+
+/// What one phase of one run measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseResult {
+    /// "produce" or "consume".
+    pub phase: &'static str,
+    /// Events pushed or pulled.
+    pub events: u64,
+    /// Metadata plus data bytes pushed or pulled.
+    pub bytes: u64,
+    /// Wall-clock time of the phase.
+    pub seconds: f64,
+    /// Peak resident set size during the phase, in KiB (if the platform reports it).
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl PhaseResult {
+    /// Events per second.
+    pub fn events_per_sec(&self) -> f64 {
+        rate(self.events as f64, self.seconds)
+    }
+
+    /// MiB (metadata + data) per second.
+    pub fn mib_per_sec(&self) -> f64 {
+        rate(self.bytes as f64 / (1024.0 * 1024.0), self.seconds)
+    }
+
+    /// One human-readable line; `label` is e.g. "run 1/3" or "median".
+    pub fn text(&self, label: &str) -> String {
+        let rss = match self.peak_rss_kib {
+            Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
+            None => "n/a".to_owned(),
+        };
+        format!(
+            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}",
+            self.phase,
+            self.events,
+            self.seconds,
+            self.events_per_sec(),
+            self.mib_per_sec(),
+        )
+    }
+
+    /// One JSON object; `label` is "run" (with `run` set) or "median".
+    pub fn json(&self, label: &str, run: Option<u64>, config: &serde_json::Value) -> String {
+        json!({
+            "kind": label,
+            "run": run,
+            "phase": self.phase,
+            "events": self.events,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "events_per_sec": self.events_per_sec(),
+            "mib_per_sec": self.mib_per_sec(),
+            "peak_rss_kib": self.peak_rss_kib,
+            "config": config,
+        })
+        .to_string()
+    }
+}
+
+fn rate(amount: f64, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        amount / seconds
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The run with the median duration (the lower middle one for an even count), with the
+/// largest peak RSS of all runs. `None` if `runs` is empty.
+pub fn median(runs: &[PhaseResult]) -> Option<PhaseResult> {
+    let mut sorted: Vec<&PhaseResult> = runs.iter().collect();
+    sorted.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mid = *sorted.get((sorted.len().checked_sub(1)?) / 2)?;
+    let mut m = mid.clone();
+    m.peak_rss_kib = runs.iter().filter_map(|r| r.peak_rss_kib).max();
+    Some(m)
+}
+
+/// Peak resident set size of this process in KiB (`VmHWM` of `/proc/self/status`).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resets the peak RSS to the current RSS (Linux ≥ 4.0), so each phase reports its own peak.
+/// Without it the figure is the process-wide peak so far.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(seconds: f64, rss: u64) -> PhaseResult {
+        PhaseResult {
+            phase: "produce",
+            events: 1000,
+            bytes: 1024 * 1024,
+            seconds,
+            peak_rss_kib: Some(rss),
+        }
+    }
+
+    #[test]
+    fn median_picks_middle_duration_and_max_rss() {
+        let m = median(&[r(3.0, 10), r(1.0, 30), r(2.0, 20)]).expect("some");
+        assert_eq!(m.seconds, 2.0);
+        assert_eq!(m.peak_rss_kib, Some(30));
+        assert_eq!(median(&[r(2.0, 1), r(1.0, 1)]).expect("some").seconds, 1.0);
+        assert!(median(&[]).is_none());
+    }
+
+    #[test]
+    fn rates() {
+        let x = r(0.5, 1);
+        assert_eq!(x.events_per_sec(), 2000.0);
+        assert_eq!(x.mib_per_sec(), 2.0);
+    }
+
+    #[test]
+    fn rss_is_readable_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_kib().is_some_and(|k| k > 0));
+        }
+    }
+}
