@@ -1,0 +1,229 @@
+//! Producer/consumer options (batch size, in-flight batches, ordering, thread pools) change
+//! performance, never what is delivered; flush resolves push futures to sequential ids.
+
+use std::collections::BTreeSet;
+
+use diaspora_api::{
+    json, BatchSize, ConsumerOptions, Ordering, ProducerOptions, ThreadPool, TopicHandle,
+};
+
+use crate::util::{assert_nothing_more, create_topic, flush, meta_u64, pattern, pull_n, wait_for};
+use crate::DriverFixture;
+
+/// Pushes `n` events (`{"s": s}`, data `pattern(s, 16)`) with `options` and checks a default
+/// consumer gets them all exactly once with contiguous ids; with strict ordering, in push order
+/// per partition.
+fn check_producer(topic: &TopicHandle, options: ProducerOptions, n: u64, label: &str) {
+    let strict = options.ordering == Ordering::Strict;
+    let producer = topic.producer_with("p", options).expect("producer");
+    let futures: Vec<_> = (0..n)
+        .map(|s| producer.push(json!({"s": s}), pattern(s, 16)))
+        .collect();
+    flush(&producer);
+    for (s, fut) in futures.into_iter().enumerate() {
+        wait_for(fut, &format!("{label}: push {s}"));
+    }
+    let consumer = topic.consumer("c").expect("consumer");
+    let events = pull_n(&consumer, n as usize);
+    assert_nothing_more(&consumer, label);
+    let mut seen = BTreeSet::new();
+    let mut next = [0u64; 2];
+    let mut last = [None::<u64>; 2];
+    for e in &events {
+        let s = meta_u64(e, "s");
+        assert!(seen.insert(s), "{label}: event {s} received twice");
+        let p = e.partition();
+        assert_eq!(e.id(), next[p], "{label}: partition {p} ids contiguous");
+        next[p] += 1;
+        if strict {
+            assert!(
+                !matches!(last[p], Some(l) if l >= s),
+                "{label}: strict ordering violated in partition {p}"
+            );
+        }
+        last[p] = Some(s);
+    }
+    assert_eq!(seen.len() as u64, n, "{label}: all events delivered");
+}
+
+/// Fixed/adaptive batches, 1 or 8 batches in flight, strict/loose, inline or 2-thread pools.
+pub fn producer_option_matrix(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let configs = [
+        (
+            BatchSize::Fixed(7),
+            1,
+            Ordering::Strict,
+            Some(ThreadPool::inline()),
+        ),
+        (
+            BatchSize::Fixed(7),
+            1,
+            Ordering::Strict,
+            Some(ThreadPool::new(2)),
+        ),
+        (
+            BatchSize::Fixed(1),
+            8,
+            Ordering::Loose,
+            Some(ThreadPool::new(2)),
+        ),
+        (
+            BatchSize::Adaptive,
+            1,
+            Ordering::Loose,
+            Some(ThreadPool::inline()),
+        ),
+        (
+            BatchSize::Adaptive,
+            8,
+            Ordering::Strict,
+            Some(driver.make_thread_pool(2)),
+        ),
+        (BatchSize::Fixed(64), 2, Ordering::Strict, None),
+    ];
+    for (k, (batch_size, max_num_batches, ordering, thread_pool)) in configs.into_iter().enumerate()
+    {
+        let label = format!("config {k}: {batch_size:?}, {max_num_batches} batches, {ordering:?}");
+        let topic = create_topic(&driver, &format!("prod{k}"), 2);
+        let options = ProducerOptions {
+            batch_size,
+            max_num_batches,
+            ordering,
+            thread_pool,
+        };
+        check_producer(&topic, options, 1_000, &label);
+    }
+}
+
+/// Consumer batch sizes, a single prefetched batch, inline or 2-thread pools, with data.
+pub fn consumer_option_matrix(f: &dyn DriverFixture) {
+    const N: u64 = 600;
+    let driver = f.driver();
+    let topic = create_topic(&driver, "cons", 3);
+    let producer = topic.producer().expect("producer");
+    for s in 0..N {
+        drop(producer.push(json!({"s": s}), pattern(s, 32)));
+    }
+    flush(&producer);
+    let configs = [
+        (BatchSize::Fixed(1), 1, Some(ThreadPool::inline())),
+        (BatchSize::Fixed(3), 1, Some(ThreadPool::new(2))),
+        (BatchSize::Adaptive, 1, Some(ThreadPool::inline())),
+        (BatchSize::Fixed(100), 4, Some(ThreadPool::new(2))),
+        (BatchSize::Adaptive, 2, None),
+    ];
+    for (k, (batch_size, max_num_batches, thread_pool)) in configs.into_iter().enumerate() {
+        let label = format!("consumer config {k}: {batch_size:?}, {max_num_batches} batches");
+        let consumer = topic
+            .consumer_with(
+                &format!("c{k}"),
+                ConsumerOptions {
+                    batch_size,
+                    max_num_batches,
+                    thread_pool,
+                    data_selector: Some(diaspora_api::select_all()),
+                    ..Default::default()
+                },
+            )
+            .expect("consumer");
+        let mut seen = BTreeSet::new();
+        let mut next = [0u64; 3];
+        for e in pull_n(&consumer, N as usize) {
+            let s = meta_u64(&e, "s");
+            assert!(seen.insert(s), "{label}: event {s} twice");
+            assert_eq!(e.id(), next[e.partition()], "{label}: ids in order");
+            next[e.partition()] += 1;
+            assert!(
+                e.data().to_vec() == pattern(s, 32),
+                "{label}: data of event {s}"
+            );
+        }
+        assert_nothing_more(&consumer, &label);
+    }
+}
+
+/// Options parsed with `ProducerOptions::from_json` / `ConsumerOptions::from_json` work.
+pub fn producer_options_from_json(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let topic = create_topic(&driver, "json", 2);
+    let options = ProducerOptions::from_json(&json!({
+        "batch_size": 16, "max_num_batches": 2, "ordering": "loose", "thread_count": 2
+    }))
+    .expect("valid producer options");
+    check_producer(&topic, options, 500, "producer options from JSON");
+    let consumer = topic
+        .consumer_with(
+            "from_json",
+            ConsumerOptions::from_json(&json!({
+                "batch_size": 8, "max_num_batches": 1, "thread_count": 1,
+                "partitions": [1], "data": "all"
+            }))
+            .expect("valid consumer options"),
+        )
+        .expect("consumer");
+    for e in pull_n(&consumer, 250) {
+        assert_eq!(e.partition(), 1, "consumer restricted to partition 1");
+        assert!(
+            e.data().to_vec() == pattern(meta_u64(&e, "s"), 16),
+            "data: all"
+        );
+    }
+    assert_nothing_more(&consumer, "partition 1 has 250 events");
+}
+
+/// In a 1-partition topic, after flush every push future is ready with id = push index.
+pub fn flush_resolves_push_futures_single_partition(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let topic = create_topic(&driver, "ids", 1);
+    let producer = topic
+        .producer_with(
+            "p",
+            ProducerOptions {
+                batch_size: BatchSize::Fixed(9),
+                ..Default::default()
+            },
+        )
+        .expect("producer");
+    let futures: Vec<_> = (0..100u64)
+        .map(|i| producer.push(json!({"i": i}), ()))
+        .collect();
+    flush(&producer);
+    for (i, mut fut) in futures.into_iter().enumerate() {
+        assert!(
+            fut.is_ready(),
+            "push future {i} must be ready once flush completed"
+        );
+        let id = fut.wait(0).expect("push succeeded");
+        assert_eq!(id, Some(i as u64), "push {i}: event id");
+    }
+}
+
+/// With `push_to`, ids are sequential per partition.
+pub fn flush_resolves_push_futures_per_partition(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let topic = create_topic(&driver, "ids", 3);
+    let producer = topic.producer().expect("producer");
+    let futures: Vec<_> = (0..90u64)
+        .map(|i| producer.push_to((i % 3) as usize, json!({"i": i}), ()))
+        .collect();
+    flush(&producer);
+    for (i, mut fut) in futures.into_iter().enumerate() {
+        assert!(
+            fut.is_ready(),
+            "push future {i} must be ready once flush completed"
+        );
+        let id = fut.wait(0).expect("push succeeded");
+        assert_eq!(
+            id,
+            Some(i as u64 / 3),
+            "push {i} to partition {}: id",
+            i % 3
+        );
+    }
+    let consumer = topic.consumer("c").expect("consumer");
+    for e in pull_n(&consumer, 90) {
+        let i = meta_u64(&e, "i");
+        assert_eq!((e.partition() as u64, e.id()), (i % 3, i / 3), "event {i}");
+    }
+}
