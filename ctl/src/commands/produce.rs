@@ -50,6 +50,10 @@ pub fn run(args: ProduceArgs, mut scan: PreScan) -> Result<(), CliError> {
         )
     };
     let topic = open_topic(&args.topic.driver, &args.topic.name, &mut scan)?;
+    // The API reserves Error::TopicComplete for this; not every driver checks it on push.
+    if topic.is_complete()? {
+        return Err(diaspora_api::Error::TopicComplete(args.topic.name).into());
+    }
     let producer = topic.producer_with("diaspora-ctl", options)?;
     let data = Bytes::from(pattern(args.data_size));
     let mut pusher = Pusher::new(producer, args.partition);

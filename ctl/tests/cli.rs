@@ -1,0 +1,492 @@
+//! End-to-end tests of the `diaspora-ctl` binary against the files driver in a temporary
+//! directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_diaspora-ctl");
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts exit code 1 with an `error: ...` message containing `needle`.
+    #[track_caller]
+    fn fails_with(self, needle: &str) -> Self {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.stderr.starts_with("error: "),
+            "stderr: {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "stderr: {}", self.stderr);
+        self
+    }
+
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+}
+
+fn ctl(args: &[&str]) -> Run {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run diaspora-ctl")
+        .into()
+}
+
+fn ctl_stdin(args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora-ctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait").into()
+}
+
+/// `args` followed by `--driver files --driver.root_path <root>`.
+fn with_root<'a>(args: &[&'a str], root: &'a str) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend(["--driver", "files", "--driver.root_path", root]);
+    v
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+#[test]
+fn create_list_describe_produce_consume_complete_roundtrip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    let run = |args: &[&str]| ctl(&with_root(args, root));
+
+    run(&[
+        "topic",
+        "create",
+        "--name",
+        "events",
+        "--topic.num_partitions",
+        "2",
+    ])
+    .ok();
+    run(&[
+        "topic",
+        "create",
+        "--name",
+        "other",
+        "--topic.num_partitions=1",
+    ])
+    .ok();
+    run(&["topic", "create", "--name", "events"]).fails_with("already exists");
+    assert_eq!(run(&["topic", "list"]).ok().lines(), ["events", "other"]);
+
+    let described = run(&["topic", "describe", "--name", "events"]).ok();
+    let d: Value = serde_json::from_str(&described.stdout).expect("describe prints JSON");
+    assert_eq!(d["name"], "events");
+    assert_eq!(d["complete"], false);
+    assert_eq!(d["options"]["num_partitions"], 2);
+    assert_eq!(d["partitions"].as_array().map(Vec::len), Some(2));
+
+    let produced = run(&[
+        "produce",
+        "--name",
+        "events",
+        "--count",
+        "4",
+        "--metadata",
+        r#"{"x":1}"#,
+        "--data-size",
+        "16",
+    ])
+    .ok();
+    assert_eq!(produced.stdout.trim(), "produced 4 events");
+    let produced = ctl_stdin(
+        &with_root(
+            &["produce", "--name", "events", "--stdin", "--partition", "1"],
+            root,
+        ),
+        "{\"line\":1}\n\n  {\"line\": 2}\n",
+    )
+    .ok();
+    assert_eq!(produced.stdout.trim(), "produced 2 events");
+
+    // First consumer sees all 6 events, with data lengths.
+    let consumed = run(&[
+        "consume",
+        "--name",
+        "events",
+        "--consumer",
+        "c1",
+        "--data",
+        "--timeout-ms",
+        "300",
+    ])
+    .ok();
+    let mut lines = consumed.lines();
+    lines.sort();
+    assert_eq!(lines.len(), 6, "{}", consumed.stdout);
+    let with_x: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains(r#"{"x":1} 16"#))
+        .collect();
+    assert_eq!(with_x.len(), 4, "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("1 ") && l.contains(r#"{"line":1} 0"#)));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("1 ") && l.ends_with(r#"{"line": 2} 0"#)));
+    for line in &lines {
+        let mut parts = line.splitn(3, ' ');
+        let partition: usize = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("partition");
+        let _id: u64 = parts.next().and_then(|p| p.parse().ok()).expect("id");
+        assert!(partition < 2);
+    }
+
+    // Everything was acknowledged: the same consumer sees nothing new.
+    let again = run(&[
+        "consume",
+        "--name",
+        "events",
+        "--consumer",
+        "c1",
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(again.ok().stdout, "");
+
+    // --count and --no-ack: a second consumer sees 2 events, twice.
+    for _ in 0..2 {
+        let some = run(&[
+            "consume",
+            "--name",
+            "events",
+            "--consumer",
+            "c2",
+            "--count",
+            "2",
+            "--no-ack",
+        ]);
+        assert_eq!(some.ok().lines().len(), 2);
+    }
+    // With acknowledgement, the next run resumes after what was printed.
+    let first = run(&[
+        "consume",
+        "--name",
+        "events",
+        "--consumer",
+        "c3",
+        "--count",
+        "3",
+    ])
+    .ok();
+    let rest = run(&[
+        "consume",
+        "--name",
+        "events",
+        "--consumer",
+        "c3",
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(first.lines().len() + rest.ok().lines().len(), 6);
+
+    // Completion: consumers stop at the end without waiting, producers are refused.
+    run(&["topic", "complete", "--name", "events"]).ok();
+    let d = run(&["topic", "describe", "--name", "events"]).ok();
+    let d: Value = serde_json::from_str(&d.stdout).expect("JSON");
+    assert_eq!(d["complete"], true);
+    let start = std::time::Instant::now();
+    let all = run(&[
+        "consume",
+        "--name",
+        "events",
+        "--consumer",
+        "c4",
+        "--follow",
+    ])
+    .ok();
+    assert_eq!(all.lines().len(), 6);
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    run(&["produce", "--name", "events"]).fails_with("complete");
+}
+
+#[test]
+fn driver_config_merges_with_command_line_winning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good");
+    let decoy = dir.path().join("decoy");
+    let config = dir.path().join("driver.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({"root_path": path_str(&decoy)}).to_string(),
+    )
+    .expect("write config");
+    let topic_config = dir.path().join("topic.json");
+    std::fs::write(&topic_config, r#"{"num_partitions": 3}"#).expect("write config");
+    let cfg = path_str(&config);
+    let tcfg = path_str(&topic_config);
+
+    // The file alone is used...
+    ctl(&[
+        "topic",
+        "create",
+        "--name",
+        "from_file",
+        "--driver",
+        "files",
+        "--driver-config",
+        cfg,
+        "--topic-config",
+        tcfg,
+    ])
+    .ok();
+    // ...but the command line overrides its root_path and the topic file's partition count.
+    ctl(&[
+        "topic",
+        "create",
+        "--name",
+        "from_cli",
+        "--driver",
+        "files",
+        "--driver-config",
+        cfg,
+        "--driver.root_path",
+        path_str(&good),
+        "--topic-config",
+        tcfg,
+        "--topic.num_partitions",
+        "2",
+    ])
+    .ok();
+    let list = |root: &Path| {
+        ctl(&with_root(&["topic", "list"], path_str(root)))
+            .ok()
+            .stdout
+    };
+    assert_eq!(list(&decoy).trim(), "from_file");
+    assert_eq!(list(&good).trim(), "from_cli");
+    let d = ctl(&with_root(
+        &["topic", "describe", "--name", "from_cli"],
+        path_str(&good),
+    ))
+    .ok();
+    let d: Value = serde_json::from_str(&d.stdout).expect("JSON");
+    assert_eq!(d["options"]["num_partitions"], 2);
+    let d = ctl(&with_root(
+        &["topic", "describe", "--name", "from_file"],
+        path_str(&decoy),
+    ))
+    .ok();
+    let d: Value = serde_json::from_str(&d.stdout).expect("JSON");
+    assert_eq!(d["options"]["num_partitions"], 3);
+}
+
+#[test]
+fn bad_topic_and_consumer_names_are_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    ctl(&with_root(&["topic", "create", "--name", "../x"], root)).fails_with("invalid topic name");
+    ctl(&with_root(&["topic", "create", "--name", "a/b"], root)).fails_with("invalid topic name");
+    ctl(&with_root(&["produce", "--name", "../x"], root)).fails_with("invalid topic name");
+    ctl(&with_root(&["topic", "create", "--name", "t"], root)).ok();
+    ctl(&with_root(
+        &["consume", "--name", "t", "--consumer", "../c"],
+        root,
+    ))
+    .fails_with("invalid consumer name");
+    ctl(&with_root(
+        &["topic", "describe", "--name", "missing"],
+        root,
+    ))
+    .fails_with("not found");
+    // Nothing escaped the root.
+    assert!(!dir.path().parent().expect("parent").join("x").exists());
+}
+
+#[test]
+fn unknown_driver_lists_known_drivers() {
+    ctl(&["topic", "list", "--driver", "nope"]).fails_with("unknown driver \"nope\"");
+    ctl(&["topic", "list", "--driver", "nope"]).fails_with("files");
+    ctl(&["topic", "list"]).fails_with("--driver");
+}
+
+#[test]
+fn malformed_config_files_are_named_in_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{\"root_path\": ").expect("write");
+    let bad = path_str(&bad);
+    ctl(&["topic", "list", "--driver", "files", "--driver-config", bad])
+        .fails_with(&format!("option file {bad} is not valid JSON"));
+    let root = path_str(dir.path());
+    ctl(&with_root(
+        &["topic", "create", "--name", "t", "--topic-config", bad],
+        root,
+    ))
+    .fails_with("bad.json");
+    let array = dir.path().join("array.json");
+    std::fs::write(&array, "[1]").expect("write");
+    ctl(&with_root(
+        &[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic-config",
+            path_str(&array),
+        ],
+        root,
+    ))
+    .fails_with("must contain a JSON object");
+    ctl(&[
+        "topic",
+        "list",
+        "--driver",
+        "files",
+        "--driver-config",
+        "/nonexistent/d.json",
+    ])
+    .fails_with("cannot read option file /nonexistent/d.json");
+}
+
+#[test]
+fn unknown_and_malformed_options_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    ctl(&with_root(&["topic", "list", "--bogus"], root)).fails_with("--bogus");
+    ctl(&with_root(
+        &["topic", "list", "--topic.num_partitions", "2"],
+        root,
+    ))
+    .fails_with("--topic.num_partitions is not accepted by `diaspora-ctl topic list`");
+    ctl(&with_root(&["topic", "list", "--driver.root_path"], root)).fails_with("requires a value");
+    ctl(&with_root(&["topic", "list", "--driver.a..b=1"], root)).fails_with("invalid option");
+    ctl(&with_root(
+        &[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic.validator",
+            "nope",
+        ],
+        root,
+    ))
+    .fails_with("validator");
+    ctl(&with_root(&["topic", "create", "--name", "t"], root)).ok();
+    ctl(&with_root(
+        &["produce", "--name", "t", "--producer.batchsize", "3"],
+        root,
+    ))
+    .fails_with("producer.batchsize");
+    ctl(&with_root(
+        &[
+            "consume",
+            "--name",
+            "t",
+            "--consumer",
+            "c",
+            "--consumer.nope=1",
+        ],
+        root,
+    ))
+    .fails_with("consumer.nope");
+    ctl(&with_root(
+        &["produce", "--name", "t", "--metadata", "{oops"],
+        root,
+    ))
+    .fails_with("invalid --metadata");
+    ctl(&with_root(
+        &["produce", "--name", "t", "--count", "-1"],
+        root,
+    ))
+    .fails_with("-1");
+    ctl(&with_root(
+        &["produce", "--name", "t", "--stdin", "--count", "2"],
+        root,
+    ))
+    .fails_with("cannot be used with");
+    let partial = ctl_stdin(
+        &with_root(&["produce", "--name", "t", "--stdin"], root),
+        "{\"ok\":1}\n{\"broken\":\n",
+    );
+    partial.fails_with("line 2 of standard input");
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["topic", "--help"],
+        &["topic", "create", "--help"],
+        &["topic", "list", "--help"],
+        &["topic", "describe", "--help"],
+        &["topic", "complete", "--help"],
+        &["produce", "--help"],
+        &["consume", "--help"],
+    ] {
+        let run = ctl(args).ok();
+        assert!(
+            run.stdout.contains("Usage: diaspora-ctl"),
+            "{args:?}: {}",
+            run.stdout
+        );
+    }
+    assert!(ctl(&["produce", "--help"])
+        .stdout
+        .contains("--driver.<key>"));
+}
