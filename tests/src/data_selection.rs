@@ -138,7 +138,7 @@ pub fn composed_view_selection(f: &dyn DriverFixture) {
             .and_then(|s| s.sub_view(2, 30))
             .unwrap_or_else(|_| DataDescriptor::null())
     });
-    check_selection(f, "strided+sub_view", sel, |_, d| {
+    check_selection(f, "strided_sub_view", sel, |_, d| {
         let strided: Vec<u8> = (0..10)
             .flat_map(|b| d[100 * b..100 * b + 4].to_vec())
             .collect();

@@ -129,6 +129,7 @@ macro_rules! conformance_tests {
             topics {
                 create_list_and_exists,
                 topics_visible_from_other_instance,
+                unknown_topic_option_rejected_or_kept,
             }
             examples {
                 seed_producer_and_consumer,

@@ -34,7 +34,7 @@ pub fn create_list_and_exists(f: &dyn DriverFixture) {
 pub fn topics_visible_from_other_instance(f: &dyn DriverFixture) {
     let first = f.driver();
     first
-        .create_topic("shared", json!({"num_partitions": 3, "custom": "kept"}))
+        .create_topic("shared", json!({"num_partitions": 3}))
         .expect("create");
     let second = f.driver();
     assert!(second.topic_exists("shared").expect("exists"));
@@ -46,9 +46,23 @@ pub fn topics_visible_from_other_instance(f: &dyn DriverFixture) {
     assert_eq!(topic.partitions().expect("partitions").len(), 3);
     let options = topic.options();
     assert_eq!(options.get("num_partitions"), Some(&json!(3)), "{options}");
-    assert_eq!(
-        options.get("custom"),
-        Some(&json!("kept")),
-        "unknown options kept: {options}"
-    );
+}
+
+/// An unknown topic option is either rejected with `InvalidOption` (and nothing is created) or
+/// kept in the topic's `options()`; it is never silently dropped.
+pub fn unknown_topic_option_rejected_or_kept(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    match driver.create_topic("custom", json!({"num_partitions": 1, "custom": "kept"})) {
+        Err(e) => {
+            assert!(
+                matches!(e.root(), diaspora_api::Error::InvalidOption { .. }),
+                "expected InvalidOption, got {e:?}"
+            );
+            assert!(!driver.topic_exists("custom").expect("exists"));
+        }
+        Ok(()) => {
+            let options = open_topic(&f.driver(), "custom").options();
+            assert_eq!(options.get("custom"), Some(&json!("kept")), "{options}");
+        }
+    }
 }
