@@ -10,11 +10,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use diaspora_api::{
-    default_allocator, Acknowledger, BatchSize, ConsumerBackend, ConsumerOptions, DataAllocator,
-    DataDescriptor, DataSelector, DataView, Error, Event, EventId, Future, Result, Segment,
-    ThreadPool, Waitable,
+    Acknowledger, BatchSize, ConsumerBackend, ConsumerOptions, DataAllocator, DataDescriptor,
+    DataSelector, DataView, Error, Event, EventId, Future, Result, Segment, ThreadPool, Waitable,
 };
 use parking_lot::Mutex;
 
@@ -27,6 +26,9 @@ use crate::topic::TopicShared;
 const ADAPTIVE_RECORDS: usize = 4_096;
 /// A refill stops adding events once it holds this much selected data (at least one event).
 const MAX_REFILL_DATA: u64 = 64 << 20;
+/// Runs of events averaging more selected data than this are read event by event: large
+/// events gain nothing from one big read, which would only add page faults on a huge buffer.
+const SPAN_READ_MAX_AVG: u64 = 16 << 10;
 /// Longest sleep between two polls of an empty topic.
 const MAX_POLL_SLEEP: Duration = Duration::from_millis(5);
 
@@ -55,7 +57,8 @@ struct Inner {
     topic: Arc<TopicShared>,
     acker: Arc<Acks>,
     selector: Option<DataSelector>,
-    allocator: DataAllocator,
+    /// The user's allocator; `None` lets the consumer hand out slices of its own reads.
+    allocator: Option<DataAllocator>,
     partitions: Vec<usize>,
     records_per_refill: usize,
     max_buffered: usize,
@@ -106,7 +109,7 @@ impl FilesConsumer {
                 queue: Mutex::new(Queue::default()),
                 acker: Arc::new(Acks(acks)),
                 selector: options.data_selector,
-                allocator: options.data_allocator.unwrap_or_else(default_allocator),
+                allocator: options.data_allocator,
                 records_per_refill,
                 max_buffered: records_per_refill * options.max_num_batches.max(1),
                 pool: options.thread_pool.unwrap_or_else(ThreadPool::inline),
@@ -201,14 +204,37 @@ impl Inner {
         let base = records[0].meta_offset;
         let first_id = *next;
         *next += take as u64;
-        records
+        // Phase 1: metadata (checked) and, per event, the selected part of the data.
+        let prepared: Vec<Result<Prepared>> = records
             .iter()
             .enumerate()
             .map(|(j, rec)| {
                 let start = (rec.meta_offset - base) as usize;
                 let raw = span.slice(start..start + rec.meta_len as usize);
-                self.build_event(p, first_id + j as u64, rec, raw)
+                self.prepare(p, first_id + j as u64, *rec, raw)
             })
+            .collect();
+        // Phase 2: data. Dense selections of small events with the default allocator come from
+        // one read of the whole run, handed out as zero-copy slices; otherwise each event's
+        // selection is read straight into the buffer its allocator provides.
+        let selected: u64 = prepared
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|pr| pr.selection.size())
+            .sum();
+        let run_len = records[take - 1].data_end() - records[0].data_offset;
+        let dense = selected * 2 >= run_len && selected / take as u64 <= SPAN_READ_MAX_AVG;
+        let data_run = if selected > 0 && self.allocator.is_none() && dense {
+            match log.read_data_span(&records[0], &records[take - 1]) {
+                Ok(run) => Some(run),
+                Err(e) => return vec![Err(e.into())],
+            }
+        } else {
+            None
+        };
+        prepared
+            .into_iter()
+            .map(|r| r.and_then(|pr| self.finish(pr, data_run.as_ref(), records[0].data_offset)))
             .collect()
     }
 
@@ -228,60 +254,115 @@ impl Inner {
             .max(1)
     }
 
-    fn build_event(&self, p: usize, id: u64, rec: &IndexRecord, raw: Bytes) -> Result<Event> {
-        let corrupt = |what: &str| {
-            Error::Corrupted(format!(
-                "topic {} partition {p} event {id}: {what} checksum mismatch",
-                self.topic.name
-            ))
-        };
+    fn corrupt(&self, p: usize, id: u64, what: &str) -> Error {
+        Error::Corrupted(format!(
+            "topic {} partition {p} event {id}: {what} checksum mismatch",
+            self.topic.name
+        ))
+    }
+
+    /// Checks the metadata and asks the selector what to fetch.
+    fn prepare(&self, p: usize, id: u64, rec: IndexRecord, raw: Bytes) -> Result<Prepared> {
         if crc32fast::hash(&raw) != rec.meta_crc {
-            return Err(corrupt("metadata"));
+            return Err(self.corrupt(p, id, "metadata"));
         }
         let metadata = self.topic.policies.serializer.deserialize(raw)?;
-        let data = match &self.selector {
-            None => DataView::new(),
+        let selection = match &self.selector {
+            None => DataDescriptor::null(),
             Some(select) => {
                 let mut location = Vec::with_capacity(16);
                 location.extend_from_slice(&rec.data_offset.to_le_bytes());
                 location.extend_from_slice(&(p as u64).to_le_bytes());
-                let desc = DataDescriptor::new(Bytes::from(location), rec.data_len);
-                let wanted = select(&metadata, &desc);
-                let segments: Vec<Segment> = wanted.flatten().to_vec();
-                if wanted.size() == 0 {
-                    DataView::new()
-                } else {
-                    if segments
-                        .iter()
-                        .any(|s| s.offset.saturating_add(s.len) > rec.data_len)
-                    {
-                        return Err(Error::InvalidSelection(format!(
-                            "selector chose bytes beyond the {} bytes of event {id}",
-                            rec.data_len
-                        )));
-                    }
-                    let mut buf = (self.allocator)(&metadata, &wanted);
-                    if buf.len() as u64 != wanted.size() {
-                        return Err(Error::AllocatorSize {
-                            expected: wanted.size(),
-                            got: buf.len(),
-                        });
-                    }
-                    self.topic.partitions[p].read_data(rec, &segments, &mut buf)?;
-                    let whole = segments
-                        == [Segment {
-                            offset: 0,
-                            len: rec.data_len,
-                        }];
-                    if whole && crc32fast::hash(&buf) != rec.data_crc {
-                        return Err(corrupt("data"));
-                    }
-                    DataView::from(buf.freeze())
+                let wanted = select(
+                    &metadata,
+                    &DataDescriptor::new(Bytes::from(location), rec.data_len),
+                );
+                if wanted
+                    .flatten()
+                    .iter()
+                    .any(|s| s.offset.saturating_add(s.len) > rec.data_len)
+                {
+                    return Err(Error::InvalidSelection(format!(
+                        "selector chose bytes beyond the {} bytes of event {id}",
+                        rec.data_len
+                    )));
                 }
+                wanted
             }
+        };
+        Ok(Prepared {
+            p,
+            id,
+            rec,
+            metadata,
+            selection,
+        })
+    }
+
+    /// Fetches the selected data (from `run`, the data of the whole refill starting at file
+    /// offset `run_start`, when given) and builds the event.
+    fn finish(&self, pr: Prepared, run: Option<&Bytes>, run_start: u64) -> Result<Event> {
+        let Prepared {
+            p,
+            id,
+            rec,
+            metadata,
+            selection,
+        } = pr;
+        let segments = selection.flatten();
+        let whole = segments
+            == [Segment {
+                offset: 0,
+                len: rec.data_len,
+            }];
+        let data = if selection.is_empty() {
+            DataView::new()
+        } else if let Some(run) = run {
+            let base = (rec.data_offset - run_start) as usize;
+            let slice = |s: &Segment| {
+                run.slice(base + s.offset as usize..base + (s.offset + s.len) as usize)
+            };
+            let bytes = if let [one] = segments {
+                slice(one)
+            } else {
+                let mut buf = BytesMut::with_capacity(selection.size() as usize);
+                for s in segments {
+                    buf.extend_from_slice(&slice(s));
+                }
+                buf.freeze()
+            };
+            if whole && crc32fast::hash(&bytes) != rec.data_crc {
+                return Err(self.corrupt(p, id, "data"));
+            }
+            DataView::from(bytes)
+        } else {
+            let mut buf = match &self.allocator {
+                Some(alloc) => alloc(&metadata, &selection),
+                None => BytesMut::zeroed(selection.size() as usize),
+            };
+            if buf.len() as u64 != selection.size() {
+                return Err(Error::AllocatorSize {
+                    expected: selection.size(),
+                    got: buf.len(),
+                });
+            }
+            self.topic.partitions[p].read_data(&rec, segments, &mut buf)?;
+            if whole && crc32fast::hash(&buf) != rec.data_crc {
+                return Err(self.corrupt(p, id, "data"));
+            }
+            DataView::from(buf.freeze())
         };
         Ok(Event::new(id, p, metadata, data, self.acker.clone()))
     }
+}
+
+/// An event whose metadata is read and whose data selection is decided.
+struct Prepared {
+    p: usize,
+    id: u64,
+    rec: IndexRecord,
+    metadata: diaspora_api::Metadata,
+    selection: DataDescriptor,
 }
 
 /// Polls until an event arrives or the deadline passes.

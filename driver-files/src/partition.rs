@@ -29,6 +29,9 @@ pub struct BatchPayload {
     pub meta_lens: Vec<u32>,
     /// Data of each event.
     pub data: Vec<DataView>,
+    /// CRC-32 of each event's metadata and data, computed by the pushing thread so checksums
+    /// are computed in parallel with the storing of the previous batch.
+    pub crcs: Vec<(u32, u32)>,
 }
 
 impl BatchPayload {
@@ -42,10 +45,24 @@ impl BatchPayload {
         self.meta_lens.is_empty()
     }
 
-    /// Total data bytes.
-    pub fn data_bytes(&self) -> u64 {
-        self.data.iter().map(DataView::len).sum()
+    /// Appends one event whose serialized metadata is the last `meta_len` bytes of `meta` and
+    /// whose data has CRC-32 `data_crc` (see [`data_crc`]).
+    pub fn push_event(&mut self, meta_len: u32, data: DataView, data_crc: u32) {
+        let start = self.meta.len() - meta_len as usize;
+        let meta_crc = crc32fast::hash(&self.meta[start..]);
+        self.meta_lens.push(meta_len);
+        self.crcs.push((meta_crc, data_crc));
+        self.data.push(data);
     }
+}
+
+/// CRC-32 of an event's data, as stored in its index record.
+pub fn data_crc(data: &DataView) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for s in data.segments() {
+        h.update(s);
+    }
+    h.finalize()
 }
 
 /// Where the next append goes, as derived from the last valid index record.
@@ -173,21 +190,16 @@ impl PartitionLog {
         }
         let mut records = Vec::with_capacity(batch.len() * RECORD_SIZE);
         let (mut meta_off, mut data_off) = (tail.meta_end, tail.data_end);
-        let mut pos = 0usize;
-        for (len, data) in batch.meta_lens.iter().zip(&batch.data) {
-            let meta = &batch.meta[pos..pos + *len as usize];
-            pos += *len as usize;
-            let mut h = crc32fast::Hasher::new();
-            for s in data.segments() {
-                h.update(s);
-            }
+        for ((len, data), (meta_crc, data_crc)) in
+            batch.meta_lens.iter().zip(&batch.data).zip(&batch.crcs)
+        {
             let rec = IndexRecord {
                 meta_offset: meta_off,
                 data_offset: data_off,
                 data_len: data.len(),
                 meta_len: *len,
-                meta_crc: crc32fast::hash(meta),
-                data_crc: h.finalize(),
+                meta_crc: *meta_crc,
+                data_crc: *data_crc,
             };
             meta_off = rec.meta_end();
             data_off = rec.data_end();
@@ -311,20 +323,22 @@ impl PartitionLog {
 
     /// Reads the metadata of consecutive records in one read.
     pub fn read_meta_span(&self, first: &IndexRecord, last: &IndexRecord) -> FilesResult<Bytes> {
-        let start = first.meta_offset;
-        let end = last.meta_end();
-        let path = path_of(&self.dir, META_EXT);
-        let len =
-            usize::try_from(end.saturating_sub(start)).map_err(|_| FilesError::CorruptRecord {
-                path: path.clone(),
-                index: 0,
-                reason: "metadata span too large".into(),
-            })?;
-        let mut buf = vec![0u8; len];
-        self.meta
-            .read_exact_at(&mut buf, start)
-            .map_err(|e| FilesError::io("read", &path, e))?;
-        Ok(Bytes::from(buf))
+        read_span(
+            &self.meta,
+            &path_of(&self.dir, META_EXT),
+            first.meta_offset,
+            last.meta_end(),
+        )
+    }
+
+    /// Reads the data of consecutive records in one read.
+    pub fn read_data_span(&self, first: &IndexRecord, last: &IndexRecord) -> FilesResult<Bytes> {
+        read_span(
+            &self.data,
+            &path_of(&self.dir, DATA_EXT),
+            first.data_offset,
+            last.data_end(),
+        )
     }
 
     /// Reads the selected `segments` of a record's data into `out` (exactly their total size).
@@ -354,6 +368,20 @@ impl PartitionLog {
             self.file_len(&self.data, DATA_EXT)?,
         ))
     }
+}
+
+/// Reads bytes `start..end` of a file into a new buffer.
+fn read_span(file: &File, path: &Path, start: u64, end: u64) -> FilesResult<Bytes> {
+    let len =
+        usize::try_from(end.saturating_sub(start)).map_err(|_| FilesError::CorruptRecord {
+            path: path.to_owned(),
+            index: 0,
+            reason: "span too large".into(),
+        })?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| FilesError::io("read", path, e))?;
+    Ok(Bytes::from(buf))
 }
 
 /// Reads as much of `buf` as the file holds at `offset`.

@@ -18,7 +18,7 @@ use diaspora_api::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::partition::BatchPayload;
+use crate::partition::{data_crc, BatchPayload};
 use crate::topic::TopicShared;
 
 /// Adaptive batches never hold more events than this.
@@ -193,9 +193,16 @@ impl Shared {
 
     fn store(self: &Arc<Self>, batch: SealedBatch) {
         let p = batch.partition;
-        let result = self.topic.partitions[p].append(&batch.payload);
+        // One stat per batch: a topic marked complete accepts no more events.
+        let result = if self.topic.is_complete() {
+            Err(Error::TopicComplete(self.topic.name.clone()))
+        } else {
+            self.topic.partitions[p]
+                .append(&batch.payload)
+                .map_err(Error::from)
+        };
         drop(batch.payload); // release the data before waking anyone
-        batch.completion.complete(result.map_err(Error::from));
+        batch.completion.complete(result);
         let job = {
             let mut st = self.state.lock();
             st.in_flight -= 1;
@@ -232,6 +239,8 @@ impl Shared {
             Ok(p) => return Future::failed(Error::InvalidPartition { index: p, count: n }),
             Err(e) => return Future::failed(e),
         };
+        // Checksummed before taking the lock, so concurrent pushers do not serialize on it.
+        let crc = data_crc(&data);
         let mut st = self.state.lock();
         let batch = st.open[p].get_or_insert_with(|| OpenBatch {
             payload: BatchPayload::default(),
@@ -259,9 +268,8 @@ impl Shared {
             }
         };
         let index = batch.payload.len() as u64;
-        batch.payload.meta_lens.push(len);
         batch.data_bytes += data.len();
-        batch.payload.data.push(data);
+        batch.payload.push_event(len, data, crc);
         let future = batch.completion.future_with(move |base| base + index);
         let job = if self.should_seal(&st, p) {
             self.seal_locked(&mut st, p, true)

@@ -244,6 +244,9 @@ impl TopicBackend for FilesTopic {
     }
 
     fn producer(&self, name: &str, options: ProducerOptions) -> Result<Arc<dyn ProducerBackend>> {
+        if self.shared.is_complete() {
+            return Err(Error::TopicComplete(self.shared.name.clone()));
+        }
         Ok(Arc::new(crate::producer::FilesProducer::new(
             self.shared.clone(),
             name,
