@@ -30,13 +30,15 @@ const HEADER: usize = 16;
 pub struct AckStore {
     path: PathBuf,
     next: Mutex<Vec<u64>>,
+    sync: bool,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl AckStore {
     /// Loads (or starts) the acknowledgements at `path` for a topic of `partitions` partitions.
-    pub fn load(path: &Path, partitions: usize) -> FilesResult<Self> {
+    /// With `sync`, each acknowledgement is on disk (fsync) before `acknowledge` returns.
+    pub fn load(path: &Path, partitions: usize, sync: bool) -> FilesResult<Self> {
         let next = match fs::read(path) {
             Ok(bytes) => {
                 decode(&bytes, partitions).map_err(|reason| FilesError::CorruptRecord {
@@ -51,6 +53,7 @@ impl AckStore {
         Ok(AckStore {
             path: path.to_owned(),
             next: Mutex::new(next),
+            sync,
         })
     }
 
@@ -86,6 +89,9 @@ impl AckStore {
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&bytes)?;
+            if self.sync {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| {
@@ -146,12 +152,12 @@ mod tests {
     fn acks_persist_and_only_move_forward() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.acks");
-        let s = AckStore::load(&p, 3).expect("load");
+        let s = AckStore::load(&p, 3, false).expect("load");
         assert_eq!(s.next_offsets(), vec![0, 0, 0]);
         s.acknowledge(1, 9).expect("ack");
         s.acknowledge(1, 4).expect("older ack ignored");
         s.acknowledge(2, 0).expect("ack");
-        let again = AckStore::load(&p, 3).expect("reload");
+        let again = AckStore::load(&p, 3, false).expect("reload");
         assert_eq!(again.next_offsets(), vec![0, 10, 1]);
         assert!(s.acknowledge(3, 0).is_err());
     }
@@ -160,16 +166,16 @@ mod tests {
     fn corrupted_ack_file_is_an_error_not_a_silent_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.acks");
-        AckStore::load(&p, 2)
+        AckStore::load(&p, 2, true)
             .expect("load")
             .acknowledge(0, 5)
             .expect("ack");
         let mut b = fs::read(&p).expect("read");
         b[HEADER] ^= 1;
         fs::write(&p, &b).expect("write");
-        let e = AckStore::load(&p, 2).err().expect("corrupt");
+        let e = AckStore::load(&p, 2, true).err().expect("corrupt");
         assert!(e.to_string().contains("checksum"), "{e}");
-        assert!(AckStore::load(&p, 3).is_err());
+        assert!(AckStore::load(&p, 3, false).is_err());
     }
 
     #[test]

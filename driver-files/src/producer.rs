@@ -74,12 +74,10 @@ struct Shared {
 /// The files driver's [`ProducerBackend`]. Dropping it flushes.
 pub struct FilesProducer {
     shared: Arc<Shared>,
-    #[allow(dead_code)]
-    name: String,
 }
 
 impl FilesProducer {
-    pub(crate) fn new(topic: Arc<TopicShared>, name: &str, options: ProducerOptions) -> Self {
+    pub(crate) fn new(topic: Arc<TopicShared>, options: ProducerOptions) -> Self {
         let n = topic.partitions.len();
         let pool = options
             .thread_pool
@@ -102,7 +100,6 @@ impl FilesProducer {
                     .collect(),
                 topic,
             }),
-            name: name.to_owned(),
         }
     }
 }

@@ -247,9 +247,9 @@ impl TopicBackend for FilesTopic {
         if self.shared.is_complete() {
             return Err(Error::TopicComplete(self.shared.name.clone()));
         }
+        let _ = name; // producers are anonymous in the files driver
         Ok(Arc::new(crate::producer::FilesProducer::new(
             self.shared.clone(),
-            name,
             options,
         )))
     }
