@@ -60,6 +60,10 @@ pub enum TopicCommand {
     /// events, and producers can no longer push to it.
     #[command(after_help = OPTION_SYNTAX)]
     Complete(TopicArgs),
+    /// Check every record, checksum and offset of a topic's files without changing them
+    /// (files driver). Prints a JSON report per partition; exits with 1 if anything is damaged.
+    #[command(after_help = OPTION_SYNTAX)]
+    Verify(TopicArgs),
 }
 
 /// How to reach the streaming engine.

@@ -41,6 +41,22 @@ pub enum CliError {
         #[source]
         source: Box<CliError>,
     },
+    /// `topic verify` found damaged records.
+    #[error("topic {topic}: {problems} damaged record(s) found")]
+    Damaged {
+        /// The topic.
+        topic: String,
+        /// Number of problems.
+        problems: usize,
+    },
+    /// The command does not apply to this driver.
+    #[error("{command} is only available with the files driver (got \"{driver}\")")]
+    WrongDriver {
+        /// The command.
+        command: &'static str,
+        /// The driver given.
+        driver: String,
+    },
     /// The reader of our output went away (e.g. `| head`): stop quietly.
     #[error("broken pipe")]
     BrokenPipe,

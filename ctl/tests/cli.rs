@@ -490,3 +490,45 @@ fn help_is_available_everywhere() {
         .stdout
         .contains("--driver.<key>"));
 }
+
+#[test]
+fn verify_reports_clean_topics_and_damaged_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    let run = |args: &[&str]| ctl(&with_root(args, root));
+    run(&["topic", "create", "--name", "v"]).ok();
+    run(&[
+        "produce",
+        "--name",
+        "v",
+        "--count",
+        "5",
+        "--data-size",
+        "64",
+    ])
+    .ok();
+    let clean = run(&["topic", "verify", "--name", "v"]).ok();
+    assert!(clean.stdout.contains("\"records\": 5"), "{}", clean.stdout);
+    assert!(
+        clean.stdout.contains("\"problems\": []"),
+        "{}",
+        clean.stdout
+    );
+
+    let data = dir
+        .path()
+        .join("v/partitions/00000/00000000000000000000.data");
+    let mut bytes = std::fs::read(&data).expect("read data");
+    bytes[2 * 64] ^= 0xff;
+    std::fs::write(&data, bytes).expect("write data");
+    let damaged = run(&["topic", "verify", "--name", "v"]).fails_with("1 damaged record(s)");
+    assert!(
+        damaged.stdout.contains("data checksum mismatch"),
+        "{}",
+        damaged.stdout
+    );
+
+    ctl(&["topic", "verify", "--name", "v", "--driver", "other"])
+        .fails_with("only available with the files driver");
+    run(&["topic", "verify", "--name", "missing"]).fails_with("not found");
+}

@@ -26,6 +26,7 @@ pub mod partition;
 mod producer;
 mod sys;
 pub mod topic;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -35,6 +36,7 @@ pub use consumer::FilesConsumer;
 pub use driver::{FilesDriver, FilesDriverOptions};
 pub use error::FilesError;
 pub use producer::FilesProducer;
+pub use verify::{verify_topic, PartitionReport};
 
 /// Registers the "files" driver in the API's registry (idempotent).
 pub fn register() {

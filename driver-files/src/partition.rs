@@ -360,6 +360,11 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// The index, metadata and data files, for read-only inspection.
+    pub(crate) fn files(&self) -> (&File, &File, &File) {
+        (&self.index, &self.meta, &self.data)
+    }
+
     /// Sizes of the three files, for descriptions.
     pub fn sizes(&self) -> FilesResult<(u64, u64, u64)> {
         Ok((

@@ -1,4 +1,4 @@
-//! `topic create|list|describe|complete`.
+//! `topic create|list|describe|complete|verify`.
 
 use std::io::Write;
 
@@ -62,4 +62,33 @@ pub fn complete(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
     let topic = open_topic(&args.driver, &args.name, &mut scan)?;
     topic.mark_as_complete()?;
     print_line(format_args!("marked topic {} as complete", args.name))
+}
+
+/// `topic verify`: full read-only check of a files-driver topic.
+pub fn verify(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
+    scan.reject_unused(&[Scope::Driver], "topic verify")?;
+    validate_topic_name(&args.name)?;
+    if args.driver.driver != "files" {
+        return Err(CliError::WrongDriver {
+            command: "topic verify",
+            driver: args.driver.driver.clone(),
+        });
+    }
+    let options = resolve(
+        args.driver.driver_config.as_deref(),
+        scan.take(Scope::Driver),
+    )?;
+    let options = diaspora_driver_files::FilesDriverOptions::from_json(&options)?;
+    let reports = diaspora_driver_files::verify_topic(&options.root_path, &args.name)?;
+    let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+    let json: Vec<_> = reports.iter().map(|r| r.to_json()).collect();
+    // Serializing a `Value` cannot fail.
+    print_line(serde_json::to_string_pretty(&json).unwrap_or_default())?;
+    if problems > 0 {
+        return Err(CliError::Damaged {
+            topic: args.name,
+            problems,
+        });
+    }
+    Ok(())
 }
