@@ -241,6 +241,28 @@ impl TopicPolicies {
     }
 }
 
+impl TopicPolicies {
+    /// Picks the partition of an event with the partition selector, checking that the
+    /// selector's answer is in range (a custom selector may be wrong).
+    pub fn select_partition(
+        &self,
+        metadata: &Metadata,
+        num_partitions: usize,
+        requested: Option<usize>,
+    ) -> Result<usize> {
+        match self
+            .partition_selector
+            .select(metadata, num_partitions, requested)?
+        {
+            p if p < num_partitions => Ok(p),
+            p => Err(Error::InvalidPartition {
+                index: p,
+                count: num_partitions,
+            }),
+        }
+    }
+}
+
 impl Default for TopicPolicies {
     fn default() -> Self {
         TopicPolicies {

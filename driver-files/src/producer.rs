@@ -229,11 +229,9 @@ impl Shared {
         let p = match self
             .topic
             .policies
-            .partition_selector
-            .select(&metadata, n, partition)
+            .select_partition(&metadata, n, partition)
         {
-            Ok(p) if p < n => p,
-            Ok(p) => return Future::failed(Error::InvalidPartition { index: p, count: n }),
+            Ok(p) => p,
             Err(e) => return Future::failed(e),
         };
         // Checksummed before taking the lock, so concurrent pushers do not serialize on it.
