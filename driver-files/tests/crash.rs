@@ -98,8 +98,24 @@ fn kill_9_mid_write_leaves_a_clean_prefix_and_appends_continue() {
     d.create_topic("t", json!({"num_partitions": 1}))
         .expect("create");
     let mut child = spawn_child(dir.path(), "a", 1_000_000);
-    // Let it write for a while, then kill it without warning.
-    std::thread::sleep(Duration::from_millis(700));
+    // Wait until it has committed a few thousand events (however loaded the machine is), let it
+    // run on a little so the kill lands mid-write, then kill it without warning.
+    let index = dir
+        .path()
+        .join("t/partitions/00000/00000000000000000000.index");
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&index).map(|m| m.len()).unwrap_or(0) < 16 + 40 * 3000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "child wrote nothing in 60 s"
+        );
+        assert!(
+            child.try_wait().expect("poll child").is_none(),
+            "child exited early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
     child.kill().expect("kill -9");
     child.wait().expect("reap");
 
