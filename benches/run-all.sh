@@ -27,16 +27,17 @@ mkdir -p "$DATA_DIR"
 # The benchmark creates its temporary storage under $TMPDIR.
 export TMPDIR=$DATA_DIR
 SUMMARY=$(mktemp)
-trap 'rm -f "$SUMMARY"' EXIT
+CASE_LOG=$(mktemp)
+trap 'rm -f "$SUMMARY" "$CASE_LOG"' EXIT
 
 run_case() {
     local name=$1
     shift
     echo
     echo "=== $name"
-    "$BIN" both --driver "$DRIVER" --runs "$RUNS" "$@" | tee /dev/stderr |
-        grep ' median ' | sed "s/^/$name /" >>"$SUMMARY"
-} 2>&1
+    "$BIN" both --driver "$DRIVER" --runs "$RUNS" "$@" | tee "$CASE_LOG"
+    grep ' median ' "$CASE_LOG" | sed "s/^/$name /" >>"$SUMMARY"
+}
 
 run_case "(a) 1M x 30B-meta      " --events 1000000 --metadata-size 30 --data-size 0 "$@"
 run_case "(b) 100k x 64KiB-data  " --events 100000 --data-size 65536 "$@"
