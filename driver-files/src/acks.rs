@@ -1,71 +1,101 @@
 //! Acknowledgements of a named consumer, persisted so a restarted consumer resumes after them.
 //!
-//! One file per consumer name, `consumers/<name>.acks`, replaced atomically (write to a
-//! temporary file, then rename) at each acknowledgement:
+//! One file per consumer name, `consumers/<name>.acks`, holding two fixed-size slots written
+//! alternately in place (one `pwrite` per acknowledgement, no temporary file). Each slot carries
+//! a sequence number and a checksum; loading picks the valid slot with the highest sequence, so a
+//! write torn by a crash only loses that one acknowledgement, never the previous one.
 //!
 //! ```text
-//! 0       8          12          16                     16+8n     20+8n
-//! +-------+----------+-----------+----------------------+---------+
-//! | magic | n u32    | reserved  | next offset u64 × n  | crc u32 |
-//! +-------+----------+-----------+----------------------+---------+
+//! slot (24 + 8n + 4 bytes, little-endian), slot k at offset k × slot size
+//! 0       8         16       20          24                     24+8n     28+8n
+//! +-------+---------+--------+-----------+----------------------+---------+
+//! | magic | seq u64 | n u32  | reserved  | next offset u64 × n  | crc u32 |
+//! +-------+---------+--------+-----------+----------------------+---------+
 //! ```
 //!
 //! `next offset` of partition p is one past the last acknowledged event (0: none); `reserved`
-//! must be zero; `crc` is the CRC-32 of everything before it.
+//! must be zero; `crc` is the CRC-32 of the slot's bytes before it.
 
-use std::fs;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use crate::error::{FilesError, FilesResult};
 
-/// Magic bytes opening an acknowledgement file.
-pub const ACK_MAGIC: [u8; 8] = *b"DSPACK\0\x01";
-const HEADER: usize = 16;
+/// Magic bytes opening an acknowledgement slot.
+pub const ACK_MAGIC: [u8; 8] = *b"DSPACK\0\x02";
+const HEADER: usize = 24;
+
+/// Size of one slot for `n` partitions.
+pub fn slot_size(n: usize) -> usize {
+    HEADER + 8 * n + 4
+}
+
+struct State {
+    next: Vec<u64>,
+    seq: u64,
+}
 
 /// The persisted acknowledgements of one consumer name.
 pub struct AckStore {
     path: PathBuf,
-    next: Mutex<Vec<u64>>,
+    file: File,
+    state: Mutex<State>,
     sync: bool,
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl AckStore {
     /// Loads (or starts) the acknowledgements at `path` for a topic of `partitions` partitions.
-    /// With `sync`, each acknowledgement is on disk (fsync) before `acknowledge` returns.
+    /// With `sync`, each acknowledgement is on disk (fdatasync) before `acknowledge` returns.
     pub fn load(path: &Path, partitions: usize, sync: bool) -> FilesResult<Self> {
-        let next = match fs::read(path) {
-            Ok(bytes) => {
-                decode(&bytes, partitions).map_err(|reason| FilesError::CorruptRecord {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| FilesError::io("open", path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| FilesError::io("read", path, e))?;
+        let size = slot_size(partitions);
+        let best = bytes
+            .chunks(size)
+            .take(2)
+            .filter_map(|slot| decode(slot, partitions).ok())
+            .max_by_key(|(seq, _)| *seq);
+        let (seq, next) = match best {
+            Some(found) => found,
+            None if bytes.is_empty() => (0, vec![0; partitions]),
+            None => {
+                // Say why the first slot is unusable.
+                let reason = decode(&bytes[..bytes.len().min(size)], partitions)
+                    .err()
+                    .unwrap_or_default();
+                return Err(FilesError::CorruptRecord {
                     path: path.to_owned(),
                     index: 0,
-                    reason,
-                })?
+                    reason: format!("no valid acknowledgement slot ({reason})"),
+                });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![0; partitions],
-            Err(e) => return Err(FilesError::io("read", path, e)),
         };
         Ok(AckStore {
             path: path.to_owned(),
-            next: Mutex::new(next),
+            file,
+            state: Mutex::new(State { next, seq }),
             sync,
         })
     }
 
     /// Offset of the first unacknowledged event of each partition.
     pub fn next_offsets(&self) -> Vec<u64> {
-        self.next.lock().clone()
+        self.state.lock().next.clone()
     }
 
     /// Records that events up to `id` of `partition` were processed, and persists it.
     pub fn acknowledge(&self, partition: usize, id: u64) -> FilesResult<()> {
-        let mut next = self.next.lock();
-        let Some(slot) = next.get_mut(partition) else {
+        let mut st = self.state.lock();
+        let Some(slot) = st.next.get_mut(partition) else {
             return Err(FilesError::CorruptRecord {
                 path: self.path.clone(),
                 index: partition as u64,
@@ -75,35 +105,35 @@ impl AckStore {
         if id < *slot {
             return Ok(());
         }
+        let previous = *slot;
         *slot = id + 1;
-        self.persist(&next)
-    }
-
-    fn persist(&self, next: &[u64]) -> FilesResult<()> {
-        let tmp = self.path.with_extension(format!(
-            "acks.tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let bytes = encode(next);
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
+        let seq = st.seq + 1;
+        let bytes = encode(seq, &st.next);
+        let offset = (seq % 2) * bytes.len() as u64;
+        let written = self.file.write_all_at(&bytes, offset).and_then(|()| {
             if self.sync {
-                f.sync_all()?;
+                self.file.sync_data()
+            } else {
+                Ok(())
             }
-            fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            FilesError::io("write", &self.path, e)
-        })
+        });
+        match written {
+            Ok(()) => {
+                st.seq = seq;
+                Ok(())
+            }
+            Err(e) => {
+                st.next[partition] = previous;
+                Err(FilesError::io("write", &self.path, e))
+            }
+        }
     }
 }
 
-fn encode(next: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + 8 * next.len() + 4);
+fn encode(seq: u64, next: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(slot_size(next.len()));
     out.extend_from_slice(&ACK_MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(next.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     for n in next {
@@ -114,34 +144,40 @@ fn encode(next: &[u64]) -> Vec<u8> {
     out
 }
 
-fn decode(b: &[u8], partitions: usize) -> Result<Vec<u64>, String> {
-    if b.len() < HEADER + 4 || b[..8] != ACK_MAGIC {
-        return Err("not an acknowledgement file".into());
+fn le64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+fn le32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn decode(slot: &[u8], partitions: usize) -> Result<(u64, Vec<u64>), String> {
+    if slot.len() < HEADER + 4 || slot[..8] != ACK_MAGIC {
+        return Err("not an acknowledgement slot".into());
     }
-    let (body, crc) = b.split_at(b.len() - 4);
-    let mut c = [0u8; 4];
-    c.copy_from_slice(crc);
-    if crc32fast::hash(body) != u32::from_le_bytes(c) {
-        return Err("checksum mismatch".into());
-    }
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&body[8..12]);
-    let n = u32::from_le_bytes(w) as usize;
-    w.copy_from_slice(&body[12..16]);
-    if u32::from_le_bytes(w) != 0 {
-        return Err("reserved field is not zero".into());
-    }
-    if n != partitions || body.len() != HEADER + 8 * n {
+    let n = le32(&slot[16..20]) as usize;
+    if n != partitions {
         return Err(format!("holds {n} partitions, topic has {partitions}"));
     }
-    Ok(body[HEADER..]
-        .chunks_exact(8)
-        .map(|c| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            u64::from_le_bytes(a)
-        })
-        .collect())
+    if slot.len() != slot_size(n) {
+        return Err("truncated slot".into());
+    }
+    let (body, crc) = slot.split_at(slot.len() - 4);
+    if crc32fast::hash(body) != le32(crc) {
+        return Err("checksum mismatch".into());
+    }
+    if le32(&body[20..24]) != 0 {
+        return Err("reserved field is not zero".into());
+    }
+    Ok((
+        le64(&body[8..16]),
+        body[HEADER..].chunks_exact(8).map(le64).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -163,25 +199,50 @@ mod tests {
     }
 
     #[test]
-    fn corrupted_ack_file_is_an_error_not_a_silent_restart() {
+    fn a_torn_slot_falls_back_to_the_previous_acknowledgement() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.acks");
-        AckStore::load(&p, 2, true)
+        let s = AckStore::load(&p, 2, true).expect("load");
+        s.acknowledge(0, 5).expect("ack seq 1 -> slot 1");
+        s.acknowledge(0, 7).expect("ack seq 2 -> slot 0");
+        drop(s);
+        let mut b = std::fs::read(&p).expect("read");
+        b[HEADER] ^= 1; // tear slot 0 (the newest)
+        std::fs::write(&p, &b).expect("write");
+        let s = AckStore::load(&p, 2, false).expect("falls back");
+        assert_eq!(s.next_offsets(), vec![6, 0]);
+        // The next acknowledgement overwrites the torn slot and wins again.
+        s.acknowledge(0, 8).expect("ack");
+        assert_eq!(
+            AckStore::load(&p, 2, false).expect("reload").next_offsets(),
+            vec![9, 0]
+        );
+    }
+
+    #[test]
+    fn unusable_ack_file_is_an_error_not_a_silent_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.acks");
+        AckStore::load(&p, 2, false)
             .expect("load")
             .acknowledge(0, 5)
             .expect("ack");
-        let mut b = fs::read(&p).expect("read");
-        b[HEADER] ^= 1;
-        fs::write(&p, &b).expect("write");
-        let e = AckStore::load(&p, 2, true).err().expect("corrupt");
-        assert!(e.to_string().contains("checksum"), "{e}");
-        assert!(AckStore::load(&p, 3, false).is_err());
+        assert!(
+            AckStore::load(&p, 3, false).is_err(),
+            "partition count mismatch"
+        );
+        std::fs::write(&p, b"garbage that is not an ack file at all").expect("write");
+        let e = AckStore::load(&p, 2, false).err().expect("corrupt");
+        assert!(
+            e.to_string().contains("no valid acknowledgement slot"),
+            "{e}"
+        );
     }
 
     #[test]
     fn reserved_field_must_be_zero() {
-        let mut b = encode(&[1, 2]);
-        b[12] = 1;
+        let mut b = encode(1, &[1, 2]);
+        b[20] = 1;
         let n = b.len() - 4;
         let crc = crc32fast::hash(&b[..n]);
         b[n..].copy_from_slice(&crc.to_le_bytes());

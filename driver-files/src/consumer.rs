@@ -336,17 +336,21 @@ impl Inner {
             }
             DataView::from(bytes)
         } else {
-            let mut buf = match &self.allocator {
-                Some(alloc) => alloc(&metadata, &selection),
-                None => BytesMut::zeroed(selection.size() as usize),
+            let log = &self.topic.partitions[p];
+            let buf = match &self.allocator {
+                None => log.read_data_new(&rec, segments)?,
+                Some(alloc) => {
+                    let mut buf = alloc(&metadata, &selection);
+                    if buf.len() as u64 != selection.size() {
+                        return Err(Error::AllocatorSize {
+                            expected: selection.size(),
+                            got: buf.len(),
+                        });
+                    }
+                    log.read_data(&rec, segments, &mut buf)?;
+                    buf
+                }
             };
-            if buf.len() as u64 != selection.size() {
-                return Err(Error::AllocatorSize {
-                    expected: selection.size(),
-                    got: buf.len(),
-                });
-            }
-            self.topic.partitions[p].read_data(&rec, segments, &mut buf)?;
             if whole && crc32fast::hash(&buf) != rec.data_crc {
                 return Err(self.corrupt(p, id, "data"));
             }

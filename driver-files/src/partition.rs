@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use diaspora_api::{DataView, Segment};
 use parking_lot::Mutex;
 
@@ -18,7 +18,7 @@ use crate::format::{
     encode_header, header_is_valid, record_count, record_offset, IndexRecord, DATA_EXT, INDEX_EXT,
     INDEX_HEADER_SIZE, META_EXT, RECORD_SIZE, SEGMENT_BASE,
 };
-use crate::sys::{write_all_vectored_at, FileLock};
+use crate::sys::{read_exact_at_into, write_all_vectored_at, FileLock};
 
 /// Events of one batch, ready to be appended.
 #[derive(Default)]
@@ -348,16 +348,31 @@ impl PartitionLog {
         segments: &[Segment],
         out: &mut [u8],
     ) -> FilesResult<()> {
-        let path = path_of(&self.dir, DATA_EXT);
         let mut pos = 0usize;
         for s in segments {
             let len = s.len as usize;
             self.data
                 .read_exact_at(&mut out[pos..pos + len], rec.data_offset + s.offset)
-                .map_err(|e| FilesError::io("read", &path, e))?;
+                .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
             pos += len;
         }
         Ok(())
+    }
+
+    /// Reads the selected `segments` of a record's data into a new buffer (not zero-filled).
+    pub fn read_data_new(&self, rec: &IndexRecord, segments: &[Segment]) -> FilesResult<BytesMut> {
+        let total: u64 = segments.iter().map(|s| s.len).sum();
+        let mut buf = BytesMut::with_capacity(total as usize);
+        for s in segments {
+            read_exact_at_into(
+                &self.data,
+                &mut buf,
+                s.len as usize,
+                rec.data_offset + s.offset,
+            )
+            .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
+        }
+        Ok(buf)
     }
 
     /// The index, metadata and data files, for read-only inspection.

@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
 
+use bytes::BytesMut;
+
 /// An advisory lock held on a file until dropped.
 pub struct FileLock<'a> {
     file: &'a File,
@@ -39,6 +41,44 @@ impl Drop for FileLock<'_> {
             libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
         }
     }
+}
+
+/// Reads exactly `len` bytes at `offset`, appending them to `buf` without zero-filling first.
+pub fn read_exact_at_into(
+    file: &File,
+    buf: &mut BytesMut,
+    len: usize,
+    mut offset: u64,
+) -> io::Result<()> {
+    buf.reserve(len);
+    let end = buf.len() + len;
+    while buf.len() < end {
+        let want = end - buf.len();
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `spare` is writable memory owned by `buf` with room for at least `want` bytes
+        // (reserved above); the kernel writes at most `want` bytes into it, and nothing reads
+        // them before `set_len` below marks the written ones initialized.
+        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, off) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file is shorter than its index says",
+            ));
+        }
+        // SAFETY: the kernel initialized `n` (<= `want`) bytes right after the current length.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 /// Most iovecs one `pwritev` call accepts (Linux's `IOV_MAX`).
@@ -113,6 +153,17 @@ mod tests {
         let mut back = vec![0u8; 9000];
         f.read_exact_at(&mut back, 5).expect("read");
         assert_eq!(back, chunks.concat());
+    }
+
+    #[test]
+    fn uninit_read_appends_exactly_and_reports_short_files() {
+        let f = tempfile::tempfile().expect("tempfile");
+        f.write_all_at(b"0123456789", 0).expect("write");
+        let mut buf = BytesMut::from(&b"ab"[..]);
+        read_exact_at_into(&f, &mut buf, 4, 3).expect("read");
+        assert_eq!(&buf[..], b"ab3456");
+        let e = read_exact_at_into(&f, &mut buf, 8, 5).expect_err("short");
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 
     #[test]
