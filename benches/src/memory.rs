@@ -150,8 +150,7 @@ impl ProducerBackend for MemProducer {
         let p = match self
             .topic
             .policies
-            .partition_selector
-            .select(&metadata, n, partition)
+            .select_partition(&metadata, n, partition)
         {
             Ok(p) => p,
             Err(e) => return Future::failed(e),
