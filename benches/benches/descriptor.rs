@@ -1,5 +1,7 @@
 //! DataDescriptor views: what a consumer's data selector computes for every event.
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -32,10 +34,7 @@ fn descriptor(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick(Duration::from_millis(500), Duration::from_secs(2));
     targets = descriptor
 }
 criterion_main!(benches);

@@ -2,6 +2,8 @@
 //!
 //! Skipped, with a message, when the files driver cannot be instantiated.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -116,10 +118,7 @@ fn consume(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = common::quick(Duration::from_secs(1), Duration::from_secs(3));
     targets = produce, consume
 }
 criterion_main!(benches);

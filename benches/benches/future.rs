@@ -1,5 +1,7 @@
 //! Futures: the per-event cost of a push's result, ready or completed by another thread.
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -45,10 +47,7 @@ fn future(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick(Duration::from_millis(500), Duration::from_secs(2));
     targets = future
 }
 criterion_main!(benches);

@@ -1,5 +1,7 @@
 //! Metadata hot paths: validating a ~30-byte JSON document on push, parsing it lazily on read.
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -59,10 +61,7 @@ fn metadata(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::quick(Duration::from_millis(500), Duration::from_secs(2));
     targets = metadata
 }
 criterion_main!(benches);

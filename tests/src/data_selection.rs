@@ -8,7 +8,9 @@ use diaspora_api::{
     Metadata, TopicHandle,
 };
 
-use crate::util::{assert_nothing_more, create_topic, flush, meta_u64, pattern, pull_n};
+use crate::util::{
+    assert_nothing_more, create_topic, data_consumer, flush, meta_u64, pattern, pull_n,
+};
 use crate::DriverFixture;
 
 const EVENTS: u64 = 8;
@@ -259,15 +261,7 @@ pub fn multi_segment_push_reads_back_concatenated(f: &dyn DriverFixture) {
         drop(producer.push(json!({"i": i}), view.clone()));
     }
     flush(&producer);
-    let all = topic
-        .consumer_with(
-            "all",
-            ConsumerOptions {
-                data_selector: Some(diaspora_api::select_all()),
-                ..Default::default()
-            },
-        )
-        .expect("consumer");
+    let all = data_consumer(&topic, "all");
     for e in pull_n(&all, 3) {
         assert!(
             e.data().to_vec() == whole,
@@ -307,15 +301,7 @@ pub fn empty_data_with_select_all(f: &dyn DriverFixture) {
     drop(producer.push(json!({"i": 1}), vec![7u8; 3]));
     drop(producer.push(json!({"i": 2}), Vec::<u8>::new()));
     flush(&producer);
-    let consumer = topic
-        .consumer_with(
-            "all",
-            ConsumerOptions {
-                data_selector: Some(diaspora_api::select_all()),
-                ..Default::default()
-            },
-        )
-        .expect("consumer");
+    let consumer = data_consumer(&topic, "all");
     let got: Vec<Vec<u8>> = pull_n(&consumer, 3)
         .iter()
         .map(|e| e.data().to_vec())
@@ -334,15 +320,7 @@ pub fn large_event_round_trip(f: &dyn DriverFixture) {
     drop(producer.push(json!({"i": 1}), big.clone()));
     drop(producer.push(json!({"i": 2}), vec![2u8; 10]));
     flush(&producer);
-    let consumer = topic
-        .consumer_with(
-            "all",
-            ConsumerOptions {
-                data_selector: Some(diaspora_api::select_all()),
-                ..Default::default()
-            },
-        )
-        .expect("consumer");
+    let consumer = data_consumer(&topic, "all");
     let events = pull_n(&consumer, 3);
     assert!(
         events[0].data().to_vec() == vec![1u8; 10],

@@ -21,6 +21,19 @@ pub fn create_topic(driver: &Driver, name: &str, partitions: usize) -> TopicHand
 }
 
 /// Opens an existing topic.
+/// A consumer named `name` that fetches all the data of every event.
+pub fn data_consumer(topic: &TopicHandle, name: &str) -> Consumer {
+    topic
+        .consumer_with(
+            name,
+            diaspora_api::ConsumerOptions {
+                data_selector: Some(diaspora_api::select_all()),
+                ..Default::default()
+            },
+        )
+        .expect("consumer")
+}
+
 pub fn open_topic(driver: &Driver, name: &str) -> TopicHandle {
     driver
         .open_topic(name)
