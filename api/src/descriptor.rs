@@ -23,6 +23,18 @@ pub struct DataDescriptor {
     location: Bytes,
     total: u64,
     selection: Vec<Segment>,
+    /// Sum of the selection's lengths.
+    selected: u64,
+}
+
+/// Where the previous mapped range ended: lets increasing ranges (strided views) resume the walk
+/// over the selection instead of restarting it, so building a view is linear.
+#[derive(Default)]
+struct Cursor {
+    /// Index of the segment the walk is in.
+    segment: usize,
+    /// Position, in the view's bytes, where that segment starts.
+    start: u64,
 }
 
 impl DataDescriptor {
@@ -40,6 +52,7 @@ impl DataDescriptor {
             location,
             total: size,
             selection,
+            selected: size,
         }
     }
 
@@ -49,6 +62,7 @@ impl DataDescriptor {
             location: Bytes::new(),
             total: 0,
             selection: Vec::new(),
+            selected: 0,
         }
     }
 
@@ -64,7 +78,7 @@ impl DataDescriptor {
 
     /// Number of selected bytes.
     pub fn size(&self) -> u64 {
-        self.selection.iter().map(|s| s.len).sum()
+        self.selected
     }
 
     /// Whether nothing is selected.
@@ -80,7 +94,7 @@ impl DataDescriptor {
     /// Selects `len` bytes starting at `offset` of this view.
     pub fn sub_view(&self, offset: u64, len: u64) -> Result<Self> {
         let mut selection = Vec::new();
-        self.map_range(offset, len, &mut selection)?;
+        self.map_range(offset, len, &mut Cursor::default(), &mut selection)?;
         Ok(self.with_selection(selection))
     }
 
@@ -97,12 +111,13 @@ impl DataDescriptor {
             .checked_add(gap_size)
             .ok_or_else(|| Error::InvalidSelection("stride overflows".into()))?;
         let mut selection = Vec::new();
+        let mut cursor = Cursor::default();
         for i in 0..num_blocks {
             let start = i
                 .checked_mul(stride)
                 .and_then(|x| x.checked_add(offset))
                 .ok_or_else(|| Error::InvalidSelection("strided view overflows".into()))?;
-            self.map_range(start, block_size, &mut selection)?;
+            self.map_range(start, block_size, &mut cursor, &mut selection)?;
         }
         Ok(self.with_selection(selection))
     }
@@ -110,8 +125,9 @@ impl DataDescriptor {
     /// Selects an arbitrary list of `(offset, len)` ranges of this view, in the given order.
     pub fn unstructured_view(&self, ranges: &[(u64, u64)]) -> Result<Self> {
         let mut selection = Vec::new();
+        let mut cursor = Cursor::default();
         for &(offset, len) in ranges {
-            self.map_range(offset, len, &mut selection)?;
+            self.map_range(offset, len, &mut cursor, &mut selection)?;
         }
         Ok(self.with_selection(selection))
     }
@@ -120,41 +136,50 @@ impl DataDescriptor {
         DataDescriptor {
             location: self.location.clone(),
             total: self.total,
+            selected: selection.iter().map(|s| s.len).sum(),
             selection,
         }
     }
 
     /// Appends the original-data segments covering `[offset, offset+len)` of this view.
-    fn map_range(&self, offset: u64, len: u64, out: &mut Vec<Segment>) -> Result<()> {
+    /// `cursor` remembers where the previous range ended; ranges before it restart the walk.
+    fn map_range(
+        &self,
+        offset: u64,
+        len: u64,
+        cursor: &mut Cursor,
+        out: &mut Vec<Segment>,
+    ) -> Result<()> {
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::InvalidSelection("range overflows".into()))?;
-        if end > self.size() {
+        if end > self.selected {
             return Err(Error::InvalidSelection(format!(
                 "range [{offset}, {end}) exceeds the {} selected bytes",
-                self.size()
+                self.selected
             )));
         }
-        let mut remaining = len;
-        let mut skip = offset;
-        for seg in &self.selection {
-            if remaining == 0 {
-                break;
-            }
-            if skip >= seg.len {
-                skip -= seg.len;
+        if offset < cursor.start {
+            *cursor = Cursor::default();
+        }
+        let mut pos = offset;
+        while pos < end {
+            let seg = self.selection[cursor.segment];
+            let seg_end = cursor.start + seg.len;
+            if pos >= seg_end {
+                cursor.start = seg_end;
+                cursor.segment += 1;
                 continue;
             }
-            let take = (seg.len - skip).min(remaining);
+            let take = (seg_end - pos).min(end - pos);
             push_merged(
                 out,
                 Segment {
-                    offset: seg.offset + skip,
+                    offset: seg.offset + (pos - cursor.start),
                     len: take,
                 },
             );
-            remaining -= take;
-            skip = 0;
+            pos += take;
         }
         Ok(())
     }
@@ -215,6 +240,24 @@ mod tests {
         assert!(d(10).sub_view(5, 6).is_err());
         assert!(d(10).strided_view(0, 3, 4, 0).is_err());
         assert!(d(10).sub_view(u64::MAX, 2).is_err());
+    }
+
+    #[test]
+    fn unordered_ranges_restart_the_walk() {
+        let s = d(100).strided_view(0, 4, 10, 10).expect("fits"); // [0,10) [20,30) [40,50) [60,70)
+        let v = s
+            .unstructured_view(&[(35, 2), (5, 10), (39, 1)])
+            .expect("fits");
+        assert_eq!(
+            v.flatten(),
+            &[
+                Segment { offset: 65, len: 2 },
+                Segment { offset: 5, len: 5 },
+                Segment { offset: 20, len: 5 },
+                Segment { offset: 69, len: 1 },
+            ]
+        );
+        assert_eq!(v.size(), 13);
     }
 
     #[test]
