@@ -195,7 +195,25 @@ impl Inner {
         if records.is_empty() {
             return Vec::new();
         }
-        let take = self.records_within_budget(&records);
+        let sane = match log.sizes() {
+            // Data bounds matter only to consumers that read data.
+            Ok((_, meta_len, data_len)) => sane_prefix(
+                &records,
+                meta_len,
+                self.selector.is_some().then_some(data_len),
+            ),
+            Err(e) => return vec![Err(e.into())],
+        };
+        if sane == 0 {
+            // A checksummed record pointing outside its files: never served, reported, skipped.
+            let id = *next;
+            *next += 1;
+            return vec![Err(Error::Corrupted(format!(
+                "topic {} partition {p} event {id}: record points outside the metadata or data file",
+                self.topic.name
+            )))];
+        }
+        let take = self.records_within_budget(&records[..sane]);
         let records = &records[..take];
         let span = match log.read_meta_span(&records[0], &records[take - 1]) {
             Ok(s) => s,
@@ -358,6 +376,35 @@ impl Inner {
         };
         Ok(Event::new(id, p, metadata, data, self.acker.clone()))
     }
+}
+
+/// How many leading records can be read together: each lies within the metadata file (and
+/// the data file, when `data_len` is given), and each starts where the previous one ended, so
+/// one span read covers them and slicing it cannot fail.
+fn sane_prefix(records: &[IndexRecord], meta_len: u64, data_len: Option<u64>) -> usize {
+    let within = |r: &IndexRecord| {
+        let meta_ok = r
+            .meta_offset
+            .checked_add(u64::from(r.meta_len))
+            .is_some_and(|e| e <= meta_len);
+        let data_ok = data_len.is_none_or(|len| {
+            r.data_offset
+                .checked_add(r.data_len)
+                .is_some_and(|e| e <= len)
+        });
+        meta_ok && data_ok
+    };
+    let follows = |prev: &IndexRecord, r: &IndexRecord| {
+        r.meta_offset == prev.meta_end() && (data_len.is_none() || r.data_offset == prev.data_end())
+    };
+    match records.first() {
+        Some(first) if within(first) => {}
+        _ => return 0,
+    }
+    1 + records
+        .windows(2)
+        .take_while(|w| within(&w[1]) && follows(&w[0], &w[1]))
+        .count()
 }
 
 /// An event whose metadata is read and whose data selection is decided.

@@ -49,7 +49,8 @@ fn metadata_only_consumers_never_read_the_data_file() {
         )
         .expect("consumer");
     let e = c.pull().wait(1000).expect_err("data is gone");
-    assert!(e.to_string().contains(".data"), "{e}");
+    assert!(matches!(e, Error::Corrupted(_)), "{e:?}");
+    assert!(e.to_string().contains("outside the metadata or data file"), "{e}");
 }
 
 #[test]
@@ -92,4 +93,61 @@ fn missing_partition_files_are_a_clear_error() {
     std::fs::remove_file(dir.path().join(format!("{PART}.meta"))).expect("rm");
     let e = d.open_topic("t").err().expect("missing file");
     assert!(e.to_string().contains(".meta"), "{e}");
+}
+
+#[test]
+fn checksummed_records_with_impossible_offsets_are_reported_not_served() {
+    use diaspora_driver_files::format::{record_offset, IndexRecord, RECORD_SIZE};
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = driver(dir.path());
+    produce(&d, 4);
+    let index = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join(format!("{PART}.index")))
+        .expect("open index");
+    let rewrite = |i: u64, f: &dyn Fn(&mut IndexRecord)| {
+        let mut b = [0u8; RECORD_SIZE];
+        index.read_exact_at(&mut b, record_offset(i)).expect("read");
+        let mut r = IndexRecord::decode(&b).expect("valid");
+        f(&mut r);
+        r.encode(&mut b); // a valid checksum over impossible values
+        index.write_all_at(&b, record_offset(i)).expect("write");
+    };
+    rewrite(1, &|r| r.data_len = u64::MAX / 2);
+    rewrite(2, &|r| r.meta_offset = 0);
+    let c = d
+        .open_topic("t")
+        .expect("open")
+        .consumer_with(
+            "c",
+            ConsumerOptions {
+                data_selector: Some(select_all()),
+                ..Default::default()
+            },
+        )
+        .expect("consumer");
+    let mut served = Vec::new();
+    let mut errors = 0;
+    while let Ok(r) = c.pull().wait(200) {
+        match r {
+            Some(e) => served.push(e.metadata().json().expect("json")["i"].as_u64().expect("i")),
+            None => break,
+        }
+    }
+    // Pull again after the error stopped the loop, until nothing is left.
+    loop {
+        match c.pull().wait(200) {
+            Ok(Some(e)) => {
+                served.push(e.metadata().json().expect("json")["i"].as_u64().expect("i"))
+            }
+            Ok(None) => break,
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(errors >= 1, "impossible records went unreported");
+    assert!(!served.contains(&1), "record 1 served: {served:?}");
+    assert_eq!(served.first(), Some(&0));
+    assert_eq!(served.last(), Some(&3));
 }
