@@ -43,6 +43,23 @@ impl Drop for FileLock<'_> {
     }
 }
 
+/// Interprets the result of a read or write system call: `Ok(Some(n))` for `n` bytes moved,
+/// `Ok(None)` when interrupted (retry), and an error otherwise, `zero` when nothing was moved.
+fn transferred(n: isize, zero: io::ErrorKind, what: &'static str) -> io::Result<Option<usize>> {
+    match n {
+        0 => Err(io::Error::new(zero, what)),
+        n if n > 0 => Ok(Some(n as usize)),
+        _ => {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
 /// Reads exactly `len` bytes at `offset`, appending them to `buf` without zero-filling first.
 pub fn read_exact_at_into(
     file: &File,
@@ -61,21 +78,16 @@ pub fn read_exact_at_into(
         // (reserved above); the kernel writes at most `want` bytes into it, and nothing reads
         // them before `set_len` below marks the written ones initialized.
         let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, off) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file is shorter than its index says",
-            ));
-        }
+        let Some(n) = transferred(
+            n,
+            io::ErrorKind::UnexpectedEof,
+            "file is shorter than its index says",
+        )?
+        else {
+            continue;
+        };
         // SAFETY: the kernel initialized `n` (<= `want`) bytes right after the current length.
-        unsafe { buf.set_len(buf.len() + n as usize) };
+        unsafe { buf.set_len(buf.len() + n) };
         offset += n as u64;
     }
     Ok(())
@@ -109,20 +121,10 @@ pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io
                 off,
             )
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "pwritev wrote nothing",
-            ));
-        }
-        let mut written = n as usize;
+        let Some(mut written) = transferred(n, io::ErrorKind::WriteZero, "pwritev wrote nothing")?
+        else {
+            continue;
+        };
         offset += written as u64;
         // Skip fully written buffers, trim a partially written one.
         while written > 0 && start < bufs.len() {
