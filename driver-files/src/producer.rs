@@ -205,12 +205,9 @@ impl Shared {
             st.in_flight -= 1;
             st.in_flight_per_partition[p] -= 1;
             self.cond.notify_all();
-            // Adaptive: what accumulated while this batch was stored goes now.
-            if self.batch_size == BatchSize::Adaptive
-                && self.pool.size() > 0
-                && st.in_flight_per_partition[p] == 0
-                && st.open[p].is_some()
-            {
+            // What accumulated while this batch was stored goes now if it is due (adaptive
+            // batches are due as soon as their partition's writer is idle).
+            if self.should_seal(&st, p) {
                 self.seal_locked(&mut st, p, false)
             } else {
                 None

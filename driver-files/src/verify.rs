@@ -3,7 +3,6 @@
 //! Consumers check what they read; this checks everything, including data nobody selected, and
 //! reports problems without repairing anything (a torn tail is cut by the next writer).
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -62,18 +61,10 @@ pub fn verify_topic(root: &Path, name: &str) -> Result<Vec<PartitionReport>> {
         .collect()
 }
 
-fn len_of(f: &File, log: &PartitionLog) -> FilesResult<u64> {
-    f.metadata()
-        .map(|m| m.len())
-        .map_err(|e| FilesError::io("stat", log.dir(), e))
-}
-
 /// Checks one partition.
 pub fn verify_partition(index: usize, log: &PartitionLog) -> FilesResult<PartitionReport> {
     let (index_file, meta_file, data_file) = log.files();
-    let index_len = len_of(index_file, log)?;
-    let meta_len = len_of(meta_file, log)?;
-    let data_len = len_of(data_file, log)?;
+    let (index_len, meta_len, data_len) = log.sizes()?;
     let records = record_count(index_len);
     let mut report = PartitionReport {
         partition: index,
