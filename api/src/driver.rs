@@ -77,6 +77,13 @@ pub trait ProducerBackend: Send + Sync {
 pub trait ConsumerBackend: Send + Sync {
     /// The next event (or the end-of-stream marker).
     fn pull(&self) -> Future<Event>;
+
+    /// Acknowledges every event of `partition` up to and including `id`, which must have been
+    /// delivered or reported failed ([`crate::Error::EventFailed`]) by this consumer.
+    fn acknowledge(&self, partition: usize, id: EventId) -> Result<()> {
+        let _ = (partition, id);
+        Err(Error::Unsupported("acknowledging by position"))
+    }
 }
 
 /// Creates a driver from its options.
@@ -311,8 +318,11 @@ impl Producer {
             Ok(m) => m,
             Err(e) => return Future::failed(e),
         };
-        if let Err(e) = self.policies.validator.validate(&metadata, &data) {
-            return Future::failed(e);
+        match crate::catch_panic("the topic's validator", || {
+            self.policies.validator.validate(&metadata, &data)
+        }) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => return Future::failed(e),
         }
         self.inner.push(metadata, data, partition)
     }
@@ -339,6 +349,14 @@ impl Consumer {
     /// The next event; the end-of-stream marker once a completed topic is exhausted.
     pub fn pull(&self) -> Future<Event> {
         self.inner.pull()
+    }
+
+    /// Acknowledges every event of `partition` up to and including `id`, like
+    /// [`Event::acknowledge`]. This is how a consumer moves past an event it could not receive:
+    /// a pull that fails with [`Error::EventFailed`] names the partition and id to acknowledge.
+    /// `id` must already have been delivered or reported by this consumer.
+    pub fn acknowledge(&self, partition: usize, id: EventId) -> Result<()> {
+        self.inner.acknowledge(partition, id)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod event;
 pub mod future;
 pub mod metadata;
 pub mod options;
+pub mod panic;
 pub mod policy;
 pub mod thread_pool;
 
@@ -48,6 +49,7 @@ pub use options::{
     default_allocator, select_all, BatchSize, ConsumerOptions, DataAllocator, DataSelector,
     Ordering, ProducerOptions,
 };
+pub use panic::{catch_panic, panic_message};
 pub use policy::{
     partition_selector_from_spec, serializer_from_spec, validator_from_spec, JsonSerializer,
     JsonValidator, PartitionSelector, RoundRobinSelector, Serializer, TopicPolicies, Validator,

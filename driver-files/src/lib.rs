@@ -25,6 +25,8 @@ pub mod format;
 pub mod partition;
 mod producer;
 mod sys;
+#[cfg(test)]
+mod tests;
 pub mod topic;
 pub mod verify;
 

@@ -7,6 +7,12 @@
 //! batches are stored by the thread pool: with strict ordering through a per-partition queue
 //! drained by one job at a time, with loose ordering as independent jobs. At most
 //! `max_num_batches` batches are in flight; `push` blocks beyond that, bounding memory.
+//!
+//! Nothing is lost silently: a batch that cannot be stored fails its events' futures, and is
+//! also counted against the next `flush`, which fails with [`Error::EventsLost`] (how many
+//! events, and the first reason) even when the batch failed before `flush` was called and its
+//! push futures were ignored. A panic while storing (a driver bug) fails the batch the same way;
+//! a panic in the serializer fails that one push.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -47,6 +53,10 @@ struct State {
     in_flight: usize,
     in_flight_per_partition: Vec<usize>,
     unfinished: Vec<Arc<Completion<u64>>>,
+    /// Events of batches that failed since the last flush reported them.
+    lost: u64,
+    /// Why the first of them failed.
+    lost_reason: Option<Arc<Error>>,
 }
 
 #[derive(Default)]
@@ -69,6 +79,9 @@ struct Shared {
     state: Mutex<State>,
     cond: Condvar,
     queues: Vec<Mutex<PartitionQueue>>,
+    /// Test hook: the next store panics as a driver bug would.
+    #[cfg(test)]
+    panic_in_store: std::sync::atomic::AtomicBool,
 }
 
 /// The files driver's [`ProducerBackend`]. Dropping it flushes.
@@ -93,14 +106,28 @@ impl FilesProducer {
                     in_flight: 0,
                     in_flight_per_partition: vec![0; n],
                     unfinished: Vec::new(),
+                    lost: 0,
+                    lost_reason: None,
                 }),
                 cond: Condvar::new(),
                 queues: (0..n)
                     .map(|_| Mutex::new(PartitionQueue::default()))
                     .collect(),
                 topic,
+                #[cfg(test)]
+                panic_in_store: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+impl FilesProducer {
+    /// Makes the next batch store panic, as a driver bug would.
+    pub(crate) fn inject_store_panic(&self) {
+        self.shared
+            .panic_in_store
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -190,15 +217,41 @@ impl Shared {
 
     fn store(self: &Arc<Self>, batch: SealedBatch) {
         let p = batch.partition;
-        // One stat per batch: a topic marked complete accepts no more events.
-        let result = if self.topic.is_complete() {
-            Err(Error::TopicComplete(self.topic.name.clone()))
-        } else {
-            self.topic.partitions[p]
-                .append(&batch.payload)
-                .map_err(Error::from)
+        let count = batch.payload.len() as u64;
+        // A panic here is a driver bug: it fails this batch, never the worker or a waiter.
+        let result = diaspora_api::catch_panic("the job storing a batch", || {
+            #[cfg(test)]
+            if self
+                .panic_in_store
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("injected store panic");
+            }
+            // One stat per batch: a topic marked complete accepts no more events.
+            if self.topic.is_complete() {
+                Err(Error::TopicComplete(self.topic.name.clone()))
+            } else {
+                self.topic.partitions[p]
+                    .append(&batch.payload)
+                    .map_err(Error::from)
+            }
+        })
+        .and_then(|r| r);
+        // Release the data before waking anyone. The events are stored (or not) by now: a panic
+        // in a user's buffer owner while dropping it changes neither (the hook reported it).
+        let payload = batch.payload;
+        let _ = diaspora_api::catch_panic("releasing a batch's data", move || drop(payload));
+        let result = match result {
+            Ok(base) => Ok(base),
+            Err(e) => {
+                // Counted before the futures complete, so a flush that waited for them sees it.
+                let e = Arc::new(e);
+                let mut st = self.state.lock();
+                st.lost += count;
+                st.lost_reason.get_or_insert_with(|| e.clone());
+                Err(Error::Shared(e))
+            }
         };
-        drop(batch.payload); // release the data before waking anyone
         batch.completion.complete(result);
         let job = {
             let mut st = self.state.lock();
@@ -240,11 +293,11 @@ impl Shared {
             data_bytes: 0,
         });
         let before = batch.payload.meta.len();
-        let serialized = self
-            .topic
-            .policies
-            .serializer
-            .serialize(&metadata, &mut batch.payload.meta);
+        let meta = &mut batch.payload.meta;
+        let serialized = diaspora_api::catch_panic("the topic's serializer", || {
+            self.topic.policies.serializer.serialize(&metadata, meta)
+        })
+        .and_then(|r| r);
         let len = batch.payload.meta.len() - before;
         let len = match (serialized, u32::try_from(len)) {
             (Ok(()), Ok(len)) => len,
@@ -285,38 +338,48 @@ impl Shared {
         st.unfinished.retain(|c| !c.is_complete());
         let waiting = st.unfinished.clone();
         drop(st);
-        if waiting.is_empty() {
-            Future::ready(())
+        let mut waiter = FlushWaiter {
+            shared: self.clone(),
+            waiting,
+        };
+        if waiter.is_ready() {
+            // Nothing to wait for: only earlier failures to report.
+            match waiter.wait_until(None) {
+                Some(Ok(())) => Future::ready(()),
+                Some(Err(e)) => Future::failed(e),
+                None => Future::failed(Error::Closed("producer")),
+            }
         } else {
-            Future::pending(Box::new(FlushWaiter {
-                waiting,
-                error: None,
-            }))
+            Future::pending(Box::new(waiter))
+        }
+    }
+
+    /// Takes the failures recorded since the last flush that reported them.
+    fn take_losses(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        let count = std::mem::take(&mut st.lost);
+        match st.lost_reason.take() {
+            Some(source) if count > 0 => Err(Error::EventsLost { count, source }),
+            _ => Ok(()),
         }
     }
 }
 
-/// Waits for every batch that was in flight when `flush` was called.
+/// Waits for every batch that was in flight when `flush` was called, then reports every event
+/// lost since the previous flush (including batches that failed before this one was called).
 struct FlushWaiter {
+    shared: Arc<Shared>,
     waiting: Vec<Arc<Completion<u64>>>,
-    error: Option<Error>,
 }
 
 impl Waitable<()> for FlushWaiter {
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<()>> {
         while let Some(c) = self.waiting.last() {
-            match c.wait_until(deadline)? {
-                Ok(_) => {}
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                }
-            }
+            // A failed batch is counted in the losses before its completion is set.
+            let _ = c.wait_until(deadline)?;
             self.waiting.pop();
         }
-        Some(match self.error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        })
+        Some(self.shared.take_losses())
     }
 
     fn is_ready(&self) -> bool {
