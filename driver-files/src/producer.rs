@@ -342,15 +342,11 @@ impl Shared {
             shared: self.clone(),
             waiting,
         };
-        if waiter.is_ready() {
-            // Nothing to wait for: only earlier failures to report.
-            match waiter.wait_until(None) {
-                Some(Ok(())) => Future::ready(()),
-                Some(Err(e)) => Future::failed(e),
-                None => Future::failed(Error::Closed("producer")),
-            }
-        } else {
-            Future::pending(Box::new(waiter))
+        // Already done (or nothing to wait for): the result, with earlier failures, right away.
+        match waiter.wait_until(Some(Instant::now())) {
+            Some(Ok(())) => Future::ready(()),
+            Some(Err(e)) => Future::failed(e),
+            None => Future::pending(Box::new(waiter)),
         }
     }
 
