@@ -27,6 +27,7 @@ pub mod driver;
 pub mod error;
 pub mod event;
 pub mod future;
+pub mod losses;
 pub mod metadata;
 pub mod options;
 pub mod panic;
@@ -44,6 +45,7 @@ pub use driver::{
 pub use error::{Error, Result};
 pub use event::{Acknowledger, Event, EventId, NO_MORE_EVENTS};
 pub use future::{Completion, Future, Waitable};
+pub use losses::Losses;
 pub use metadata::{IntoMetadata, Metadata};
 pub use options::{
     default_allocator, select_all, BatchSize, ConsumerOptions, DataAllocator, DataSelector,

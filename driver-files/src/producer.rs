@@ -11,16 +11,17 @@
 //! Nothing is lost silently: a batch that cannot be stored fails its events' futures, and is
 //! also counted against the next `flush`, which fails with [`Error::EventsLost`] (how many
 //! events, and the first reason) even when the batch failed before `flush` was called and its
-//! push futures were ignored. A panic while storing (a driver bug) fails the batch the same way;
-//! a panic in the serializer fails that one push.
+//! push futures were ignored; so is an event `push` rejects (partition selector, serializer).
+//! A panic while storing (a driver bug) fails the batch the same way; a panic in the serializer
+//! fails that one push.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use diaspora_api::{
-    BatchSize, Completion, DataView, Error, EventId, Future, Metadata, Ordering, ProducerBackend,
-    ProducerOptions, Result, ThreadPool, Waitable,
+    BatchSize, Completion, DataView, Error, EventId, Future, Losses, Metadata, Ordering,
+    ProducerBackend, ProducerOptions, Result, ThreadPool, Waitable,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -53,10 +54,6 @@ struct State {
     in_flight: usize,
     in_flight_per_partition: Vec<usize>,
     unfinished: Vec<Arc<Completion<u64>>>,
-    /// Events of batches that failed since the last flush reported them.
-    lost: u64,
-    /// Why the first of them failed.
-    lost_reason: Option<Arc<Error>>,
 }
 
 #[derive(Default)]
@@ -79,6 +76,8 @@ struct Shared {
     state: Mutex<State>,
     cond: Condvar,
     queues: Vec<Mutex<PartitionQueue>>,
+    /// Events rejected by `push` or lost with their batch, until a flush reports them.
+    losses: Losses,
     /// Test hook: the next store panics as a driver bug would.
     #[cfg(test)]
     panic_in_store: std::sync::atomic::AtomicBool,
@@ -106,9 +105,8 @@ impl FilesProducer {
                     in_flight: 0,
                     in_flight_per_partition: vec![0; n],
                     unfinished: Vec::new(),
-                    lost: 0,
-                    lost_reason: None,
                 }),
+                losses: Losses::new(),
                 cond: Condvar::new(),
                 queues: (0..n)
                     .map(|_| Mutex::new(PartitionQueue::default()))
@@ -246,9 +244,7 @@ impl Shared {
             Err(e) => {
                 // Counted before the futures complete, so a flush that waited for them sees it.
                 let e = Arc::new(e);
-                let mut st = self.state.lock();
-                st.lost += count;
-                st.lost_reason.get_or_insert_with(|| e.clone());
+                self.losses.record(count, e.clone());
                 Err(Error::Shared(e))
             }
         };
@@ -282,7 +278,7 @@ impl Shared {
             .select_partition(&metadata, n, partition)
         {
             Ok(p) => p,
-            Err(e) => return Future::failed(e),
+            Err(e) => return Future::failed(self.losses.reject(e)),
         };
         // Checksummed before taking the lock, so concurrent pushers do not serialize on it.
         let crc = data_crc(&data);
@@ -303,13 +299,13 @@ impl Shared {
             (Ok(()), Ok(len)) => len,
             (Err(e), _) => {
                 batch.payload.meta.truncate(before);
-                return Future::failed(e);
+                return Future::failed(self.losses.reject(e));
             }
             (Ok(()), Err(_)) => {
                 batch.payload.meta.truncate(before);
-                return Future::failed(Error::ValidationFailed(
+                return Future::failed(self.losses.reject(Error::ValidationFailed(
                     "serialized metadata exceeds 4 GiB".into(),
-                ));
+                )));
             }
         };
         let index = batch.payload.len() as u64;
@@ -349,16 +345,6 @@ impl Shared {
             None => Future::pending(Box::new(waiter)),
         }
     }
-
-    /// Takes the failures recorded since the last flush that reported them.
-    fn take_losses(&self) -> Result<()> {
-        let mut st = self.state.lock();
-        let count = std::mem::take(&mut st.lost);
-        match st.lost_reason.take() {
-            Some(source) if count > 0 => Err(Error::EventsLost { count, source }),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// Waits for every batch that was in flight when `flush` was called, then reports every event
@@ -375,7 +361,7 @@ impl Waitable<()> for FlushWaiter {
             let _ = c.wait_until(deadline)?;
             self.waiting.pop();
         }
-        Some(self.shared.take_losses())
+        Some(self.shared.losses.take_result())
     }
 
     fn is_ready(&self) -> bool {

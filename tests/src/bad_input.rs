@@ -25,7 +25,13 @@ pub fn malformed_json_metadata(f: &dyn DriverFixture) {
         );
     }
     let ok = producer.push(r#"{"ok":true}"#, ());
-    flush(&producer);
+    let e = wait_for_err(producer.flush(), "flush after 4 rejected pushes");
+    assert!(
+        matches!(e, Error::EventsLost { count: 4, .. })
+            && matches!(e.root(), Error::InvalidJson(_)),
+        "flush must report the 4 rejected events: {e:?}"
+    );
+    flush(&producer); // reported once
     assert_eq!(
         wait_for(ok, "valid push"),
         0,
@@ -58,7 +64,12 @@ pub fn validator_rejects_and_persists(f: &dyn DriverFixture) {
         "expected ValidationFailed after reopening, got {e:?}"
     );
     let ok = producer.push(json!({"x": 1}), ());
-    flush(&producer);
+    let e = wait_for_err(producer.flush(), "flush after a rejected push");
+    assert!(
+        matches!(e, Error::EventsLost { count: 1, .. })
+            && matches!(e.root(), Error::ValidationFailed(_)),
+        "flush must report the rejected event: {e:?}"
+    );
     assert_eq!(wait_for(ok, "valid push"), 0);
 }
 
@@ -203,7 +214,12 @@ pub fn push_to_out_of_range_partition(f: &dyn DriverFixture) {
             "push_to({index}): expected InvalidPartition {{ {index}, 2 }}, got {e:?}"
         );
     }
-    wait_for(flushed, "flush after rejected pushes");
+    let e = wait_for_err(flushed, "flush after rejected pushes");
+    assert!(
+        matches!(e, Error::EventsLost { count: 2, .. })
+            && matches!(e.root(), Error::InvalidPartition { .. }),
+        "flush must report the 2 rejected events: {e:?}"
+    );
     assert_eq!(wait_for(good, "push_to(1)"), 0);
 }
 

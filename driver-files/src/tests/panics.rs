@@ -74,7 +74,12 @@ fn validator_panic_fails_that_push_only() {
     );
     assert!(e.to_string().contains("validator panics on purpose"), "{e}");
     let b = producer.push(json!({"x": 2}), ());
-    settle(producer.flush(), "flush").expect("flush");
+    let lost = settle(producer.flush(), "flush").expect_err("flush reports the rejected push");
+    assert!(
+        matches!(lost, Error::EventsLost { count: 1, .. }),
+        "{lost:?}"
+    );
+    assert!(is_panic(&lost, "validator", "validator panics on purpose"));
     assert_eq!(settle(a, "a").expect("a"), 0);
     assert_eq!(settle(b, "b").expect("b"), 1);
     assert_eq!(stored_xs(&topic), vec![(0, 1), (1, 2)]);
@@ -103,7 +108,17 @@ fn serializer_panic_fails_that_push_and_leaves_no_partial_bytes() {
         "{e:?}"
     );
     let b = producer.push(json!({"x": 2}), ());
-    settle(producer.flush(), "flush").expect("the failed push is not a storage loss");
+    let lost = settle(producer.flush(), "flush").expect_err("flush reports the failed push");
+    assert!(
+        matches!(lost, Error::EventsLost { count: 1, .. }),
+        "{lost:?}"
+    );
+    assert!(is_panic(
+        &lost,
+        "serializer",
+        "serializer panics on purpose"
+    ));
+    settle(producer.flush(), "flush").expect("reported once");
     assert_eq!(settle(a, "a").expect("a"), 0);
     assert_eq!(settle(b, "b").expect("b"), 1);
     assert_eq!(stored_xs(&topic), vec![(0, 1), (1, 2)]);
