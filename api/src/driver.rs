@@ -311,6 +311,10 @@ impl Producer {
             Ok(m) => m,
             Err(e) => return Future::failed(e),
         };
+        // Whatever the validator, what is stored must parse back with `Metadata::json`.
+        if let Err(e) = metadata.check() {
+            return Future::failed(e);
+        }
         if let Err(e) = self.policies.validator.validate(&metadata, &data) {
             return Future::failed(e);
         }

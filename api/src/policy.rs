@@ -39,18 +39,14 @@ pub trait Serializer: Send + Sync {
     fn deserialize(&self, bytes: Bytes) -> Result<Metadata>;
 }
 
-/// Default validator: metadata must be JSON (already guaranteed for string input, so this costs
-/// nothing for validated metadata).
+/// Default validator: metadata must be JSON that consumers can parse with [`Metadata::json`]
+/// (see [`Metadata::check`]; free for metadata built from a checked string).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonValidator;
 
 impl Validator for JsonValidator {
     fn validate(&self, metadata: &Metadata, _data: &DataView) -> Result<()> {
-        if metadata.has_raw() || metadata.is_parsed() {
-            Ok(())
-        } else {
-            metadata.json().map(|_| ())
-        }
+        metadata.check()
     }
 }
 
@@ -305,6 +301,21 @@ mod tests {
         let e = validator_from_spec(&json!("nope")).err().expect("error");
         assert!(e.to_string().contains("unknown validator \"nope\""), "{e}");
         assert!(serializer_from_spec(&json!(42)).is_err());
+    }
+
+    #[test]
+    fn json_validator_rejects_what_consumers_cannot_parse() {
+        let v = validator_from_spec(&json!("json")).expect("spec");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for text in [r#"{"x":1e999}"#, r#"{"s":"\ud800"}"#, deep.as_str()] {
+            // Built unchecked, as a driver or a forwarding application may do.
+            let m = Metadata::from_raw_unchecked(Bytes::copy_from_slice(text.as_bytes()));
+            let e = v.validate(&m, &DataView::new()).expect_err(text);
+            assert!(e.to_string().contains("invalid JSON"), "{text}: {e}");
+        }
+        let ok = Metadata::from_raw_unchecked(Bytes::from_static(br#"{"x":1}"#));
+        v.validate(&ok, &DataView::new()).expect("valid");
+        ok.json().expect("parseable");
     }
 
     #[test]

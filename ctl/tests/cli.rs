@@ -532,3 +532,46 @@ fn verify_reports_clean_topics_and_damaged_records() {
         .fails_with("only available with the files driver");
     run(&["topic", "verify", "--name", "missing"]).fails_with("not found");
 }
+
+/// `produce --stdin` refuses lines that are JSON syntax but that consumers could not parse
+/// (number out of range, lone surrogate, nesting beyond the parser's limit), naming the line;
+/// the events before it are stored and every stored event reads back.
+#[test]
+fn produce_refuses_metadata_consumers_cannot_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    ctl(&with_root(&["topic", "create", "--name", "t"], root)).ok();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for bad in [r#"{"x":1e999}"#, r#"{"s":"\ud800"}"#, deep.as_str()] {
+        let input = format!("{{\"ok\":1}}\n{bad}\n{{\"ok\":2}}\n");
+        let run = ctl_stdin(
+            &with_root(&["produce", "--name", "t", "--stdin"], root),
+            &input,
+        );
+        run.fails_with("line 2 of standard input")
+            .fails_with("invalid JSON");
+        ctl(&with_root(
+            &["produce", "--name", "t", "--metadata", bad],
+            root,
+        ))
+        .fails_with("invalid --metadata");
+    }
+    let consumed = ctl(&with_root(
+        &[
+            "consume",
+            "--name",
+            "t",
+            "--consumer",
+            "c",
+            "--timeout-ms",
+            "300",
+        ],
+        root,
+    ))
+    .ok();
+    assert_eq!(
+        consumed.lines(),
+        ["0 0 {\"ok\":1}", "0 1 {\"ok\":1}", "0 2 {\"ok\":1}"],
+        "only the lines before each bad one are stored"
+    );
+}
