@@ -15,7 +15,9 @@ Dynamic options:
                             partitions, thread_count, data
 
   `--<scope>.<key>=<value>` works too. Values are parsed as JSON when they are valid JSON
-  (3, true, [0,1], \"quoted\"), otherwise taken as strings. Dotted keys nest:
+  (3, true, [0,1], \"quoted\"), otherwise taken as strings; string options (root_path,
+  policy names, partition_selector.field) keep their text: --driver.root_path 2024 is the
+  directory 2024. Dotted keys nest:
   --topic.validator.type required_fields gives {\"validator\": {\"type\": \"required_fields\"}}.
   Options from --driver-config / --topic-config files are merged with command-line options,
   the command line winning.";

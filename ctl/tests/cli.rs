@@ -575,3 +575,135 @@ fn produce_refuses_metadata_consumers_cannot_parse() {
         "only the lines before each bad one are stored"
     );
 }
+
+fn ctl_in(cwd: &Path, args: &[&str]) -> Run {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run diaspora-ctl")
+        .into()
+}
+
+/// A root path that looks like JSON (`2024`, `true`, `null`) is a directory name, not a type
+/// error; string-typed topic options (a key_hash field named `2024`) keep their text too.
+#[test]
+fn path_and_string_options_that_look_like_json_are_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for root in ["2024", "true", "null", "1e3"] {
+        let run = |args: &[&str]| {
+            let mut v = args.to_vec();
+            v.extend(["--driver", "files", "--driver.root_path", root]);
+            ctl_in(dir.path(), &v)
+        };
+        run(&[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic.num_partitions",
+            "4",
+            "--topic.partition_selector.type",
+            "key_hash",
+            "--topic.partition_selector.field",
+            "2024",
+        ])
+        .ok();
+        assert!(
+            dir.path().join(root).join("t").join("topic.json").is_file(),
+            "topic not created under the directory {root:?}"
+        );
+        let produced = ctl_stdin_in(
+            dir.path(),
+            &[
+                "produce",
+                "--name",
+                "t",
+                "--stdin",
+                "--driver",
+                "files",
+                "--driver.root_path",
+                root,
+            ],
+            "{\"2024\":\"a\"}\n{\"2024\":\"a\"}\n",
+        )
+        .ok();
+        assert_eq!(produced.stdout.trim(), "produced 2 events");
+        let described = run(&["topic", "describe", "--name", "t"]).ok();
+        let d: Value = serde_json::from_str(&described.stdout).expect("JSON");
+        assert_eq!(d["options"]["partition_selector"]["field"], "2024");
+        let per_partition: Vec<u64> = d["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["info"]["num_events"].as_u64().expect("count"))
+            .collect();
+        assert_eq!(per_partition.iter().sum::<u64>(), 2);
+        assert!(
+            per_partition.contains(&2),
+            "same key, same partition: {per_partition:?}"
+        );
+        run(&["topic", "verify", "--name", "t"]).ok();
+        let listed = run(&["topic", "list"]).ok();
+        assert_eq!(listed.lines(), ["t"]);
+    }
+    // Quoting still works, and options that are not strings are still typed.
+    ctl_in(
+        dir.path(),
+        &[
+            "topic",
+            "list",
+            "--driver",
+            "files",
+            "--driver.root_path",
+            "\"2024\"",
+            "--driver.thread_count",
+            "yes",
+        ],
+    )
+    .fails_with("driver.thread_count");
+}
+
+/// Policy specs refuse keys they do not know, key_hash included.
+#[test]
+fn key_hash_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    ctl(&with_root(
+        &[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic.partition_selector.type",
+            "key_hash",
+            "--topic.partition_selector.field",
+            "k",
+            "--topic.partition_selector.feild",
+            "k",
+        ],
+        root,
+    ))
+    .fails_with("partition_selector.feild");
+    ctl(&with_root(&["topic", "list"], root)).ok();
+    assert!(ctl(&with_root(&["topic", "list"], root)).lines().is_empty());
+}
+
+fn ctl_stdin_in(cwd: &Path, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora-ctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait").into()
+}

@@ -26,8 +26,20 @@ pub fn run(command: Command, scan: PreScan) -> Result<(), CliError> {
 
 /// Instantiates the driver from `--driver`, `--driver-config` and `--driver.<key>` options.
 fn open_driver(args: &DriverArgs, scan: &mut PreScan) -> Result<Driver, CliError> {
-    let options = resolve(args.driver_config.as_deref(), scan.take(Scope::Driver))?;
+    let options = resolve(args.driver_config.as_deref(), driver_options(args, scan))?;
     Ok(Driver::new(&args.driver, options)?)
+}
+
+/// The `--driver.<key>` options, typed as the driver declares (string options keep their text).
+fn driver_options(
+    args: &DriverArgs,
+    scan: &mut PreScan,
+) -> serde_json::Map<String, serde_json::Value> {
+    let string_keys: &[&str] = match args.driver.as_str() {
+        "files" => diaspora_driver_files::FilesDriverOptions::STRING_KEYS,
+        _ => &[],
+    };
+    scan.take_typed(Scope::Driver, string_keys)
 }
 
 /// Instantiates the driver and opens a topic.
