@@ -44,6 +44,31 @@ pub enum Command {
     /// `<partition> <id> <metadata-json> [<data-length>]`.
     #[command(after_help = OPTION_SYNTAX)]
     Consume(ConsumeArgs),
+    /// Manage a consumer name's acknowledgements.
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
+}
+
+/// `consumer` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConsumerCommand {
+    /// Forget a consumer name's acknowledgements (files driver): its next run starts from the
+    /// first event of every partition, so events it already processed are delivered again.
+    /// This is the way out when its acknowledgement file is damaged. Run it while no consumer
+    /// of that name is running.
+    #[command(after_help = OPTION_SYNTAX)]
+    Reset(ConsumerArgs),
+}
+
+/// A driver, a topic and a consumer name.
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topic: TopicArgs,
+    /// Consumer name.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: String,
 }
 
 /// `topic` subcommands.

@@ -707,3 +707,80 @@ fn ctl_stdin_in(cwd: &Path, args: &[&str], input: &str) -> Run {
         .expect("write stdin");
     child.wait_with_output().expect("wait").into()
 }
+
+/// An acknowledgement file whose two slots are damaged stops `consume` with an error that
+/// gives the command to recover; running that command lets the consumer start over.
+#[test]
+fn damaged_acks_name_the_reset_command_which_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    let run = |args: &[&str]| ctl(&with_root(args, root));
+    run(&[
+        "topic",
+        "create",
+        "--name",
+        "t",
+        "--topic.num_partitions",
+        "2",
+    ])
+    .ok();
+    run(&["produce", "--name", "t", "--count", "6"]).ok();
+    let consume = || {
+        run(&[
+            "consume",
+            "--name",
+            "t",
+            "--consumer",
+            "c",
+            "--timeout-ms",
+            "300",
+        ])
+    };
+    assert_eq!(consume().ok().lines().len(), 6);
+    assert!(consume().ok().lines().is_empty(), "all acknowledged");
+    let acks = dir.path().join("t/consumers/c.acks");
+    let mut bytes = std::fs::read(&acks).expect("acks file");
+    let slot = bytes.len() / 2;
+    bytes[24] ^= 0xff;
+    bytes[slot + 24] ^= 0xff;
+    std::fs::write(&acks, &bytes).expect("damage both slots");
+    let failed = consume().fails_with("no valid acknowledgement slot");
+    let hint = format!(
+        "diaspora-ctl consumer reset --name t --consumer c --driver files --driver.root_path {root}"
+    );
+    assert!(failed.stderr.contains(&hint), "{}", failed.stderr);
+    // Run the command exactly as printed.
+    let printed = failed
+        .stderr
+        .split('`')
+        .nth(1)
+        .expect("command in backquotes");
+    let words: Vec<&str> = printed.split_whitespace().skip(1).collect();
+    let reset = ctl(&words).ok();
+    assert!(
+        reset.stdout.contains("reset consumer c of topic t"),
+        "{}",
+        reset.stdout
+    );
+    assert_eq!(
+        consume().ok().lines().len(),
+        6,
+        "starts over from the first event"
+    );
+    assert!(consume().ok().lines().is_empty());
+    // Other consumers are untouched; the command refuses what it cannot do.
+    run(&["consumer", "reset", "--name", "nope", "--consumer", "c"]).fails_with("not found");
+    ctl(&[
+        "consumer",
+        "reset",
+        "--name",
+        "t",
+        "--consumer",
+        "c",
+        "--driver",
+        "other",
+    ])
+    .fails_with("only available with the files driver");
+    run(&["consumer", "reset", "--name", "t", "--consumer", "../x"])
+        .fails_with("invalid consumer name");
+}

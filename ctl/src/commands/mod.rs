@@ -2,12 +2,13 @@
 
 use diaspora_api::{Driver, TopicHandle};
 
-use crate::cli::{Command, DriverArgs, TopicCommand};
+use crate::cli::{Command, ConsumerCommand, DriverArgs, TopicCommand};
 use crate::config::resolve;
 use crate::error::CliError;
 use crate::options::{PreScan, Scope};
 
 mod consume;
+mod consumer;
 mod produce;
 mod topic;
 
@@ -21,6 +22,7 @@ pub fn run(command: Command, scan: PreScan) -> Result<(), CliError> {
         Command::Topic(TopicCommand::Verify(args)) => topic::verify(args, scan),
         Command::Produce(args) => produce::run(args, scan),
         Command::Consume(args) => consume::run(args, scan),
+        Command::Consumer(ConsumerCommand::Reset(args)) => consumer::reset(args, scan),
     }
 }
 
