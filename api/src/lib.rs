@@ -24,6 +24,7 @@
 pub mod data;
 pub mod descriptor;
 pub mod driver;
+pub mod dylib;
 pub mod error;
 pub mod event;
 pub mod future;

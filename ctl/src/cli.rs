@@ -96,7 +96,9 @@ pub enum TopicCommand {
 /// How to reach the streaming engine.
 #[derive(Debug, Args)]
 pub struct DriverArgs {
-    /// Driver to use (e.g. `files`); its options are given with --driver.<key> <value>.
+    /// Driver to use (e.g. `files`; `NAME:LIBRARY.so` loads driver NAME from a driver library,
+    /// and an unknown NAME is looked for as libNAME.so on LD_LIBRARY_PATH); its options are
+    /// given with --driver.<key> <value>.
     #[arg(long, value_name = "NAME")]
     pub driver: String,
     /// JSON file holding driver options (merged with --driver.<key> options, which win).
