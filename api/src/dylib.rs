@@ -259,6 +259,13 @@ fn loaded() -> &'static Mutex<Vec<libloading::Library>> {
 /// Loads the driver library `library` (a path, or a file name the dynamic loader searches
 /// for) and registers the drivers it exports. Returns their names.
 pub fn load_driver_library(library: &str) -> Result<Vec<String>> {
+    load_driver_library_as(library, AbiStamp::current())
+}
+
+/// [`load_driver_library`] presenting `host` as this program's stamp: lets tests play a host
+/// built differently and check that a real library refuses it.
+#[doc(hidden)]
+pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<String>> {
     let fail = |reason: String| Error::DriverLibrary {
         library: library.to_owned(),
         reason,
@@ -280,7 +287,6 @@ pub fn load_driver_library(library: &str) -> Result<Vec<String>> {
         })?;
         *entry
     };
-    let host = AbiStamp::current();
     let mut theirs = AbiStamp::zeroed();
     let mut found: Vec<(String, *const ())> = Vec::new();
     let registrar = Registrar {

@@ -442,6 +442,34 @@ mod tests {
     }
 
     #[test]
+    fn a_file_damaged_under_a_running_consumer_fails_its_acks_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.acks");
+        let s = AckStore::load(&p, 2, &[0, 1], false).expect("load");
+        s.acknowledge(0, 1).expect("ack");
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..500u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 200) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+            if round % 2 == 0 && len >= 8 {
+                bytes[..8].copy_from_slice(&ACK_MAGIC);
+            }
+            std::fs::write(&p, &bytes).expect("write");
+            // Never a silent overwrite of what other consumers of the name wrote.
+            let e = s.acknowledge(1, 10 + round).expect_err("damaged file");
+            assert!(e.to_string().contains("consumer reset"), "{e}");
+            assert_eq!(
+                std::fs::read(&p).expect("read"),
+                bytes,
+                "file left as it was"
+            );
+        }
+    }
+
+    #[test]
     fn reserved_field_must_be_zero() {
         let mut b = encode(1, &[1, 2]);
         b[20] = 1;

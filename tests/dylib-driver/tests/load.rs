@@ -139,6 +139,37 @@ fn missing_library_and_missing_symbol_are_clear_errors() {
     assert!(e.to_string().contains("names no driver"), "{e}");
 }
 
+/// A library whose stamp differs from the host's (here: the host plays another diaspora-api
+/// version, then another compiler) is refused before anything of it is called, and the error
+/// names both sides. (That it registers nothing is checked by the api's unit test
+/// `library_entry_refuses_another_stamp_and_registers_nothing`: other tests of this binary may
+/// run in the same process and register the library's drivers.)
+#[test]
+fn a_library_built_for_another_abi_is_refused() {
+    use diaspora_api::dylib::{load_driver_library_as, AbiStamp};
+    let lib = library();
+    let shown = lib.display().to_string();
+    let mut other_api = AbiStamp::current();
+    other_api.api_version = [0; 32];
+    other_api.api_version[..5].copy_from_slice(b"9.9.9");
+    let mut other_rustc = AbiStamp::current();
+    other_rustc.rustc_version = [0; 96];
+    other_rustc.rustc_version[..11].copy_from_slice(b"rustc 0.0.0");
+    let mut other_layout = AbiStamp::current();
+    other_layout.layout ^= 1;
+    for host in [other_api, other_rustc, other_layout] {
+        let msg = load_driver_library_as(&shown, host)
+            .expect_err("refused")
+            .to_string();
+        assert!(msg.contains("built for another ABI"), "{msg}");
+        assert!(
+            msg.contains(&AbiStamp::current().describe()),
+            "library side: {msg}"
+        );
+        assert!(msg.contains(&host.describe()), "host side: {msg}");
+    }
+}
+
 /// Not a test on its own: run by `ld_library_path_is_searched_for_lib_name_so` with
 /// `LD_LIBRARY_PATH` set. Without the environment it returns.
 #[test]
