@@ -193,11 +193,10 @@ impl AckStore {
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => return Err(FilesError::io("open", path, e)),
         };
-        if let Some(&p) = owned.iter().find(|&&p| p >= partitions) {
-            return Err(FilesError::CorruptRecord {
+        if let Some(&partition) = owned.iter().find(|&&p| p >= partitions) {
+            return Err(FilesError::NotConsumed {
                 path: path.to_owned(),
-                index: p as u64,
-                reason: format!("partition {p} does not exist ({partitions} partitions)"),
+                partition,
             });
         }
         Ok(AckStore {
@@ -223,10 +222,9 @@ impl AckStore {
     /// offset backwards.
     pub fn acknowledge(&self, partition: usize, id: u64) -> FilesResult<()> {
         if !self.owned.contains(&partition) {
-            return Err(FilesError::CorruptRecord {
+            return Err(FilesError::NotConsumed {
                 path: self.path.clone(),
-                index: partition as u64,
-                reason: "acknowledged partition is not one this consumer consumes".into(),
+                partition,
             });
         }
         let wanted = id.saturating_add(1);
@@ -490,7 +488,12 @@ mod tests {
         a.acknowledge(0, 6).expect("ack a again");
         assert_eq!(read(&p, 3).expect("read"), vec![7, 0, 10]);
         // Only owned partitions may be acknowledged.
-        assert!(a.acknowledge(2, 100).is_err());
+        let e = a.acknowledge(2, 100).expect_err("not owned");
+        assert!(
+            e.to_string()
+                .contains("partition 2 is not one this consumer consumes"),
+            "{e}"
+        );
         assert_eq!(read(&p, 3).expect("read"), vec![7, 0, 10]);
         // A second store on the same partition never moves it backwards.
         let c = AckStore::load(&p, 3, &[2], false).expect("load c");

@@ -48,6 +48,14 @@ pub enum FilesError {
         /// The command that resets the consumer.
         reset: String,
     },
+    /// A consumer acknowledged a partition it does not consume.
+    #[error("{path}: partition {partition} is not one this consumer consumes")]
+    NotConsumed {
+        /// The acknowledgement file.
+        path: PathBuf,
+        /// The partition.
+        partition: usize,
+    },
     /// A JSON configuration file is unreadable.
     #[error("{path}: invalid configuration: {source}")]
     BadConfig {
