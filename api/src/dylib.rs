@@ -4,7 +4,7 @@
 //!
 //! # The entry point
 //!
-//! A driver library is a `cdylib` that exports one C symbol, written by [`export_drivers!`]:
+//! A driver library is a `cdylib` that exports one C symbol, written by [`export_drivers!`](crate::export_drivers!):
 //!
 //! ```text
 //! int32_t diaspora_register_driver(const AbiStamp *host, AbiStamp *library,
@@ -177,7 +177,7 @@ pub type EntryFn = unsafe extern "C" fn(
     registrar: *const Registrar,
 ) -> i32;
 
-/// The library side of the entry point, called by the function [`export_drivers!`] writes.
+/// The library side of the entry point, called by the function [`export_drivers!`](crate::export_drivers!) writes.
 ///
 /// # Safety
 ///
