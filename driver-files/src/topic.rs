@@ -93,6 +93,25 @@ impl TopicConfig {
     }
 }
 
+/// Reads and checks the configuration of topic `name` under `root`, opening nothing else.
+pub fn load_config(root: &Path, name: &str) -> Result<TopicConfig> {
+    let cfg_path = root.join(name).join(TOPIC_CONFIG);
+    let text = match fs::read(&cfg_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::TopicNotFound(name.to_owned()))
+        }
+        Err(e) => return Err(FilesError::io("read", &cfg_path, e).into()),
+    };
+    let options: Value = serde_json::from_slice(&text).map_err(|source| {
+        Error::from(FilesError::BadConfig {
+            path: cfg_path.clone(),
+            source,
+        })
+    })?;
+    TopicConfig::from_options(&options)
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn partition_dir(topic_dir: &Path, index: usize) -> PathBuf {
@@ -164,21 +183,7 @@ impl TopicShared {
     /// Opens topic `name` under `root`.
     pub fn open(root: &Path, name: &str, default_pool: ThreadPool) -> Result<Arc<Self>> {
         let dir = root.join(name);
-        let cfg_path = dir.join(TOPIC_CONFIG);
-        let text = match fs::read(&cfg_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::TopicNotFound(name.to_owned()))
-            }
-            Err(e) => return Err(FilesError::io("read", &cfg_path, e).into()),
-        };
-        let options: Value = serde_json::from_slice(&text).map_err(|source| {
-            Error::from(FilesError::BadConfig {
-                path: cfg_path.clone(),
-                source,
-            })
-        })?;
-        let config = TopicConfig::from_options(&options)?;
+        let config = load_config(root, name)?;
         let policies = TopicPolicies::from_options(&config.options)?;
         let partitions = (0..config.num_partitions)
             .map(|i| PartitionLog::open(&partition_dir(&dir, i), config.sync).map(Arc::new))
