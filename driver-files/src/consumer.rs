@@ -38,7 +38,7 @@ const MAX_REFILL_DATA: u64 = 64 << 20;
 /// A refill stops adding events once it holds this much metadata (at least one event).
 pub(crate) const MAX_REFILL_META: u64 = 16 << 20;
 /// No refill starts while the events already buffered hold this many bytes.
-const MAX_BUFFERED_BYTES: u64 = MAX_REFILL_DATA;
+pub(crate) const MAX_BUFFERED_BYTES: u64 = MAX_REFILL_DATA;
 /// Runs of events averaging more selected data than this are read event by event: large
 /// events gain nothing from one big read, which would only add page faults on a huge buffer.
 const SPAN_READ_MAX_AVG: u64 = 16 << 10;
@@ -61,11 +61,11 @@ struct Cursor {
 }
 
 #[derive(Default)]
-struct Queue {
+pub(crate) struct Queue {
     events: VecDeque<Result<Event>>,
     /// Metadata and data bytes of the buffered events.
-    bytes: u64,
-    prefetching: bool,
+    pub(crate) bytes: u64,
+    pub(crate) prefetching: bool,
 }
 
 /// Bytes an event holds in memory while buffered.
@@ -97,7 +97,7 @@ pub(crate) struct Inner {
     max_buffered: usize,
     pool: ThreadPool,
     cursor: Mutex<Cursor>,
-    queue: Mutex<Queue>,
+    pub(crate) queue: Mutex<Queue>,
     /// Bytes of metadata read from the metadata files so far (memory-bound tests).
     pub(crate) meta_read: std::sync::atomic::AtomicU64,
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use diaspora_api::{json, ConsumerBackend, ConsumerOptions, ThreadPool};
 
 use super::{settle, topic_with};
-use crate::consumer::{FilesConsumer, MAX_REFILL_META};
+use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_META};
 use crate::topic::TopicShared;
 
 fn big_meta(i: usize, pad: usize) -> String {
@@ -38,6 +38,46 @@ fn one_pull_reads_at_most_the_metadata_cap() {
     for i in 1..150u64 {
         let e = settle(consumer.pull(), "pull").expect("event");
         assert_eq!(e.id(), i);
+    }
+}
+
+/// With a prefetching thread pool, what is buffered stays bounded in bytes too (prefetch used
+/// to read ahead up to 4096 events, whatever their size).
+#[test]
+fn prefetch_buffers_a_bounded_number_of_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    for i in 0..150 {
+        drop(producer.push(big_meta(i, 2 << 20), ()));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let options = ConsumerOptions {
+        thread_pool: Some(ThreadPool::new(1)),
+        ..Default::default()
+    };
+    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    let bound = MAX_BUFFERED_BYTES + MAX_REFILL_META;
+    for i in 0..40u64 {
+        let e = settle(consumer.pull(), "pull").expect("event");
+        assert_eq!(e.id(), i);
+        drop(e);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let q = consumer.inner.queue.lock();
+            assert!(
+                q.bytes <= bound,
+                "after {i} pulls, {} bytes buffered (bound {bound})",
+                q.bytes
+            );
+            if !q.prefetching {
+                break;
+            }
+            drop(q);
+            assert!(std::time::Instant::now() < deadline, "prefetch never ended");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
