@@ -8,7 +8,8 @@
 //!
 //! Memory is bounded in bytes: a refill stops adding events once it holds [`MAX_REFILL_META`]
 //! of metadata or [`MAX_REFILL_DATA`] of selected data (a larger single event still goes, alone),
-//! and no prefetch starts while [`MAX_BUFFERED_BYTES`] are buffered.
+//! a prefetch starts only while less than half of [`MAX_BUFFERED_BYTES`] are buffered, and no
+//! refill adds anything once that much is.
 //!
 //! An event that cannot be delivered (damaged on disk, or a data selector, allocator or
 //! deserializer that fails or panics on it) fails its own pull with [`Error::EventFailed`],
