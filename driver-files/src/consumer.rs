@@ -177,7 +177,7 @@ impl Inner {
     fn pop(self: &Arc<Self>) -> Option<Result<Event>> {
         let mut q = self.queue.lock();
         let e = q.events.pop_front()?;
-        q.bytes -= event_bytes(&e);
+        q.bytes = q.bytes.saturating_sub(event_bytes(&e));
         if self.pool.size() > 0
             && !q.prefetching
             && q.events.len() < self.records_per_refill / 2
