@@ -146,6 +146,8 @@ fn layout_fingerprint() -> u64 {
         (size_of::<crate::ThreadPool>(), 0),
         (size_of::<bytes::Bytes>(), size_of::<bytes::BytesMut>()),
         (size_of::<crate::DataDescriptor>(), 0),
+        (size_of::<Arc<dyn crate::Validator>>(), 0),
+        (size_of::<Result<Arc<dyn crate::Serializer>>>(), 0),
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (a, b) in shapes {
@@ -250,6 +252,149 @@ macro_rules! export_drivers {
     };
 }
 
+/// Name of the entry symbol every policy library exports (see [`export_policies!`](crate::export_policies!)).
+///
+/// ```text
+/// int32_t diaspora_register_policies(const AbiStamp *host, AbiStamp *library,
+///                                    const PolicyRegistrar *registrar);
+/// ```
+///
+/// Same contract as [`ENTRY_SYMBOL`]: the library writes its stamp and registers its policies
+/// only if the stamps are equal; it returns [`ENTRY_OK`], [`ENTRY_ABI_MISMATCH`] or
+/// [`ENTRY_PANICKED`].
+pub const POLICY_ENTRY_SYMBOL: &str = "diaspora_register_policies";
+
+/// What the host hands a policy library to register policies with.
+#[repr(C)]
+pub struct PolicyRegistrar {
+    /// Host state passed back to `register`.
+    pub ctx: *mut c_void,
+    /// Registers policy `name` (`len` UTF-8 bytes) of kind `kind` (a
+    /// [`PolicyKind`](crate::registry::PolicyKind) code) made by `factory`, the kind's factory
+    /// function type, passed as a data pointer.
+    pub register: unsafe extern "C" fn(
+        ctx: *mut c_void,
+        kind: u32,
+        name: *const u8,
+        len: usize,
+        factory: *const (),
+    ),
+}
+
+/// Type of the policy entry symbol.
+pub type PolicyEntryFn = unsafe extern "C" fn(
+    host: *const AbiStamp,
+    library: *mut AbiStamp,
+    registrar: *const PolicyRegistrar,
+) -> i32;
+
+/// One policy a library exports (written by [`export_policies!`](crate::export_policies!)).
+#[derive(Clone, Copy)]
+pub enum PolicyExport {
+    /// A validator.
+    Validator(&'static str, crate::registry::ValidatorFactory),
+    /// A partition selector.
+    PartitionSelector(&'static str, crate::registry::PartitionSelectorFactory),
+    /// A serializer.
+    Serializer(&'static str, crate::registry::SerializerFactory),
+}
+
+/// The library side of the policy entry point, called by the function
+/// [`export_policies!`](crate::export_policies!) writes.
+///
+/// # Safety
+///
+/// As [`library_entry`], with a [`PolicyRegistrar`].
+pub unsafe fn policy_library_entry(
+    host: *const AbiStamp,
+    library: *mut AbiStamp,
+    registrar: *const PolicyRegistrar,
+    policies: &[PolicyExport],
+) -> i32 {
+    use crate::registry::PolicyKind;
+    let mine = AbiStamp::current();
+    // SAFETY: the caller guarantees `library` is writable and `host` readable; both are plain
+    // data of a layout that never changes.
+    let host = unsafe {
+        library.write(mine);
+        host.read()
+    };
+    if host != mine {
+        return ENTRY_ABI_MISMATCH;
+    }
+    let registered = std::panic::catch_unwind(|| {
+        for p in policies {
+            let (kind, name, factory) = match *p {
+                PolicyExport::Validator(n, f) => (PolicyKind::Validator, n, f as *const ()),
+                PolicyExport::PartitionSelector(n, f) => {
+                    (PolicyKind::PartitionSelector, n, f as *const ())
+                }
+                PolicyExport::Serializer(n, f) => (PolicyKind::Serializer, n, f as *const ()),
+            };
+            // SAFETY: the caller guarantees `registrar` is valid for this call; the stamps are
+            // equal, so the host reads `factory` back as the factory type `kind` says.
+            unsafe {
+                let r = &*registrar;
+                (r.register)(r.ctx, kind as u32, name.as_ptr(), name.len(), factory);
+            }
+        }
+    });
+    match registered {
+        Ok(()) => ENTRY_OK,
+        Err(_) => ENTRY_PANICKED,
+    }
+}
+
+/// Exports the entry point of a policy library (a `cdylib`) registering user-defined
+/// validators, partition selectors and serializers, as upstream's `DIASPORA_REGISTER_*`:
+///
+/// ```
+/// use std::sync::Arc;
+/// use diaspora_api::{DataView, Error, Metadata, Result, Validator, Value};
+///
+/// struct Energy { max: f64 }
+/// impl Validator for Energy {
+///     fn validate(&self, m: &Metadata, _: &DataView) -> Result<()> {
+///         match m.json()?.get("energy").and_then(Value::as_f64) {
+///             Some(e) if e <= self.max => Ok(()),
+///             _ => Err(Error::ValidationFailed(format!("field \"energy\" must be <= {}", self.max))),
+///         }
+///     }
+/// }
+/// fn energy(spec: &Value) -> Result<Arc<dyn Validator>> {
+///     let max = spec.get("energy_max").and_then(Value::as_f64).unwrap_or(100.0);
+///     Ok(Arc::new(Energy { max }))
+/// }
+/// diaspora_api::export_policies!(Validator "energy_validator" => energy);
+/// ```
+///
+/// A topic then names it as `{"validator": {"type": "energy_validator:libenergy.so",
+/// "energy_max": 50}}`. Kinds are `Validator`, `PartitionSelector` and `Serializer`. A library
+/// may export drivers ([`export_drivers!`](crate::export_drivers!)) as well.
+#[macro_export]
+macro_rules! export_policies {
+    ($($kind:ident $name:literal => $factory:path),+ $(,)?) => {
+        /// Policy entry point of this library, see `diaspora_api::dylib`.
+        ///
+        /// # Safety
+        ///
+        /// Called by `diaspora_api` with valid pointers, see
+        /// `diaspora_api::dylib::policy_library_entry`.
+        #[no_mangle]
+        pub unsafe extern "C" fn diaspora_register_policies(
+            host: *const $crate::dylib::AbiStamp,
+            library: *mut $crate::dylib::AbiStamp,
+            registrar: *const $crate::dylib::PolicyRegistrar,
+        ) -> i32 {
+            let policies: &[$crate::dylib::PolicyExport] =
+                &[$($crate::dylib::PolicyExport::$kind($name, $factory)),+];
+            // SAFETY: the host's contract for the entry point is the one of
+            // `policy_library_entry`.
+            unsafe { $crate::dylib::policy_library_entry(host, library, registrar, policies) }
+        }
+    };
+}
+
 /// Libraries loaded so far; never unloaded, since registered factories point into them.
 fn loaded() -> &'static Mutex<Vec<libloading::Library>> {
     static LOADED: Mutex<Vec<libloading::Library>> = Mutex::new(Vec::new());
@@ -262,10 +407,8 @@ pub fn load_driver_library(library: &str) -> Result<Vec<String>> {
     load_driver_library_as(library, AbiStamp::current())
 }
 
-/// [`load_driver_library`] presenting `host` as this program's stamp: lets tests play a host
-/// built differently and check that a real library refuses it.
-#[doc(hidden)]
-pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<String>> {
+/// Opens `library` and finds its entry `symbol`; the error says which library and why.
+fn open_entry(library: &str, symbol: &str) -> Result<(libloading::Library, *const ())> {
     let fail = |reason: String| Error::DriverLibrary {
         library: library.to_owned(),
         reason,
@@ -273,29 +416,48 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
     if library.is_empty() {
         return Err(fail("empty library name".into()));
     }
-    // SAFETY: loading runs the library's initializers; a driver library is trusted code, as
-    // any library the program links. Nothing of it is called before the stamps are compared.
+    // SAFETY: loading runs the library's initializers; a driver or policy library is trusted
+    // code, as any library the program links. Nothing of it is called before the stamps are
+    // compared.
     let lib = unsafe { libloading::Library::new(library) }.map_err(|e| fail(e.to_string()))?;
     let entry = {
-        let symbol = format!("{ENTRY_SYMBOL}\0");
-        // SAFETY: `EntryFn` is the stable signature of the entry symbol (module docs).
-        let entry = unsafe { lib.get::<EntryFn>(symbol.as_bytes()) }.map_err(|e| {
+        let with_nul = format!("{symbol}\0");
+        // SAFETY: the symbol is only read as an address here; its type is fixed by the
+        // caller's entry type (module docs).
+        let entry = unsafe { lib.get::<*const ()>(with_nul.as_bytes()) }.map_err(|e| {
             fail(format!(
-                "no symbol {ENTRY_SYMBOL} (not a diaspora driver library, or not built with \
-                 diaspora_api::export_drivers!): {e}"
+                "no symbol {symbol} (not a diaspora {} library, or not built with \
+                 diaspora_api::{}!): {e}",
+                if symbol == ENTRY_SYMBOL {
+                    "driver"
+                } else {
+                    "policy"
+                },
+                if symbol == ENTRY_SYMBOL {
+                    "export_drivers"
+                } else {
+                    "export_policies"
+                },
             ))
         })?;
+        // `Symbol<*const ()>` derefs to the symbol's address.
         *entry
     };
-    let mut theirs = AbiStamp::zeroed();
-    let mut found: Vec<(String, *const ())> = Vec::new();
-    let registrar = Registrar {
-        ctx: (&mut found as *mut Vec<(String, *const ())>).cast(),
-        register: collect,
+    Ok((lib, entry))
+}
+
+/// Turns an entry's return code and stamp into the error of a refused library.
+fn check_entry(
+    library: &str,
+    symbol: &str,
+    code: i32,
+    theirs: &AbiStamp,
+    host: &AbiStamp,
+) -> Result<()> {
+    let fail = |reason: String| Error::DriverLibrary {
+        library: library.to_owned(),
+        reason,
     };
-    // SAFETY: the pointers are valid for the call: `host` and `theirs` are stamps on our stack,
-    // `registrar.ctx` is `found`, which `collect` alone uses during the call.
-    let code = unsafe { entry(&host, &mut theirs, &registrar) };
     if theirs != host || code == ENTRY_ABI_MISMATCH {
         return Err(fail(format!(
             "built for another ABI: the library has {}, this program has {} (rebuild the \
@@ -306,7 +468,7 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
     }
     if code != ENTRY_OK {
         return Err(fail(format!(
-            "{ENTRY_SYMBOL} failed (code {code}{})",
+            "{symbol} failed (code {code}{})",
             if code == ENTRY_PANICKED {
                 ": a registration panicked"
             } else {
@@ -314,6 +476,26 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
             }
         )));
     }
+    Ok(())
+}
+
+/// [`load_driver_library`] presenting `host` as this program's stamp: lets tests play a host
+/// built differently and check that a real library refuses it.
+#[doc(hidden)]
+pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<String>> {
+    let (lib, entry) = open_entry(library, ENTRY_SYMBOL)?;
+    // SAFETY: `EntryFn` is the stable signature of the entry symbol (module docs).
+    let entry = unsafe { std::mem::transmute::<*const (), EntryFn>(entry) };
+    let mut theirs = AbiStamp::zeroed();
+    let mut found: Vec<(String, *const ())> = Vec::new();
+    let registrar = Registrar {
+        ctx: (&mut found as *mut Vec<(String, *const ())>).cast(),
+        register: collect,
+    };
+    // SAFETY: the pointers are valid for the call: `host` and `theirs` are stamps on our stack,
+    // `registrar.ctx` is `found`, which `collect` alone uses during the call.
+    let code = unsafe { entry(&host, &mut theirs, &registrar) };
+    check_entry(library, ENTRY_SYMBOL, code, &theirs, &host)?;
     let mut names = Vec::with_capacity(found.len());
     for (name, factory) in found {
         // SAFETY: the library's stamp equals ours (same compiler, api version and layouts),
@@ -326,6 +508,89 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
     }
     loaded().lock().push(lib);
     Ok(names)
+}
+
+/// Loads the policy library `library` (a path, or a file name the dynamic loader searches
+/// for) and registers the validators, partition selectors and serializers it exports
+/// ([`export_policies!`](crate::export_policies!)). Returns what it registered.
+pub fn load_policy_library(library: &str) -> Result<Vec<(crate::registry::PolicyKind, String)>> {
+    load_policy_library_as(library, AbiStamp::current())
+}
+
+/// [`load_policy_library`] presenting `host` as this program's stamp (tests).
+#[doc(hidden)]
+pub fn load_policy_library_as(
+    library: &str,
+    host: AbiStamp,
+) -> Result<Vec<(crate::registry::PolicyKind, String)>> {
+    use crate::registry::{self, PolicyKind};
+    let (lib, entry) = open_entry(library, POLICY_ENTRY_SYMBOL)?;
+    // SAFETY: `PolicyEntryFn` is the stable signature of the policy entry symbol.
+    let entry = unsafe { std::mem::transmute::<*const (), PolicyEntryFn>(entry) };
+    let mut theirs = AbiStamp::zeroed();
+    let mut found: Vec<(u32, String, *const ())> = Vec::new();
+    let registrar = PolicyRegistrar {
+        ctx: (&mut found as *mut Vec<(u32, String, *const ())>).cast(),
+        register: collect_policy,
+    };
+    // SAFETY: as in `load_driver_library_as`, with `collect_policy` using `found`.
+    let code = unsafe { entry(&host, &mut theirs, &registrar) };
+    check_entry(library, POLICY_ENTRY_SYMBOL, code, &theirs, &host)?;
+    let mut out = Vec::with_capacity(found.len());
+    for (code, name, factory) in found {
+        let Some(kind) = PolicyKind::from_code(code) else {
+            return Err(Error::DriverLibrary {
+                library: library.to_owned(),
+                reason: format!("it registers \"{name}\" with unknown policy kind {code}"),
+            });
+        };
+        match kind {
+            PolicyKind::Validator => {
+                // SAFETY: the stamps are equal, and `policy_library_entry` passed a
+                // `ValidatorFactory` for this kind; the library stays loaded (`loaded()`).
+                let f = unsafe {
+                    std::mem::transmute::<*const (), registry::ValidatorFactory>(factory)
+                };
+                registry::register_validator(&name, f);
+            }
+            PolicyKind::PartitionSelector => {
+                // SAFETY: as above, a `PartitionSelectorFactory` for this kind.
+                let f = unsafe {
+                    std::mem::transmute::<*const (), registry::PartitionSelectorFactory>(factory)
+                };
+                registry::register_partition_selector(&name, f);
+            }
+            PolicyKind::Serializer => {
+                // SAFETY: as above, a `SerializerFactory` for this kind.
+                let f = unsafe {
+                    std::mem::transmute::<*const (), registry::SerializerFactory>(factory)
+                };
+                registry::register_serializer(&name, f);
+            }
+        }
+        out.push((kind, name));
+    }
+    loaded().lock().push(lib);
+    Ok(out)
+}
+
+/// The host side of [`PolicyRegistrar::register`]: collects into the `Vec` at `ctx`.
+unsafe extern "C" fn collect_policy(
+    ctx: *mut c_void,
+    kind: u32,
+    name: *const u8,
+    len: usize,
+    factory: *const (),
+) {
+    // SAFETY: `ctx` is the `Vec` `load_policy_library_as` passed, alive and not otherwise
+    // borrowed during the entry call; `name` points to `len` bytes of the library's literal.
+    let (found, name) = unsafe {
+        (
+            &mut *ctx.cast::<Vec<(u32, String, *const ())>>(),
+            std::slice::from_raw_parts(name, len),
+        )
+    };
+    found.push((kind, String::from_utf8_lossy(name).into_owned(), factory));
 }
 
 /// The host side of [`Registrar::register`]: collects (name, factory) into the `Vec` at `ctx`.

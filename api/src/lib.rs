@@ -27,12 +27,15 @@ pub mod driver;
 pub mod dylib;
 pub mod error;
 pub mod event;
+pub mod eventbridge;
 pub mod future;
 pub mod losses;
 pub mod metadata;
 pub mod options;
 pub mod panic;
 pub mod policy;
+pub mod registry;
+pub mod schema;
 pub mod thread_pool;
 
 pub use bytes::{Bytes, BytesMut};
@@ -57,6 +60,10 @@ pub use policy::{
     partition_selector_from_spec, serializer_from_spec, validator_from_spec, JsonSerializer,
     JsonValidator, PartitionSelector, RoundRobinSelector, Serializer, TopicPolicies, Validator,
     STRING_OPTION_KEYS,
+};
+pub use registry::{
+    register_partition_selector, register_serializer, register_validator, registered_policies,
+    PartitionSelectorFactory, PolicyKind, SerializerFactory, ValidatorFactory,
 };
 pub use serde_json::{json, Value};
 pub use thread_pool::{Job, ThreadPool, ThreadPoolBackend};

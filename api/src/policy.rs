@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::data::DataView;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
+use crate::registry::{self, PolicyKind};
 
 /// Checks events before they are pushed.
 pub trait Validator: Send + Sync {
@@ -189,8 +190,14 @@ fn check_spec_keys(spec: &Value, key: &str, kind: &str, known: &[&str]) -> Resul
     }
 }
 
-/// Builds a validator from its spec: `"default"`/`"json"`, or
-/// `{"type": "required_fields", "fields": [...]}`. Unknown keys are errors.
+/// Built-in validator names.
+const BUILTIN_VALIDATORS: &str = "default, json, required_fields, schema, eventbridge";
+
+/// Builds a validator from its spec: `"default"`/`"json"`,
+/// `{"type": "required_fields", "fields": [...]}`, `{"type": "schema", "schema": {...}}` (JSON
+/// Schema draft-07, see [`crate::schema`]), `{"type": "eventbridge", "schema": {...}}` (an
+/// EventBridge pattern, see [`crate::eventbridge`]), or a user-defined validator (see
+/// [`crate::registry`]). Unknown keys of built-in specs are errors.
 pub fn validator_from_spec(spec: &Value) -> Result<Arc<dyn Validator>> {
     let kind = spec_type(spec, "validator")?;
     match kind {
@@ -213,15 +220,30 @@ pub fn validator_from_spec(spec: &Value) -> Result<Arc<dyn Validator>> {
                 .collect::<Result<Vec<_>>>()?;
             Ok(Arc::new(RequiredFieldsValidator { fields }))
         }
-        other => Err(Error::option(
-            "validator",
-            format!("unknown validator \"{other}\" (known: default, json, required_fields)"),
-        )),
+        "schema" => {
+            check_spec_keys(spec, "validator", kind, &["schema"])?;
+            Ok(Arc::new(crate::schema::SchemaValidator::from_spec(spec)?))
+        }
+        "eventbridge" => {
+            check_spec_keys(spec, "validator", kind, &["schema", "pattern"])?;
+            Ok(Arc::new(
+                crate::eventbridge::EventBridgeValidator::from_spec(spec)?,
+            ))
+        }
+        other => {
+            let name = registry::resolve(PolicyKind::Validator, other, BUILTIN_VALIDATORS)?;
+            let factory = registry::validator_factory(&name)
+                .ok_or_else(|| Error::option("validator", format!("\"{name}\" vanished")))?;
+            crate::catch_panic(&format!("the factory of validator \"{name}\""), || {
+                factory(spec)
+            })?
+        }
     }
 }
 
-/// Builds a partition selector from its spec: `"default"`/`"round_robin"`, or
-/// `{"type": "key_hash", "field": "name"}`. Unknown keys are errors.
+/// Builds a partition selector from its spec: `"default"`/`"round_robin"`,
+/// `{"type": "key_hash", "field": "name"}`, or a user-defined selector (see
+/// [`crate::registry`]). Unknown keys of built-in specs are errors.
 pub fn partition_selector_from_spec(spec: &Value) -> Result<Arc<dyn PartitionSelector>> {
     let kind = spec_type(spec, "partition_selector")?;
     match kind {
@@ -239,16 +261,25 @@ pub fn partition_selector_from_spec(spec: &Value) -> Result<Arc<dyn PartitionSel
                 field: field.to_owned(),
             }))
         }
-        other => Err(Error::option(
-            "partition_selector",
-            format!(
-                "unknown partition selector \"{other}\" (known: default, round_robin, key_hash)"
-            ),
-        )),
+        other => {
+            let name = registry::resolve(
+                PolicyKind::PartitionSelector,
+                other,
+                "default, round_robin, key_hash",
+            )?;
+            let factory = registry::selector_factory(&name).ok_or_else(|| {
+                Error::option("partition_selector", format!("\"{name}\" vanished"))
+            })?;
+            crate::catch_panic(
+                &format!("the factory of partition selector \"{name}\""),
+                || factory(spec),
+            )?
+        }
     }
 }
 
-/// Builds a serializer from its spec: `"default"`/`"json"`. Unknown keys are errors.
+/// Builds a serializer from its spec: `"default"`/`"json"`, or a user-defined serializer (see
+/// [`crate::registry`]). Unknown keys of built-in specs are errors.
 pub fn serializer_from_spec(spec: &Value) -> Result<Arc<dyn Serializer>> {
     let kind = spec_type(spec, "serializer")?;
     match kind {
@@ -256,10 +287,14 @@ pub fn serializer_from_spec(spec: &Value) -> Result<Arc<dyn Serializer>> {
             check_spec_keys(spec, "serializer", kind, &[])?;
             Ok(Arc::new(JsonSerializer))
         }
-        other => Err(Error::option(
-            "serializer",
-            format!("unknown serializer \"{other}\" (known: default, json)"),
-        )),
+        other => {
+            let name = registry::resolve(PolicyKind::Serializer, other, "default, json")?;
+            let factory = registry::serializer_factory(&name)
+                .ok_or_else(|| Error::option("serializer", format!("\"{name}\" vanished")))?;
+            crate::catch_panic(&format!("the factory of serializer \"{name}\""), || {
+                factory(spec)
+            })?
+        }
     }
 }
 
@@ -404,5 +439,60 @@ mod tests {
         assert!(v
             .validate(&Metadata::from_value(json!({"y": 1})), &DataView::new())
             .is_err());
+    }
+
+    struct MaxLen(usize);
+    impl Validator for MaxLen {
+        fn validate(&self, m: &Metadata, _: &DataView) -> Result<()> {
+            match m.as_bytes().len() {
+                n if n <= self.0 => Ok(()),
+                n => Err(Error::ValidationFailed(format!(
+                    "metadata is {n} bytes, above {}",
+                    self.0
+                ))),
+            }
+        }
+    }
+    fn max_len(spec: &Value) -> Result<Arc<dyn Validator>> {
+        let n = spec
+            .get("max")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::option("validator.max", "must be an integer"))?;
+        Ok(Arc::new(MaxLen(n as usize)))
+    }
+    fn panicking(_: &Value) -> Result<Arc<dyn Serializer>> {
+        panic!("factory bug")
+    }
+
+    #[test]
+    fn registered_policies_are_built_from_their_spec() {
+        crate::register_validator("test_max_len", max_len);
+        let v = validator_from_spec(&json!({"type": "test_max_len", "max": 8})).expect("built");
+        let ok = Metadata::from_json_str("{}").expect("json");
+        let long = Metadata::from_json_str(r#"{"a":"0123456789"}"#).expect("json");
+        v.validate(&ok, &DataView::new()).expect("short");
+        assert!(v.validate(&long, &DataView::new()).is_err());
+        // The factory sees the whole spec and may refuse it.
+        let e = validator_from_spec(&json!({"type": "test_max_len"}))
+            .err()
+            .expect("no max");
+        assert!(e.to_string().contains("validator.max"), "{e}");
+        // Built-in names keep their meaning.
+        crate::register_validator("json", max_len);
+        validator_from_spec(&json!("json")).expect("built-in");
+        assert!(crate::registered_policies(PolicyKind::Validator).contains(&"test_max_len".into()));
+        // Unknown names list what is registered.
+        let e = validator_from_spec(&json!("nope")).err().expect("unknown");
+        assert!(e.to_string().contains("test_max_len"), "{e}");
+        // A panicking factory is an error, not a crash.
+        crate::register_serializer("test_panics", panicking);
+        let e = serializer_from_spec(&json!("test_panics"))
+            .err()
+            .expect("panicked");
+        assert!(matches!(e, Error::Panicked { .. }), "{e:?}");
+        let e = serializer_from_spec(&json!("x:"))
+            .err()
+            .expect("no library");
+        assert!(e.to_string().contains("<name>:<library>"), "{e}");
     }
 }

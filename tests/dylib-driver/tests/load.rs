@@ -221,3 +221,88 @@ fn ld_library_path_is_searched_for_lib_name_so() {
         .expect("run child");
     assert!(status.success(), "child failed: {status}");
 }
+
+/// The `topics.rst` example: a topic whose validator, partition selector and serializer come
+/// from a policy library; reopened by another driver instance, it has them again.
+#[test]
+fn policy_library_policies_serve_a_topic_and_reopen_with_it() {
+    diaspora_driver_files_register();
+    let lib = library();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Driver::new("files", json!({"root_path": dir.path()})).expect("driver");
+    let l = lib.display();
+    driver
+        .create_topic(
+            "energy",
+            json!({
+                "num_partitions": 4,
+                "validator": {"type": format!("energy_validator:{l}"), "energy_max": 99},
+                "partition_selector": {"type": format!("energy_partition_selector:{l}"), "energy_max": 99},
+                "serializer": format!("energy_serializer:{l}"),
+            }),
+        )
+        .expect("create with library policies");
+    {
+        let topic = driver.open_topic("energy").expect("open");
+        let producer = topic.producer().expect("producer");
+        let e = producer
+            .push(json!({"energy": 120}), ())
+            .get()
+            .expect_err("above energy_max");
+        assert!(e.to_string().contains("above energy_max 99"), "{e}");
+        for energy in [5u64, 30, 60, 95] {
+            producer
+                .push(json!({"energy": energy}), ())
+                .get()
+                .expect("push");
+        }
+        let _ = producer.flush().get();
+    }
+    let reopened = Driver::new("files", json!({"root_path": dir.path()})).expect("driver");
+    let topic = reopened.open_topic("energy").expect("reopen");
+    let counts: Vec<u64> = topic
+        .partitions()
+        .expect("partitions")
+        .iter()
+        .map(|p| p.info["num_events"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(counts, [1, 1, 1, 1], "the energy selector spread them");
+    let e = topic
+        .producer()
+        .expect("producer")
+        .push(json!({"energy": 100}), ())
+        .get()
+        .expect_err("the reopened topic validates too");
+    assert!(e.to_string().contains("energy_max"), "{e}");
+    let consumer = topic.consumer("c").expect("consumer");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ev = consumer.pull().wait(10_000).expect("pull").expect("event");
+        seen.push(
+            ev.metadata().json().expect("json")["energy"]
+                .as_u64()
+                .expect("energy"),
+        );
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [5, 30, 60, 95], "the 1-byte serializer round-trips");
+    // A policy the library does not have is named with what it has.
+    let e = driver
+        .create_topic("t2", json!({"validator": format!("nope:{l}")}))
+        .expect_err("no such validator");
+    let msg = e.to_string();
+    assert!(msg.contains("registers no validator \"nope\""), "{msg}");
+    assert!(msg.contains("energy_validator"), "{msg}");
+    let e = driver
+        .create_topic("t3", json!({"serializer": "x:libc.so.6"}))
+        .expect_err("not a policy library");
+    assert!(
+        e.to_string()
+            .contains("no symbol diaspora_register_policies"),
+        "{e}"
+    );
+}
+
+fn diaspora_driver_files_register() {
+    diaspora_driver_files::register();
+}
