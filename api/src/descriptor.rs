@@ -56,6 +56,19 @@ impl DataDescriptor {
         }
     }
 
+    /// A descriptor from its parts (a decoded one); `None` if the selection's size overflows.
+    pub(crate) fn from_parts(location: Bytes, total: u64, selection: Vec<Segment>) -> Option<Self> {
+        let selected = selection
+            .iter()
+            .try_fold(0u64, |acc, s| acc.checked_add(s.len))?;
+        Some(DataDescriptor {
+            location,
+            total,
+            selection,
+            selected,
+        })
+    }
+
     /// A descriptor selecting nothing: a selector returning it skips the data.
     pub fn null() -> Self {
         DataDescriptor {
@@ -91,8 +104,21 @@ impl DataDescriptor {
         &self.selection
     }
 
-    /// Selects `len` bytes starting at `offset` of this view.
+    /// The selection, as segments of the original data in delivery order (views are composed
+    /// when they are made, so this is the whole story: a sub-view of a strided view lists the
+    /// original-data ranges it ends up selecting). Same as [`DataDescriptor::flatten`].
+    pub fn selections(&self) -> &[Segment] {
+        &self.selection
+    }
+
+    /// Selects `len` bytes starting at `offset` of this view, clamped to the view as upstream
+    /// does: a range running past the end selects up to the end, and an `offset` at or past
+    /// the end selects nothing. Never fails (the `Result` is kept for compatibility).
     pub fn sub_view(&self, offset: u64, len: u64) -> Result<Self> {
+        if offset >= self.selected {
+            return Ok(self.with_selection(Vec::new()));
+        }
+        let len = len.min(self.selected - offset);
         let mut selection = Vec::new();
         self.map_range(offset, len, &mut Cursor::default(), &mut selection)?;
         Ok(self.with_selection(selection))
@@ -237,9 +263,33 @@ mod tests {
 
     #[test]
     fn out_of_range_selection_is_an_error() {
-        assert!(d(10).sub_view(5, 6).is_err());
         assert!(d(10).strided_view(0, 3, 4, 0).is_err());
-        assert!(d(10).sub_view(u64::MAX, 2).is_err());
+        assert!(d(10).unstructured_view(&[(8, 3)]).is_err());
+        assert!(d(10).strided_view(u64::MAX, 2, 1, 1).is_err());
+    }
+
+    #[test]
+    fn sub_view_beyond_the_end_is_clamped_as_upstream() {
+        // Upstream: makeSubView(90, 20) of 100 bytes selects [90, 100).
+        let v = d(100).sub_view(90, 20).expect("clamped");
+        assert_eq!(
+            v.selections(),
+            &[Segment {
+                offset: 90,
+                len: 10
+            }]
+        );
+        assert_eq!(v.size(), 10);
+        assert!(d(10).sub_view(10, 1).expect("empty").is_empty());
+        assert!(d(10)
+            .sub_view(u64::MAX, u64::MAX)
+            .expect("empty")
+            .is_empty());
+        assert_eq!(d(10).sub_view(5, u64::MAX).expect("clamped").size(), 5);
+        // Clamped against the view, not the original data.
+        let s = d(100).strided_view(0, 2, 4, 6).expect("fits"); // [0,4) [10,14)
+        let v = s.sub_view(6, 100).expect("clamped");
+        assert_eq!(v.selections(), &[Segment { offset: 12, len: 2 }]);
     }
 
     #[test]

@@ -142,6 +142,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A serialized [`crate::DataDescriptor`] was refused (see [`crate::descriptor_codec`]).
+    #[error("invalid serialized data descriptor: {0}")]
+    BadDescriptor(#[from] crate::descriptor_codec::DescriptorError),
     /// An error raised by a driver, in its own family.
     #[error(transparent)]
     Driver(Box<dyn std::error::Error + Send + Sync + 'static>),

@@ -124,6 +124,119 @@ impl<T> Future<T> {
     }
 }
 
+impl<T: Clone + Send + 'static> Future<T> {
+    /// A clonable future whose result can be waited on any number of times (upstream's
+    /// futures are copyable and `wait` repeats the value). See [`SharedFuture`].
+    pub fn shared(self) -> SharedFuture<T> {
+        SharedFuture {
+            inner: Arc::new(SharedInner {
+                future: Mutex::new(Some(self)),
+                result: Completion::new(),
+            }),
+        }
+    }
+}
+
+/// A future that can be cloned and waited on repeatedly, from any thread: every `wait` after
+/// completion returns the same value (errors are shared, [`Error::Shared`]). One waiter at a
+/// time progresses the underlying future; others wait for it within their own deadline.
+pub struct SharedFuture<T> {
+    inner: Arc<SharedInner<T>>,
+}
+
+struct SharedInner<T> {
+    future: Mutex<Option<Future<T>>>,
+    result: Arc<Completion<T>>,
+}
+
+impl<T> Clone for SharedFuture<T> {
+    fn clone(&self) -> Self {
+        SharedFuture {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> SharedFuture<T> {
+    /// Waits at most `timeout_ms` milliseconds (negative: forever). `Ok(None)` on timeout;
+    /// the result, as many times as asked, once there.
+    pub fn wait(&self, timeout_ms: i64) -> Result<Option<T>> {
+        let deadline = if timeout_ms < 0 {
+            None
+        } else {
+            Some(Instant::now() + Duration::from_millis(timeout_ms as u64))
+        };
+        self.wait_until(deadline)
+    }
+
+    /// Waits until `deadline` (`None`: forever). See [`SharedFuture::wait`].
+    pub fn wait_until(&self, deadline: Option<Instant>) -> Result<Option<T>> {
+        if let Some(r) = self.done() {
+            return r.map(Some);
+        }
+        let guard = match deadline {
+            None => Some(self.inner.future.lock()),
+            Some(d) => self.inner.future.try_lock_until(d),
+        };
+        let Some(mut guard) = guard else {
+            // Another waiter holds the future past our deadline.
+            return self.done().transpose();
+        };
+        if let Some(r) = self.done() {
+            return r.map(Some);
+        }
+        let Some(future) = guard.as_mut() else {
+            return Err(Error::FutureConsumed);
+        };
+        match future.wait_until(deadline) {
+            Ok(None) => Ok(None),
+            Ok(Some(v)) => {
+                self.inner.result.complete(Ok(v.clone()));
+                *guard = None;
+                Ok(Some(v))
+            }
+            Err(e) => {
+                self.inner.result.complete(Err(e));
+                *guard = None;
+                self.done().transpose()
+            }
+        }
+    }
+
+    /// Blocks until the result is there and returns it (again and again).
+    pub fn get(&self) -> Result<T> {
+        match self.wait_until(None)? {
+            Some(v) => Ok(v),
+            None => Err(Error::Closed("future")),
+        }
+    }
+
+    /// Whether `wait` would return without blocking.
+    pub fn is_ready(&self) -> bool {
+        if self.inner.result.is_complete() {
+            return true;
+        }
+        match self.inner.future.try_lock() {
+            Some(g) => g.as_ref().is_none_or(Future::is_ready),
+            None => false,
+        }
+    }
+
+    fn done(&self) -> Option<Result<T>> {
+        if self.inner.result.is_complete() {
+            self.inner.result.wait_until(Some(Instant::now()))
+        } else {
+            None
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SharedFuture<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedFuture")
+    }
+}
+
 impl<T> std::fmt::Debug for Future<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.is_ready() {
@@ -265,5 +378,30 @@ mod tests {
         assert!(f1.get().is_err());
         let e = f2.get().expect_err("err");
         assert!(matches!(e.root(), Error::Closed(_)));
+    }
+
+    #[test]
+    fn shared_future_is_waited_on_again_and_by_clones() {
+        let c = Completion::<u64>::new();
+        let f = c.future().shared();
+        let g = f.clone();
+        assert_eq!(f.wait(5).expect("no error"), None);
+        assert!(!g.is_ready());
+        let waiter = {
+            let g = g.clone();
+            std::thread::spawn(move || g.wait(20_000))
+        };
+        c.complete(Ok(7));
+        assert_eq!(waiter.join().expect("thread").expect("ok"), Some(7));
+        for _ in 0..3 {
+            assert_eq!(f.wait(0).expect("ok"), Some(7));
+            assert_eq!(g.get().expect("ok"), 7);
+        }
+        assert!(f.is_ready());
+        let failed = Future::<u64>::failed(Error::Closed("x")).shared();
+        for _ in 0..2 {
+            let e = failed.wait(0).expect_err("fails every time");
+            assert!(matches!(e.root(), Error::Closed("x")), "{e:?}");
+        }
     }
 }

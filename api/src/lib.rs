@@ -23,6 +23,7 @@
 
 pub mod data;
 pub mod descriptor;
+pub mod descriptor_codec;
 pub mod driver;
 pub mod dylib;
 pub mod error;
@@ -41,6 +42,7 @@ pub mod thread_pool;
 pub use bytes::{Bytes, BytesMut};
 pub use data::DataView;
 pub use descriptor::{DataDescriptor, Segment};
+pub use descriptor_codec::DescriptorError;
 pub use driver::{
     check_name, register_driver, registered_drivers, validate_consumer_name, validate_topic_name,
     Consumer, ConsumerBackend, Driver, DriverBackend, DriverFactory, PartitionInfo, Producer,
@@ -48,7 +50,7 @@ pub use driver::{
 };
 pub use error::{Error, Result};
 pub use event::{Acknowledger, Event, EventId, NO_MORE_EVENTS};
-pub use future::{Completion, Future, Waitable};
+pub use future::{Completion, Future, SharedFuture, Waitable};
 pub use losses::Losses;
 pub use metadata::{IntoMetadata, Metadata};
 pub use options::{

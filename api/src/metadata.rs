@@ -121,6 +121,37 @@ impl Metadata {
     pub fn is_parsed(&self) -> bool {
         self.value.get().is_some()
     }
+
+    /// The parsed JSON value, for editing in place (upstream's mutable `json()`). Parses the
+    /// raw form first if needed; the raw form is then dropped and re-serialized on demand, so
+    /// what is pushed is the edited value.
+    pub fn json_mut(&mut self) -> Result<&mut Value> {
+        self.json()?;
+        self.raw = OnceLock::new();
+        self.checked = OnceLock::new();
+        match self.value.get_mut() {
+            Some(v) => Ok(v),
+            // `json()` just filled it; kept total rather than unwrapped.
+            None => Err(Error::Closed("metadata value")),
+        }
+    }
+
+    /// The JSON text, compact (`indent` `None`, as the stored form) or pretty-printed with
+    /// `indent` spaces per level (upstream's `dump(indent)`).
+    pub fn dump(&self, indent: Option<usize>) -> Result<String> {
+        let Some(n) = indent else {
+            return Ok(self.as_str().into_owned());
+        };
+        let value = self.json()?;
+        let pad = vec![b' '; n];
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut out,
+            serde_json::ser::PrettyFormatter::with_indent(&pad),
+        );
+        serde::Serialize::serialize(value, &mut ser).map_err(Error::InvalidJson)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
 }
 
 /// Parses `raw` as one JSON document with exactly the parser and limits [`Metadata::json`]
@@ -349,5 +380,29 @@ mod tests {
     fn unchecked_garbage_fails_lazily() {
         let m = Metadata::from_raw_unchecked(Bytes::from_static(b"not json"));
         assert!(m.json().is_err());
+    }
+
+    #[test]
+    fn json_mut_edits_what_is_stored() {
+        let mut m = Metadata::from_json_str(r#"{"a":1}"#).expect("json");
+        m.json_mut().expect("parses")["b"] = serde_json::json!([true]);
+        assert_eq!(m.as_str(), r#"{"a":1,"b":[true]}"#);
+        m.check().expect("still valid");
+        let mut bad = Metadata::from_raw_unchecked(Bytes::from_static(b"{nope"));
+        assert!(bad.json_mut().is_err());
+    }
+
+    #[test]
+    fn dump_compact_and_indented() {
+        let m = Metadata::from_json_str(r#"{"a":{"b":1}}"#).expect("json");
+        assert_eq!(m.dump(None).expect("dump"), r#"{"a":{"b":1}}"#);
+        assert_eq!(
+            m.dump(Some(2)).expect("dump"),
+            "{\n  \"a\": {\n    \"b\": 1\n  }\n}"
+        );
+        assert_eq!(
+            m.dump(Some(0)).expect("dump"),
+            "{\n\"a\": {\n\"b\": 1\n}\n}"
+        );
     }
 }
