@@ -15,8 +15,10 @@ use crate::future::{Future, Waitable};
 use crate::losses::Losses;
 use crate::metadata::IntoMetadata;
 use crate::metadata::Metadata;
-use crate::options::{ConsumerOptions, ProducerOptions};
-use crate::policy::TopicPolicies;
+use crate::options::{
+    BatchSize, ConsumerOptions, DataAllocator, DataSelector, Ordering, ProducerOptions,
+};
+use crate::policy::{PartitionSelector, Serializer, TopicPolicies, Validator};
 use crate::thread_pool::ThreadPool;
 
 /// A connection to a streaming service (or a directory, for the files driver).
@@ -33,6 +35,38 @@ pub trait DriverBackend: Send + Sync {
     /// A thread pool suited to this driver.
     fn make_thread_pool(&self, threads: usize) -> ThreadPool {
         ThreadPool::new(threads)
+    }
+
+    /// The pool producers use when they are given none. The default, for drivers without
+    /// one, is an inline pool (work runs on the pushing thread).
+    fn default_thread_pool(&self) -> ThreadPool {
+        ThreadPool::inline()
+    }
+
+    /// Every topic with its metadata (upstream's `listTopics()`): at least `name`,
+    /// `num_partitions` and the options it was created with (`validator`, ...). The default
+    /// opens each topic; drivers may answer from their catalogue instead.
+    fn list_topics_metadata(&self) -> Result<BTreeMap<String, Value>> {
+        let mut out = BTreeMap::new();
+        for name in self.list_topics()? {
+            let topic = match self.open_topic(&name) {
+                Ok(t) => t,
+                // Removed since it was listed.
+                Err(Error::TopicNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut m = serde_json::Map::new();
+            if let Value::Object(options) = topic.options() {
+                m.extend(options);
+            }
+            m.insert("name".into(), Value::from(name.clone()));
+            m.insert(
+                "num_partitions".into(),
+                Value::from(topic.partitions()?.len()),
+            );
+            out.insert(name, Value::Object(m));
+        }
+        Ok(out)
     }
 }
 
@@ -63,6 +97,13 @@ pub trait TopicBackend: Send + Sync {
     fn mark_as_complete(&self) -> Result<()>;
     /// Whether the topic was marked complete.
     fn is_complete(&self) -> Result<bool>;
+
+    /// Whether this driver's consumers write into [`ConsumerOptions::buffer_allocator`]'s
+    /// buffers themselves. The default, false, makes the API give the driver no allocator and
+    /// copy each event's selected data into the buffers instead (correct, one copy).
+    fn supports_buffer_allocator(&self) -> bool {
+        false
+    }
 }
 
 /// A producer as implemented by a driver.
@@ -72,6 +113,14 @@ pub trait ProducerBackend: Send + Sync {
         -> Future<EventId>;
     /// Sends every queued event; the future completes when all are stored.
     fn flush(&self) -> Future<()>;
+
+    /// Starts storing the events queued so far (seals open batches) without waiting, and
+    /// without taking the losses the next `flush` reports. [`Producer`] calls it when a push
+    /// future that is not complete yet is waited on, so that waiting right after `push` with a
+    /// fixed batch size does not block until the batch fills. The default does nothing: such a
+    /// wait then lasts until the batch fills or `flush` is called (correct, never lossy, but
+    /// slower); drivers with batches should override it.
+    fn send_pending(&self) {}
 }
 
 /// A consumer as implemented by a driver.
@@ -232,6 +281,7 @@ impl Driver {
         validate_topic_name(name)?;
         Ok(TopicHandle {
             inner: self.inner.open_topic(name)?,
+            driver: self.clone(),
         })
     }
 
@@ -250,12 +300,25 @@ impl Driver {
     pub fn make_thread_pool(&self, threads: usize) -> ThreadPool {
         self.inner.make_thread_pool(threads)
     }
+
+    /// The pool producers use when given none (the files driver's `thread_count` workers).
+    pub fn default_thread_pool(&self) -> ThreadPool {
+        self.inner.default_thread_pool()
+    }
+
+    /// Every topic with its metadata, by name (upstream's `listTopics()`): `name`,
+    /// `num_partitions`, the policies and the other options it was created with, plus
+    /// driver-specific keys (the files driver adds `path`).
+    pub fn list_topics_metadata(&self) -> Result<BTreeMap<String, Value>> {
+        self.inner.list_topics_metadata()
+    }
 }
 
 /// A handle to an open topic.
 #[derive(Clone)]
 pub struct TopicHandle {
     inner: Arc<dyn TopicBackend>,
+    driver: Driver,
 }
 
 impl TopicHandle {
@@ -274,6 +337,26 @@ impl TopicHandle {
         self.inner.partitions()
     }
 
+    /// The driver the topic was opened with.
+    pub fn driver(&self) -> &Driver {
+        &self.driver
+    }
+
+    /// The topic's validator.
+    pub fn validator(&self) -> Arc<dyn Validator> {
+        self.inner.policies().validator.clone()
+    }
+
+    /// The topic's partition selector.
+    pub fn partition_selector(&self) -> Arc<dyn PartitionSelector> {
+        self.inner.policies().partition_selector.clone()
+    }
+
+    /// The topic's serializer.
+    pub fn serializer(&self) -> Arc<dyn Serializer> {
+        self.inner.policies().serializer.clone()
+    }
+
     /// Creates a producer with default options.
     pub fn producer(&self) -> Result<Producer> {
         self.producer_with("", ProducerOptions::default())
@@ -281,10 +364,17 @@ impl TopicHandle {
 
     /// Creates a named producer with options.
     pub fn producer_with(&self, name: &str, options: ProducerOptions) -> Result<Producer> {
+        let mut effective = options.clone();
+        if effective.thread_pool.is_none() {
+            effective.thread_pool = Some(self.driver.default_thread_pool());
+        }
         Ok(Producer {
             inner: self.inner.producer(name, options)?,
             policies: self.inner.policies().clone(),
             rejected: Arc::new(Losses::new()),
+            name: name.into(),
+            topic: self.clone(),
+            options: Arc::new(effective),
         })
     }
 
@@ -296,9 +386,28 @@ impl TopicHandle {
     /// Creates a consumer with options.
     pub fn consumer_with(&self, name: &str, options: ConsumerOptions) -> Result<Consumer> {
         validate_consumer_name(name)?;
+        if options.buffer_allocator.is_some() && options.data_allocator.is_some() {
+            return Err(Error::option(
+                "consumer.buffer_allocator",
+                "set either data_allocator or buffer_allocator, not both",
+            ));
+        }
+        let inner = match &options.buffer_allocator {
+            Some(alloc) if !self.inner.supports_buffer_allocator() => {
+                let mut plain = options.clone();
+                plain.buffer_allocator = None;
+                Arc::new(crate::buffer::CopyIntoBuffers {
+                    inner: self.inner.consumer(name, plain)?,
+                    alloc: alloc.clone(),
+                }) as Arc<dyn ConsumerBackend>
+            }
+            _ => self.inner.consumer(name, options.clone())?,
+        };
         Ok(Consumer {
             name: name.to_owned(),
-            inner: self.inner.consumer(name, options)?,
+            inner,
+            topic: self.clone(),
+            options: Arc::new(options),
         })
     }
 
@@ -325,14 +434,60 @@ pub struct Producer {
     policies: TopicPolicies,
     /// Events `push` rejected since the last flush.
     rejected: Arc<Losses>,
+    name: Arc<str>,
+    topic: TopicHandle,
+    /// The options, with the thread pool actually used.
+    options: Arc<ProducerOptions>,
 }
 
 impl Producer {
+    /// Name given at creation (unused by the files driver).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topic this producer pushes to.
+    pub fn topic(&self) -> &TopicHandle {
+        &self.topic
+    }
+
+    /// Batching policy.
+    pub fn batch_size(&self) -> BatchSize {
+        self.options.batch_size
+    }
+
+    /// Most batches in flight before `push` blocks.
+    pub fn max_num_batches(&self) -> usize {
+        self.options.max_num_batches
+    }
+
+    /// Ordering guarantee.
+    pub fn ordering(&self) -> Ordering {
+        self.options.ordering
+    }
+
+    /// The thread pool storing batches: the one given, or the driver's default pool.
+    pub fn thread_pool(&self) -> ThreadPool {
+        self.options
+            .thread_pool
+            .clone()
+            .unwrap_or_else(|| self.topic.driver.default_thread_pool())
+    }
+
     /// Queues an event; non-blocking unless `max_num_batches` batches are already in flight.
     ///
     /// `metadata` may be a JSON `&str`/`String`, a `serde_json::Value` or a [`Metadata`];
     /// `data` anything convertible into a [`DataView`] (`Vec<u8>`, `Bytes`, `()`...). Data is
     /// never copied: the producer keeps a reference until the event is stored.
+    ///
+    /// The future completes once the event is **stored** (stronger than upstream's files
+    /// driver, which completes it once the event is batched); `flush()` stays the point where
+    /// every pushed event is known stored or reported lost. Waiting on a push future that is
+    /// not complete yet (`wait`, `wait_until`, `get`, even `wait(0)`) sends the batch holding
+    /// the event, with the other open batches, so a wait right after `push` with a fixed batch
+    /// size returns as soon as that event is stored instead of blocking until the batch fills;
+    /// [`Future::is_ready`] polls without sending. To keep batches full, wait on the futures
+    /// after `flush()` (or not at all: `flush()` reports every loss).
     pub fn push(&self, metadata: impl IntoMetadata, data: impl Into<DataView>) -> Future<EventId> {
         self.push_impl(metadata, data.into(), None)
     }
@@ -367,7 +522,15 @@ impl Producer {
             Ok(Ok(())) => {}
             Ok(Err(e)) | Err(e) => return Future::failed(self.rejected.reject(e)),
         }
-        self.inner.push(metadata, data, partition)
+        let future = self.inner.push(metadata, data, partition);
+        if matches!(self.options.batch_size, BatchSize::Fixed(n) if n > 1) && !future.is_ready() {
+            return Future::pending(Box::new(SendOnWait {
+                future,
+                producer: self.inner.clone(),
+                sent: false,
+            }));
+        }
+        future
     }
 
     /// Sends all queued events; the future completes when they are stored.
@@ -386,6 +549,28 @@ impl Producer {
                 record: self.rejected.clone(),
             })),
         }
+    }
+}
+
+/// A push future that, when waited on before it is complete, has the driver send the open
+/// batches (see [`Producer::push`]).
+struct SendOnWait {
+    future: Future<EventId>,
+    producer: Arc<dyn ProducerBackend>,
+    sent: bool,
+}
+
+impl Waitable<EventId> for SendOnWait {
+    fn wait_until(&mut self, deadline: Option<std::time::Instant>) -> Option<Result<EventId>> {
+        if !self.sent && !self.future.is_ready() {
+            self.sent = true;
+            self.producer.send_pending();
+        }
+        self.future.wait_until(deadline).transpose()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.future.is_ready()
     }
 }
 
@@ -432,16 +617,56 @@ impl Waitable<()> for WithRejections {
 }
 
 /// Pulls events from a topic.
+///
+/// `for event in &consumer` iterates until end-of-stream or until no event arrives within 5 s
+/// (see [`Consumer::events`]); [`Consumer::process`] runs a processor over events.
 #[derive(Clone)]
 pub struct Consumer {
     name: String,
-    inner: Arc<dyn ConsumerBackend>,
+    pub(crate) inner: Arc<dyn ConsumerBackend>,
+    topic: TopicHandle,
+    options: Arc<ConsumerOptions>,
 }
 
 impl Consumer {
     /// Name of the consumer.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The topic this consumer reads.
+    pub fn topic(&self) -> &TopicHandle {
+        &self.topic
+    }
+
+    /// Events read per refill.
+    pub fn batch_size(&self) -> BatchSize {
+        self.options.batch_size
+    }
+
+    /// Most prefetched batches held in memory.
+    pub fn max_num_batches(&self) -> usize {
+        self.options.max_num_batches
+    }
+
+    /// The prefetching thread pool (an inline pool when none was given: no prefetching).
+    pub fn thread_pool(&self) -> ThreadPool {
+        self.options.thread_pool.clone().unwrap_or_default()
+    }
+
+    /// The data selector (`None`: metadata only).
+    pub fn data_selector(&self) -> Option<DataSelector> {
+        self.options.data_selector.clone()
+    }
+
+    /// The data allocator (`None`: the driver's default buffers).
+    pub fn data_allocator(&self) -> Option<DataAllocator> {
+        self.options.data_allocator.clone()
+    }
+
+    /// The partitions consumed (upstream's `targets`; `None`: all).
+    pub fn partitions(&self) -> Option<&[usize]> {
+        self.options.partitions.as_deref()
     }
 
     /// The next event; the end-of-stream marker once a completed topic is exhausted.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::data::DataView;
+use crate::driver::PartitionInfo;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
 
@@ -26,6 +27,8 @@ pub struct Event {
     metadata: Metadata,
     data: DataView,
     acker: Option<Arc<dyn Acknowledger>>,
+    /// Driver-specific details of the partition (see [`Event::partition_info`]).
+    partition_info: Option<Arc<serde_json::Value>>,
 }
 
 impl Event {
@@ -43,7 +46,15 @@ impl Event {
             metadata,
             data,
             acker: Some(acker),
+            partition_info: None,
         }
+    }
+
+    /// Attaches driver-specific details of the event's partition (shared by its events),
+    /// returned by [`Event::partition_info`].
+    pub fn with_partition_info(mut self, info: Arc<serde_json::Value>) -> Self {
+        self.partition_info = Some(info);
+        self
     }
 
     /// The end-of-stream marker returned once a completed topic has been fully consumed.
@@ -54,6 +65,7 @@ impl Event {
             metadata: Metadata::from_value(serde_json::Value::Null),
             data: DataView::new(),
             acker: None,
+            partition_info: None,
         }
     }
 
@@ -72,6 +84,20 @@ impl Event {
         self.partition
     }
 
+    /// The partition the event belongs to, with what the driver tells of it (upstream's
+    /// `Event::partition()`; the files driver gives its `path`). `info` is `{}` when the driver
+    /// attaches nothing.
+    pub fn partition_info(&self) -> PartitionInfo {
+        PartitionInfo {
+            index: self.partition,
+            info: self
+                .partition_info
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        }
+    }
+
     /// The metadata.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
@@ -80,6 +106,12 @@ impl Event {
     /// The data selected by the consumer's data selector (empty if none).
     pub fn data(&self) -> &DataView {
         &self.data
+    }
+
+    /// The event with other data (the copy fallback of buffer allocators).
+    pub(crate) fn with_data(mut self, data: DataView) -> Self {
+        self.data = data;
+        self
     }
 
     /// Splits the event into metadata and data.

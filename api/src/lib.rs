@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod buffer;
 pub mod data;
 pub mod descriptor;
 pub mod descriptor_codec;
@@ -35,10 +36,12 @@ pub mod metadata;
 pub mod options;
 pub mod panic;
 pub mod policy;
+pub mod process;
 pub mod registry;
 pub mod schema;
 pub mod thread_pool;
 
+pub use buffer::{BufferAllocator, DataBuffer, ExternalBuffer};
 pub use bytes::{Bytes, BytesMut};
 pub use data::DataView;
 pub use descriptor::{DataDescriptor, Segment};
@@ -63,6 +66,7 @@ pub use policy::{
     JsonValidator, PartitionSelector, RoundRobinSelector, Serializer, TopicPolicies, Validator,
     STRING_OPTION_KEYS,
 };
+pub use process::{Events, NumEvents, DEFAULT_TIMEOUT_MS};
 pub use registry::{
     register_partition_selector, register_serializer, register_validator, registered_policies,
     PartitionSelectorFactory, PolicyKind, SerializerFactory, ValidatorFactory,

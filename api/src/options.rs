@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use serde_json::{Map, Value};
 
+use crate::buffer::BufferAllocator;
 use crate::descriptor::DataDescriptor;
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
@@ -117,6 +118,9 @@ pub struct ConsumerOptions {
     pub data_selector: Option<DataSelector>,
     /// Where to put fetched data (`None`: [`default_allocator`]).
     pub data_allocator: Option<DataAllocator>,
+    /// Where to put fetched data, as one or several buffers, possibly application memory
+    /// (see [`crate::buffer`]); replaces `data_allocator`, and setting both is an error.
+    pub buffer_allocator: Option<BufferAllocator>,
     /// Partitions to consume (`None`: all).
     pub partitions: Option<Vec<usize>>,
     /// Threads prefetching the next batch while the application processes the current one.
@@ -133,6 +137,7 @@ impl Default for ConsumerOptions {
             max_num_batches: 2,
             data_selector: None,
             data_allocator: None,
+            buffer_allocator: None,
             partitions: None,
             thread_pool: None,
         }
@@ -146,6 +151,7 @@ impl std::fmt::Debug for ConsumerOptions {
             .field("max_num_batches", &self.max_num_batches)
             .field("data_selector", &self.data_selector.is_some())
             .field("data_allocator", &self.data_allocator.is_some())
+            .field("buffer_allocator", &self.buffer_allocator.is_some())
             .field("partitions", &self.partitions)
             .field("thread_pool", &self.thread_pool)
             .finish()

@@ -24,6 +24,11 @@ pub trait ThreadPoolBackend: Send + Sync {
     fn size(&self) -> usize;
     /// Submits work; higher `priority` runs first.
     fn push_work(&self, job: Job, priority: u64);
+    /// Jobs submitted and not finished yet (queued or running); upstream's `ThreadPool::size()`.
+    /// The default, for pools that do not count, is 0.
+    fn pending_tasks(&self) -> usize {
+        0
+    }
 }
 
 /// A shareable handle to a thread pool.
@@ -53,6 +58,13 @@ impl ThreadPool {
     /// Number of worker threads.
     pub fn size(&self) -> usize {
         self.0.size()
+    }
+
+    /// Jobs submitted and not finished yet, queued or running (what upstream's
+    /// `ThreadPool::size()` counts; this crate's [`ThreadPool::size`] is the thread count).
+    /// Always 0 for an inline pool, whose jobs finish before `push_work` returns.
+    pub fn pending_tasks(&self) -> usize {
+        self.0.pending_tasks()
     }
 
     /// Submits `job` with `priority`.
@@ -112,6 +124,8 @@ impl Ord for Queued {
 struct Shared {
     queue: Mutex<(BinaryHeap<Queued>, u64, bool)>,
     cond: Condvar,
+    /// Jobs taken by a worker and not finished.
+    running: std::sync::atomic::AtomicUsize,
 }
 
 struct WorkerPool {
@@ -124,6 +138,7 @@ impl WorkerPool {
         let shared = Arc::new(Shared {
             queue: Mutex::new((BinaryHeap::new(), 0, false)),
             cond: Condvar::new(),
+            running: std::sync::atomic::AtomicUsize::new(0),
         });
         let threads = (0..n)
             .filter_map(|i| {
@@ -144,6 +159,8 @@ fn worker_loop(s: &Shared) {
             let mut q = s.queue.lock();
             loop {
                 if let Some(item) = q.0.pop() {
+                    // Counted under the queue lock: a job is always queued or running.
+                    s.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     break item.job;
                 }
                 if q.2 {
@@ -153,6 +170,7 @@ fn worker_loop(s: &Shared) {
             }
         };
         run_job(job);
+        s.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -164,6 +182,14 @@ fn run_job(job: Job) {
 impl ThreadPoolBackend for WorkerPool {
     fn size(&self) -> usize {
         self.threads.len()
+    }
+    fn pending_tasks(&self) -> usize {
+        let q = self.shared.queue.lock();
+        q.0.len()
+            + self
+                .shared
+                .running
+                .load(std::sync::atomic::Ordering::SeqCst)
     }
     fn push_work(&self, job: Job, priority: u64) {
         if self.threads.is_empty() {
@@ -317,5 +343,33 @@ mod tests {
             }
         }
         assert_eq!(n.load(Ordering::SeqCst), 1000);
+    }
+
+    #[test]
+    fn pending_tasks_counts_queued_and_running_jobs() {
+        let p = ThreadPool::new(1);
+        assert_eq!(p.pending_tasks(), 0);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        p.push_work(
+            move || {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv_timeout(std::time::Duration::from_secs(20));
+            },
+            0,
+        );
+        started_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("job started");
+        p.push_work(|| {}, 0);
+        p.push_work(|| {}, 0);
+        assert_eq!(p.pending_tasks(), 3, "one running, two queued");
+        go_tx.send(()).expect("release");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while p.pending_tasks() > 0 {
+            assert!(std::time::Instant::now() < deadline, "jobs never finished");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(ThreadPool::inline().pending_tasks(), 0);
     }
 }

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use diaspora_api::{
-    Acknowledger, BatchSize, ConsumerBackend, ConsumerOptions, DataAllocator, DataDescriptor,
-    DataSelector, DataView, Error, Event, EventId, Future, Result, Segment, ThreadPool, Waitable,
+    Acknowledger, BatchSize, BufferAllocator, ConsumerBackend, ConsumerOptions, DataAllocator,
+    DataBuffer, DataDescriptor, DataSelector, DataView, Error, Event, EventId, Future, Result,
+    Segment, ThreadPool, Waitable,
 };
 use parking_lot::Mutex;
 
@@ -93,6 +94,8 @@ pub(crate) struct Inner {
     selector: Option<DataSelector>,
     /// The user's allocator; `None` lets the consumer hand out slices of its own reads.
     allocator: Option<DataAllocator>,
+    /// The user's buffer allocator (application memory, several buffers): read into directly.
+    buffers: Option<BufferAllocator>,
     partitions: Vec<usize>,
     records_per_refill: usize,
     max_buffered: usize,
@@ -147,6 +150,7 @@ impl FilesConsumer {
                 acker: Arc::new(Acks(acks)),
                 selector: options.data_selector,
                 allocator: options.data_allocator,
+                buffers: options.buffer_allocator,
                 records_per_refill,
                 max_buffered: records_per_refill * options.max_num_batches.max(1),
                 pool: options.thread_pool.unwrap_or_else(ThreadPool::inline),
@@ -298,14 +302,15 @@ impl Inner {
             .sum();
         let run_len = records[take - 1].data_end() - records[0].data_offset;
         let dense = selected * 2 >= run_len && selected / take as u64 <= SPAN_READ_MAX_AVG;
-        let data_run = if selected > 0 && self.allocator.is_none() && dense {
-            match log.read_data_span(&records[0], &records[take - 1]) {
-                Ok(run) => Some(run),
-                Err(e) => return vec![Err(e.into())],
-            }
-        } else {
-            None
-        };
+        let data_run =
+            if selected > 0 && self.allocator.is_none() && self.buffers.is_none() && dense {
+                match log.read_data_span(&records[0], &records[take - 1]) {
+                    Ok(run) => Some(run),
+                    Err(e) => return vec![Err(e.into())],
+                }
+            } else {
+                None
+            };
         // Every read of the run succeeded: from here on each event is delivered or reported.
         *next += take as u64;
         prepared
@@ -419,6 +424,23 @@ impl Inner {
                 return Err(self.corrupt(p, id, "data"));
             }
             DataView::from(bytes)
+        } else if let Some(balloc) = &self.buffers {
+            let mut buffers = diaspora_api::buffer::allocate(balloc, &metadata, &selection)?;
+            {
+                let mut slices: Vec<&mut [u8]> =
+                    buffers.iter_mut().map(DataBuffer::as_mut_slice).collect();
+                self.topic.partitions[p].read_data_into(&rec, segments, &mut slices)?;
+                if whole {
+                    let mut h = crc32fast::Hasher::new();
+                    for s in &slices {
+                        h.update(s);
+                    }
+                    if h.finalize() != rec.data_crc {
+                        return Err(self.corrupt(p, id, "data"));
+                    }
+                }
+            }
+            DataView::from_segments(buffers.into_iter().map(DataBuffer::into_bytes))
         } else {
             let log = &self.topic.partitions[p];
             let buf = match &self.allocator {
@@ -443,7 +465,8 @@ impl Inner {
             }
             DataView::from(buf.freeze())
         };
-        Ok(Event::new(id, p, metadata, data, self.acker.clone()))
+        Ok(Event::new(id, p, metadata, data, self.acker.clone())
+            .with_partition_info(self.topic.partition_infos[p].clone()))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The files driver: a root directory holding one directory per topic.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,15 +8,38 @@ use std::sync::Arc;
 use diaspora_api::{DriverBackend, Error, Result, ThreadPool, TopicBackend, Value};
 
 use crate::error::FilesError;
-use crate::topic::{create_topic, is_topic_dir, FilesTopic, TopicShared};
+use crate::topic::{create_topic, is_topic_dir, load_config, FilesTopic, TopicShared};
+
+/// When appended events are made durable (fdatasync), upstream's `flush_behavior`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FlushBehavior {
+    /// Never by the driver (the OS writes back): an OS crash may lose recent events, a process
+    /// crash does not. The default, as upstream.
+    #[default]
+    Buffered,
+    /// `Producer::flush` syncs the partitions its events went to before it completes.
+    OnFlush,
+    /// Every batch is synced before its push futures complete (every topic behaves as if
+    /// created with `"sync": true`, acknowledgements included).
+    Immediate,
+}
+
+/// Default `root_path`, as upstream: `diaspora_data` in the current directory.
+pub const DEFAULT_ROOT_PATH: &str = "diaspora_data";
 
 /// Options of the files driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilesDriverOptions {
-    /// Directory holding the topics (created if missing).
+    /// Directory holding the topics (created if missing); default [`DEFAULT_ROOT_PATH`].
     pub root_path: PathBuf,
     /// Background threads storing producers' batches when a producer gives no pool.
     pub thread_count: usize,
+    /// When appends are made durable.
+    pub flush_behavior: FlushBehavior,
+    /// Upstream's `use_file_locking`, accepted for compatibility. This driver always takes
+    /// `flock` locks around appends and acknowledgements (it is what makes several processes
+    /// safe), so `false` does not turn them off.
+    pub use_file_locking: bool,
 }
 
 impl FilesDriverOptions {
@@ -23,7 +47,9 @@ impl FilesDriverOptions {
     /// must keep their text (`--driver.root_path 2024` is the directory `2024`).
     pub const STRING_KEYS: &'static [&'static str] = &["root_path"];
 
-    /// Parses `{"root_path": "...", "thread_count": N}`; unknown keys are errors.
+    /// Parses `{"root_path": "...", "thread_count": N, "flush_behavior":
+    /// "buffered"|"on_flush"|"immediate", "use_file_locking": bool}`; unknown keys are errors.
+    /// An upstream files-driver configuration is accepted unchanged.
     pub fn from_json(v: &Value) -> Result<Self> {
         let empty = serde_json::Map::new();
         let obj = match v {
@@ -33,6 +59,8 @@ impl FilesDriverOptions {
         };
         let mut root_path = None;
         let mut thread_count = 1;
+        let mut flush_behavior = FlushBehavior::default();
+        let mut use_file_locking = false;
         for (k, val) in obj {
             match k.as_str() {
                 "root_path" => match val.as_str() {
@@ -56,19 +84,38 @@ impl FilesDriverOptions {
                             )
                         })?
                 }
+                "flush_behavior" => {
+                    flush_behavior = match val.as_str() {
+                        Some("buffered") => FlushBehavior::Buffered,
+                        Some("on_flush") => FlushBehavior::OnFlush,
+                        Some("immediate") => FlushBehavior::Immediate,
+                        _ => {
+                            return Err(Error::option(
+                                "driver.flush_behavior",
+                                "must be \"buffered\", \"on_flush\" or \"immediate\"",
+                            ))
+                        }
+                    }
+                }
+                "use_file_locking" => {
+                    use_file_locking = val.as_bool().ok_or_else(|| {
+                        Error::option("driver.use_file_locking", "must be true or false")
+                    })?
+                }
                 other => {
                     return Err(Error::option(
                         format!("driver.{other}"),
-                        "unknown option (known: root_path, thread_count)",
+                        "unknown option (known: root_path, thread_count, flush_behavior, \
+                         use_file_locking)",
                     ))
                 }
             }
         }
         Ok(FilesDriverOptions {
-            root_path: root_path.ok_or_else(|| {
-                Error::option("driver.root_path", "is required by the files driver")
-            })?,
+            root_path: root_path.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT_PATH)),
             thread_count,
+            flush_behavior,
+            use_file_locking,
         })
     }
 }
@@ -77,6 +124,7 @@ impl FilesDriverOptions {
 pub struct FilesDriver {
     root: PathBuf,
     pool: ThreadPool,
+    flush_behavior: FlushBehavior,
 }
 
 impl FilesDriver {
@@ -87,6 +135,7 @@ impl FilesDriver {
         Ok(FilesDriver {
             root: options.root_path,
             pool: ThreadPool::new(options.thread_count),
+            flush_behavior: options.flush_behavior,
         })
     }
 }
@@ -100,7 +149,12 @@ impl DriverBackend for FilesDriver {
     fn open_topic(&self, name: &str) -> Result<Arc<dyn TopicBackend>> {
         diaspora_api::validate_topic_name(name)?;
         Ok(Arc::new(FilesTopic {
-            shared: TopicShared::open(&self.root, name, self.pool.clone())?,
+            shared: TopicShared::open_with(
+                &self.root,
+                name,
+                self.pool.clone(),
+                self.flush_behavior,
+            )?,
         }))
     }
 
@@ -124,5 +178,33 @@ impl DriverBackend for FilesDriver {
         }
         names.sort();
         Ok(names)
+    }
+
+    fn default_thread_pool(&self) -> ThreadPool {
+        self.pool.clone()
+    }
+
+    /// From each topic's `topic.json`, without opening its partitions: `name`, `path`,
+    /// `num_partitions`, the policies and the other options.
+    fn list_topics_metadata(&self) -> Result<BTreeMap<String, Value>> {
+        let mut out = BTreeMap::new();
+        for name in self.list_topics()? {
+            let config = match load_config(&self.root, &name) {
+                Ok(c) => c,
+                Err(Error::TopicNotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let mut m = match config.options {
+                Value::Object(o) => o,
+                _ => serde_json::Map::new(),
+            };
+            m.insert("name".into(), Value::from(name.clone()));
+            m.insert(
+                "path".into(),
+                Value::from(self.root.join(&name).display().to_string()),
+            );
+            out.insert(name, Value::Object(m));
+        }
+        Ok(out)
     }
 }

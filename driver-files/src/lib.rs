@@ -35,7 +35,7 @@ use std::sync::Arc;
 use diaspora_api::{DriverBackend, Result, Value};
 
 pub use consumer::FilesConsumer;
-pub use driver::{FilesDriver, FilesDriverOptions};
+pub use driver::{FilesDriver, FilesDriverOptions, FlushBehavior, DEFAULT_ROOT_PATH};
 pub use error::FilesError;
 pub use producer::FilesProducer;
 pub use verify::{verify_topic, PartitionReport};

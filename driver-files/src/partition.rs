@@ -216,6 +216,58 @@ impl PartitionLog {
         Ok(tail.count)
     }
 
+    /// Makes everything appended so far durable (fdatasync of the data, metadata and index
+    /// files, in that order): the `on_flush` flush behaviour.
+    pub fn sync_files(&self) -> FilesResult<()> {
+        self.data
+            .sync_data()
+            .map_err(|e| FilesError::io("sync", path_of(&self.dir, DATA_EXT), e))?;
+        self.meta
+            .sync_data()
+            .map_err(|e| FilesError::io("sync", path_of(&self.dir, META_EXT), e))?;
+        self.index
+            .sync_data()
+            .map_err(|e| FilesError::io("sync", self.index_path(), e))
+    }
+
+    /// Reads the selected `segments` of a record's data into `buffers`, in order (their
+    /// lengths add up to the segments'): one positioned read per piece, straight into each
+    /// buffer.
+    pub fn read_data_into(
+        &self,
+        rec: &IndexRecord,
+        segments: &[Segment],
+        buffers: &mut [&mut [u8]],
+    ) -> FilesResult<()> {
+        let mut b = 0usize;
+        let mut at = 0usize; // position in buffers[b]
+        for s in segments {
+            let mut off = rec.data_offset + s.offset;
+            let mut left = s.len as usize;
+            while left > 0 {
+                while b < buffers.len() && at == buffers[b].len() {
+                    b += 1;
+                    at = 0;
+                }
+                let Some(buf) = buffers.get_mut(b) else {
+                    return Err(FilesError::CorruptRecord {
+                        path: path_of(&self.dir, DATA_EXT),
+                        index: 0,
+                        reason: "buffers shorter than the selection".into(),
+                    });
+                };
+                let n = left.min(buf.len() - at);
+                self.data
+                    .read_exact_at(&mut buf[at..at + n], off)
+                    .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
+                at += n;
+                off += n as u64;
+                left -= n;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the end of the log and cuts a torn tail. Takes the exclusive lock.
     pub fn recover_tail(&self) -> FilesResult<Tail> {
         let _guard = self.write_lock.lock();

@@ -25,6 +25,7 @@ use diaspora_api::{
 };
 use parking_lot::{Condvar, Mutex};
 
+use crate::driver::FlushBehavior;
 use crate::partition::{data_crc, BatchPayload};
 use crate::topic::TopicShared;
 
@@ -78,6 +79,8 @@ struct Shared {
     queues: Vec<Mutex<PartitionQueue>>,
     /// Events rejected by `push` or lost with their batch, until a flush reports them.
     losses: Losses,
+    /// Per partition: stored since the last sync (`on_flush` flush behaviour).
+    dirty: Vec<std::sync::atomic::AtomicBool>,
     /// Test hook: the next store panics as a driver bug would.
     #[cfg(test)]
     panic_in_store: std::sync::atomic::AtomicBool,
@@ -107,6 +110,9 @@ impl FilesProducer {
                     unfinished: Vec::new(),
                 }),
                 losses: Losses::new(),
+                dirty: (0..n)
+                    .map(|_| std::sync::atomic::AtomicBool::new(false))
+                    .collect(),
                 cond: Condvar::new(),
                 queues: (0..n)
                     .map(|_| Mutex::new(PartitionQueue::default()))
@@ -240,7 +246,13 @@ impl Shared {
         let payload = batch.payload;
         let _ = diaspora_api::catch_panic("releasing a batch's data", move || drop(payload));
         let result = match result {
-            Ok(base) => Ok(base),
+            Ok(base) => {
+                // Set before the futures complete, so a flush that waited for them syncs it.
+                if self.topic.flush_behavior == FlushBehavior::OnFlush {
+                    self.dirty[p].store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(base)
+            }
             Err(e) => {
                 // Counted before the futures complete, so a flush that waited for them sees it.
                 let e = Arc::new(e);
@@ -361,6 +373,16 @@ impl Waitable<()> for FlushWaiter {
             let _ = c.wait_until(deadline)?;
             self.waiting.pop();
         }
+        // `on_flush`: the stored events become durable before the flush completes. A failed
+        // sync fails this flush; the partition stays dirty, so the next flush syncs it again.
+        for (p, dirty) in self.shared.dirty.iter().enumerate() {
+            if dirty.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                if let Err(e) = self.shared.topic.partitions[p].sync_files() {
+                    dirty.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Some(Err(e.into()));
+                }
+            }
+        }
         Some(self.shared.losses.take_result())
     }
 
@@ -381,6 +403,18 @@ impl ProducerBackend for FilesProducer {
 
     fn flush(&self) -> Future<()> {
         self.shared.flush()
+    }
+
+    /// Seals every open batch (blocking while `max_num_batches` are in flight, as `push`
+    /// does) without waiting for them or taking the losses `flush` reports.
+    fn send_pending(&self) {
+        for p in 0..self.shared.topic.partitions.len() {
+            let job = {
+                let mut st = self.shared.state.lock();
+                self.shared.seal_locked(&mut st, p, true)
+            };
+            self.shared.schedule(job);
+        }
     }
 }
 

@@ -177,17 +177,42 @@ pub struct TopicShared {
     pub partitions: Vec<Arc<PartitionLog>>,
     /// Pool producers use when none is given.
     pub default_pool: ThreadPool,
+    /// The driver's `flush_behavior`.
+    pub flush_behavior: crate::driver::FlushBehavior,
+    /// Per partition, what consumers attach to its events ([`diaspora_api::Event::partition_info`]).
+    pub partition_infos: Vec<Arc<Value>>,
 }
 
 impl TopicShared {
-    /// Opens topic `name` under `root`.
+    /// Opens topic `name` under `root` with the default (buffered) flush behaviour.
     pub fn open(root: &Path, name: &str, default_pool: ThreadPool) -> Result<Arc<Self>> {
+        Self::open_with(root, name, default_pool, Default::default())
+    }
+
+    /// Opens topic `name` under `root`; `immediate` flush behaviour makes it sync every append.
+    pub fn open_with(
+        root: &Path,
+        name: &str,
+        default_pool: ThreadPool,
+        flush_behavior: crate::driver::FlushBehavior,
+    ) -> Result<Arc<Self>> {
         let dir = root.join(name);
-        let config = load_config(root, name)?;
+        let mut config = load_config(root, name)?;
+        if flush_behavior == crate::driver::FlushBehavior::Immediate {
+            config.sync = true;
+        }
         let policies = TopicPolicies::from_options(&config.options)?;
         let partitions = (0..config.num_partitions)
             .map(|i| PartitionLog::open(&partition_dir(&dir, i), config.sync).map(Arc::new))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let partition_infos = (0..config.num_partitions)
+            .map(|i| {
+                Arc::new(json!({
+                    "topic": name,
+                    "path": partition_dir(&dir, i).display().to_string(),
+                }))
+            })
+            .collect();
         Ok(Arc::new(TopicShared {
             name: name.to_owned(),
             dir,
@@ -195,6 +220,8 @@ impl TopicShared {
             policies,
             partitions,
             default_pool,
+            flush_behavior,
+            partition_infos,
         }))
     }
 
@@ -274,5 +301,9 @@ impl TopicBackend for FilesTopic {
 
     fn is_complete(&self) -> Result<bool> {
         Ok(self.shared.is_complete())
+    }
+
+    fn supports_buffer_allocator(&self) -> bool {
+        true
     }
 }
