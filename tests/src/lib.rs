@@ -27,6 +27,7 @@ pub mod concurrency;
 pub mod data_selection;
 pub mod examples;
 pub mod ordering;
+pub mod parity;
 pub mod partitions;
 pub mod timeouts;
 pub mod topics;
@@ -136,6 +137,15 @@ macro_rules! conformance_tests {
                 create_list_and_exists,
                 topics_visible_from_other_instance,
                 unknown_topic_option_rejected_or_kept,
+            }
+            parity {
+                consumer_iteration_ends_at_end_of_stream,
+                process_counts_and_stops,
+                buffer_allocator_receives_selected_bytes,
+                list_topics_metadata_describes_each_topic,
+                clamped_sub_view_selects_the_tail,
+                json_schema_topic_validates_after_restart,
+                introspection_reports_options,
             }
             examples {
                 seed_producer_and_consumer,
