@@ -85,6 +85,8 @@ pub struct PartitionLog {
     /// Serializes writers of this process (flock does not exclude threads sharing a descriptor).
     write_lock: Mutex<()>,
     sync: bool,
+    /// Calls of [`PartitionLog::sync_files`] that succeeded (tests of `flush_behavior`).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 fn path_of(dir: &Path, ext: &str) -> PathBuf {
@@ -137,6 +139,7 @@ impl PartitionLog {
             dir: dir.to_owned(),
             write_lock: Mutex::new(()),
             sync,
+            syncs: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -227,7 +230,20 @@ impl PartitionLog {
             .map_err(|e| FilesError::io("sync", path_of(&self.dir, META_EXT), e))?;
         self.index
             .sync_data()
-            .map_err(|e| FilesError::io("sync", self.index_path(), e))
+            .map_err(|e| FilesError::io("sync", self.index_path(), e))?;
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether every append is synced before it completes.
+    pub fn syncs_every_append(&self) -> bool {
+        self.sync
+    }
+
+    /// How many times [`PartitionLog::sync_files`] succeeded on this handle.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads the selected `segments` of a record's data into `buffers`, in order (their

@@ -1,6 +1,7 @@
 //! Unit tests that need the driver's internals: user policies that panic, injected store
 //! panics, the consumer's read counters.
 
+mod flush_behavior;
 mod memory;
 mod panics;
 
