@@ -484,8 +484,9 @@ impl Producer {
     /// driver, which completes it once the event is batched); `flush()` stays the point where
     /// every pushed event is known stored or reported lost. Waiting on a push future that is
     /// not complete yet (`wait`, `wait_until`, `get`, even `wait(0)`) sends the batch holding
-    /// the event, with the other open batches, so a wait right after `push` with a fixed batch
-    /// size returns as soon as that event is stored instead of blocking until the batch fills;
+    /// the event, with the other open batches, so a wait right after `push` returns as soon as
+    /// that event is stored instead of blocking until the batch fills (a fixed batch size, or
+    /// an adaptive one on an inline pool, which seals batches of 4,096 events);
     /// [`Future::is_ready`] polls without sending. To keep batches full, wait on the futures
     /// after `flush()` (or not at all: `flush()` reports every loss).
     pub fn push(&self, metadata: impl IntoMetadata, data: impl Into<DataView>) -> Future<EventId> {
@@ -523,7 +524,7 @@ impl Producer {
             Ok(Err(e)) | Err(e) => return Future::failed(self.rejected.reject(e)),
         }
         let future = self.inner.push(metadata, data, partition);
-        if matches!(self.options.batch_size, BatchSize::Fixed(n) if n > 1) && !future.is_ready() {
+        if self.options.batch_size != BatchSize::Fixed(1) && !future.is_ready() {
             return Future::pending(Box::new(SendOnWait {
                 future,
                 producer: self.inner.clone(),

@@ -591,4 +591,61 @@ mod tests {
         assert!(wildcard_match("a\\*", "a*"));
         assert!(!wildcard_match("a\\*", "ab"));
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-100i64..100).prop_map(Value::from),
+            prop::sample::select(vec![
+                "prefix",
+                "suffix",
+                "numeric",
+                "exists",
+                "anything-but",
+                "wildcard",
+                "equals-ignore-case",
+                "$or",
+                "<",
+                ">=",
+                "=",
+                "a*b",
+                "x",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "a",
+                        "prefix",
+                        "suffix",
+                        "numeric",
+                        "exists",
+                        "anything-but",
+                        "wildcard",
+                        "equals-ignore-case",
+                        "$or",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn eventbridge_never_panics_on_hostile_patterns_or_events(p in arb_json(), e in arb_json()) {
+            if let Ok(v) = EventBridgeValidator::new(&p) {
+                let _ = v.check(&e);
+                let _ = v.check(&json!({"a": e}));
+            }
+        }
+    }
 }

@@ -724,3 +724,22 @@ fn drivers_without_native_buffer_allocators_get_a_copy() {
     }
     assert_eq!(got.lock().expect("lock").len(), 5);
 }
+
+#[test]
+fn push_future_waited_at_once_on_an_inline_pool_completes() {
+    // Adaptive batches on an inline pool are sealed at 4,096 events: before send-on-wait,
+    // waiting on the first push blocked until then.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = driver(dir.path(), json!({"thread_count": 0}));
+    d.create_topic("t", json!({})).expect("create");
+    let p = d
+        .open_topic("t")
+        .expect("open")
+        .producer()
+        .expect("producer");
+    for i in 0..3u64 {
+        let mut f = p.push(json!({"i": i}), ());
+        assert_eq!(f.wait(T).expect("stored"), Some(i));
+    }
+    p.flush().get().expect("flush");
+}
