@@ -21,10 +21,13 @@ pub mod acks;
 mod consumer;
 mod driver;
 pub mod error;
+pub mod fdcache;
 pub mod format;
 pub mod partition;
 mod producer;
+pub mod repair;
 mod sys;
+pub mod tail;
 pub mod topic;
 pub mod verify;
 

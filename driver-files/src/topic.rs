@@ -3,12 +3,19 @@
 //! ```text
 //! <root>/<topic>/topic.json          options the topic was created with (with defaults filled)
 //! <root>/<topic>/complete            present once the topic is marked complete
-//! <root>/<topic>/partitions/00000/   one directory per partition (see `format`)
+//! <root>/<topic>/partitions/00000/   one directory per partition (see `format`); its `sealed`
+//!                                    marker is written first, under the partition's writer lock
 //! <root>/<topic>/consumers/<c>.acks  acknowledgements of consumer <c> (see `acks`)
 //! ```
 //!
 //! A topic is created in a hidden temporary directory renamed into place, so a crash never
 //! leaves a half-created topic visible.
+//!
+//! Marking complete seals every partition (under its writer lock, so no append of any process
+//! can succeed afterwards, see [`PartitionLog::seal`]) and only then writes `complete`: a
+//! consumer that sees `complete` and then finds nothing new has read everything ever stored.
+//! A crash between the two leaves the topic refusing appends but not yet complete; marking it
+//! complete again finishes the job.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -102,6 +109,7 @@ fn partition_dir(topic_dir: &Path, index: usize) -> PathBuf {
 /// Creates topic `name` under `root`.
 pub fn create_topic(root: &Path, name: &str, options: &Value) -> Result<()> {
     let config = TopicConfig::from_options(options)?;
+    fs::create_dir_all(root).map_err(|e| Error::from(FilesError::io("mkdir", root, e)))?;
     let target = root.join(name);
     if target.exists() {
         return Err(Error::TopicExists(name.to_owned()));
@@ -163,6 +171,25 @@ pub struct TopicShared {
 impl TopicShared {
     /// Opens topic `name` under `root`.
     pub fn open(root: &Path, name: &str, default_pool: ThreadPool) -> Result<Arc<Self>> {
+        let (dir, config) = TopicShared::read_config(root, name)?;
+        let policies = TopicPolicies::from_options(&config.options)?;
+        let partitions = open_partitions(&dir, &config)
+            .into_iter()
+            .map(|p| p.map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Arc::new(TopicShared {
+            name: name.to_owned(),
+            dir,
+            config,
+            policies,
+            partitions,
+            default_pool,
+        }))
+    }
+
+    /// Reads and checks the configuration of topic `name` under `root`; returns the topic's
+    /// directory and configuration. Changes nothing.
+    pub fn read_config(root: &Path, name: &str) -> Result<(PathBuf, TopicConfig)> {
         let dir = root.join(name);
         let cfg_path = dir.join(TOPIC_CONFIG);
         let text = match fs::read(&cfg_path) {
@@ -179,18 +206,7 @@ impl TopicShared {
             })
         })?;
         let config = TopicConfig::from_options(&options)?;
-        let policies = TopicPolicies::from_options(&config.options)?;
-        let partitions = (0..config.num_partitions)
-            .map(|i| PartitionLog::open(&partition_dir(&dir, i), config.sync).map(Arc::new))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Arc::new(TopicShared {
-            name: name.to_owned(),
-            dir,
-            config,
-            policies,
-            partitions,
-            default_pool,
-        }))
+        Ok((dir, config))
     }
 
     /// Path of consumer `name`'s acknowledgement file.
@@ -202,6 +218,36 @@ impl TopicShared {
     pub fn is_complete(&self) -> bool {
         self.dir.join(COMPLETE_MARKER).exists()
     }
+
+    /// Marks the topic complete: seals every partition, then writes the `complete` marker.
+    pub fn mark_complete(&self) -> std::result::Result<(), FilesError> {
+        for p in &self.partitions {
+            p.seal()?;
+        }
+        let path = self.dir.join(COMPLETE_MARKER);
+        let marker = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| FilesError::io("create", &path, e))?;
+        marker
+            .sync_all()
+            .map_err(|e| FilesError::io("sync", &path, e))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FilesError::io("sync", &self.dir, e))
+    }
+}
+
+/// Opens (checks) each partition of a topic, one result per partition; opening never writes.
+pub fn open_partitions(
+    dir: &Path,
+    config: &TopicConfig,
+) -> Vec<std::result::Result<PartitionLog, FilesError>> {
+    (0..config.num_partitions)
+        .map(|i| PartitionLog::open(&partition_dir(dir, i), config.sync))
+        .collect()
 }
 
 /// The files driver's [`TopicBackend`].
@@ -263,8 +309,7 @@ impl TopicBackend for FilesTopic {
     }
 
     fn mark_as_complete(&self) -> Result<()> {
-        let p = self.shared.dir.join(COMPLETE_MARKER);
-        fs::write(&p, b"").map_err(|e| FilesError::io("write", &p, e).into())
+        self.shared.mark_complete().map_err(Into::into)
     }
 
     fn is_complete(&self) -> Result<bool> {
