@@ -15,6 +15,10 @@
 //!
 //! `next offset` of partition p is one past the last acknowledged event (0: none); `reserved`
 //! must be zero; `crc` is the CRC-32 of the slot's bytes before it.
+//!
+//! The file is created by the first acknowledgement, not by loading: a consumer that never
+//! acknowledges (`diaspora-ctl consume --no-ack`) changes nothing on disk and works on a
+//! read-only tree.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -36,12 +40,13 @@ pub fn slot_size(n: usize) -> usize {
 struct State {
     next: Vec<u64>,
     seq: u64,
+    /// Opened for writing by the first acknowledgement.
+    file: Option<File>,
 }
 
 /// The persisted acknowledgements of one consumer name.
 pub struct AckStore {
     path: PathBuf,
-    file: File,
     state: Mutex<State>,
     sync: bool,
 }
@@ -50,14 +55,11 @@ impl AckStore {
     /// Loads (or starts) the acknowledgements at `path` for a topic of `partitions` partitions.
     /// With `sync`, each acknowledgement is on disk (fdatasync) before `acknowledge` returns.
     pub fn load(path: &Path, partitions: usize, sync: bool) -> FilesResult<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| FilesError::io("open", path, e))?;
-        let bytes = std::fs::read(path).map_err(|e| FilesError::io("read", path, e))?;
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(FilesError::io("read", path, e)),
+        };
         let size = slot_size(partitions);
         let best = bytes
             .chunks(size)
@@ -81,8 +83,11 @@ impl AckStore {
         };
         Ok(AckStore {
             path: path.to_owned(),
-            file,
-            state: Mutex::new(State { next, seq }),
+            state: Mutex::new(State {
+                next,
+                seq,
+                file: None,
+            }),
             sync,
         })
     }
@@ -110,9 +115,10 @@ impl AckStore {
         let seq = st.seq + 1;
         let bytes = encode(seq, &st.next);
         let offset = (seq % 2) * bytes.len() as u64;
-        let written = self.file.write_all_at(&bytes, offset).and_then(|()| {
+        let written = self.writable_file(&mut st).and_then(|file| {
+            file.write_all_at(&bytes, offset)?;
             if self.sync {
-                self.file.sync_data()
+                file.sync_data()
             } else {
                 Ok(())
             }
@@ -127,6 +133,25 @@ impl AckStore {
                 Err(FilesError::io("write", &self.path, e))
             }
         }
+    }
+}
+
+impl AckStore {
+    /// The file, opened (created if needed) on first use.
+    fn writable_file<'a>(&self, st: &'a mut State) -> std::io::Result<&'a File> {
+        if st.file.is_none() {
+            st.file = Some(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)?,
+            );
+        }
+        st.file
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("acknowledgement file not open"))
     }
 }
 
@@ -262,6 +287,39 @@ mod tests {
                     s.next_offsets()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn loading_creates_nothing_until_the_first_acknowledgement() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.acks");
+        let s = AckStore::load(&p, 2, false).expect("load");
+        assert!(!p.exists(), "loading created the file");
+        s.acknowledge(1, 3).expect("ack");
+        assert!(p.exists());
+        assert_eq!(
+            AckStore::load(&p, 2, false).expect("reload").next_offsets(),
+            vec![0, 4]
+        );
+    }
+
+    proptest::proptest! {
+        /// Arbitrary slot bytes: decoding never panics, and accepts only what encoding makes.
+        #[test]
+        fn arbitrary_slots_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), n in 0usize..4, magic: bool) {
+            let mut bytes = bytes;
+            if magic && bytes.len() >= 8 {
+                bytes[..8].copy_from_slice(&ACK_MAGIC);
+            }
+            if let Ok((seq, next)) = decode(&bytes, n) {
+                proptest::prop_assert_eq!(encode(seq, &next), bytes);
+            }
+        }
+
+        #[test]
+        fn slots_roundtrip(seq: u64, next in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..8)) {
+            proptest::prop_assert_eq!(decode(&encode(seq, &next), next.len()), Ok((seq, next.clone())));
         }
     }
 

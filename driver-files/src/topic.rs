@@ -316,3 +316,60 @@ impl TopicBackend for FilesTopic {
         Ok(self.shared.is_complete())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON documents, biased towards the keys a topic config has.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z_]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let key = prop_oneof![
+                Just("num_partitions".to_owned()),
+                Just("sync".to_owned()),
+                Just("validator".to_owned()),
+                Just("partition_selector".to_owned()),
+                Just("serializer".to_owned()),
+                "[a-z_]{1,8}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(key, inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any `topic.json` bytes: a clean error or a checked configuration, never a panic.
+        #[test]
+        fn arbitrary_topic_json_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir(dir.path().join("t")).expect("mkdir");
+            std::fs::write(dir.path().join("t").join(TOPIC_CONFIG), &bytes).expect("write");
+            if let Ok((_, c)) = TopicShared::read_config(dir.path(), "t") {
+                prop_assert!((1..=MAX_PARTITIONS as usize).contains(&c.num_partitions));
+            }
+        }
+
+        /// Any JSON document as topic options: accepted only with a valid partition count, and
+        /// what is accepted reads back the same.
+        #[test]
+        fn arbitrary_topic_options_never_panic(v in json_value()) {
+            if let Ok(c) = TopicConfig::from_options(&v) {
+                prop_assert!((1..=MAX_PARTITIONS as usize).contains(&c.num_partitions));
+                let again = TopicConfig::from_options(&c.options).expect("stored options reload");
+                prop_assert_eq!(again, c);
+            }
+        }
+    }
+}
