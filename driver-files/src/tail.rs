@@ -90,8 +90,11 @@ pub fn plan_tail(
     let mut buf = vec![0u8; (SCAN_CHUNK as usize) * RECORD_SIZE];
     let mut end = whole; // records end..whole fail their checksum
     let mut last = None;
+    // The last record first (the common case: one 40-byte read per append), then chunks.
+    let mut chunk_len = 1;
     'scan: while end > 0 {
-        let first = end.saturating_sub(SCAN_CHUNK);
+        let first = end.saturating_sub(chunk_len);
+        chunk_len = SCAN_CHUNK;
         let n = (end - first) as usize;
         let chunk = &mut buf[..n * RECORD_SIZE];
         read(first, chunk)?;
