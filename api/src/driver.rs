@@ -142,9 +142,38 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Instantiates the driver registered as `name` with `options` (a JSON object).
+    /// Instantiates driver `name` with `options` (a JSON object).
+    ///
+    /// `name` is a registered driver; or `"<name>:<library>"`, which first loads the driver
+    /// library `<library>` (a path, or a file name the dynamic loader searches for, e.g.
+    /// `libmydriver.so`) and takes driver `<name>` from it; or, when no driver is registered
+    /// under `name`, `lib<name>.so` is loaded from the first directory of `LD_LIBRARY_PATH`
+    /// holding it. See [`crate::dylib`] for how libraries are built and checked.
     pub fn new(name: &str, options: Value) -> Result<Self> {
-        let factory = registry().read().get(name).copied();
+        let (name, library) = match name.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (name, None),
+        };
+        if let Some(library) = library {
+            if name.is_empty() {
+                return Err(Error::option(
+                    "driver",
+                    format!("\"{name}:{library}\" names no driver before ':'"),
+                ));
+            }
+            crate::dylib::load_for(name, std::path::Path::new(library))?;
+        }
+        let mut factory = registry().read().get(name).copied();
+        let mut searched = String::new();
+        if factory.is_none() && library.is_none() {
+            match crate::dylib::find_library(name, &crate::dylib::search_path()) {
+                Ok(path) => {
+                    crate::dylib::load_for(name, &path)?;
+                    factory = registry().read().get(name).copied();
+                }
+                Err(what) => searched = format!("; {what}"),
+            }
+        }
         let factory = factory.ok_or_else(|| Error::UnknownDriver {
             name: name.to_owned(),
             known: {
@@ -155,6 +184,7 @@ impl Driver {
                     known.join(", ")
                 }
             },
+            searched,
         })?;
         if !(options.is_object() || options.is_null()) {
             return Err(Error::option("driver", "options must be a JSON object"));
@@ -311,6 +341,10 @@ impl Producer {
             Ok(m) => m,
             Err(e) => return Future::failed(e),
         };
+        // Whatever the validator, what is stored must parse back with `Metadata::json`.
+        if let Err(e) = metadata.check() {
+            return Future::failed(e);
+        }
         if let Err(e) = self.policies.validator.validate(&metadata, &data) {
             return Future::failed(e);
         }

@@ -13,12 +13,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No driver is registered under this name.
-    #[error("unknown driver \"{name}\" (known drivers: {known})")]
+    #[error("unknown driver \"{name}\" (known drivers: {known}{searched})")]
     UnknownDriver {
         /// The name that was asked for.
         name: String,
         /// Comma-separated list of registered drivers.
         known: String,
+        /// Where a library for it was searched (`; no libx.so in LD_LIBRARY_PATH (...)`), or
+        /// empty.
+        searched: String,
+    },
+    /// A driver library could not be loaded or used.
+    #[error("driver library {library}: {reason}")]
+    DriverLibrary {
+        /// The library, as given or as found.
+        library: String,
+        /// What went wrong (the loader's message, a missing symbol, an ABI mismatch...).
+        reason: String,
     },
     /// An option given to a driver, topic, producer or consumer is invalid.
     #[error("invalid option \"{key}\": {reason}")]

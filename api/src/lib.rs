@@ -24,6 +24,7 @@
 pub mod data;
 pub mod descriptor;
 pub mod driver;
+pub mod dylib;
 pub mod error;
 pub mod event;
 pub mod future;
@@ -51,6 +52,7 @@ pub use options::{
 pub use policy::{
     partition_selector_from_spec, serializer_from_spec, validator_from_spec, JsonSerializer,
     JsonValidator, PartitionSelector, RoundRobinSelector, Serializer, TopicPolicies, Validator,
+    STRING_OPTION_KEYS,
 };
 pub use serde_json::{json, Value};
 pub use thread_pool::{Job, ThreadPool, ThreadPoolBackend};

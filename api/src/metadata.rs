@@ -1,4 +1,9 @@
 //! Event metadata: a JSON document, kept as raw text until someone asks for the parsed value.
+//!
+//! Whatever is accepted as metadata (by [`Metadata::from_json_bytes`], by [`Metadata::check`],
+//! hence by every validator and by `Producer::push`) is parseable by [`Metadata::json`]: both
+//! run serde_json's parser with the same limits (nesting depth 128, numbers within `f64`,
+//! strings of valid Unicode scalar values), the check only skips building the tree.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -17,6 +22,8 @@ use crate::error::{Error, Result};
 pub struct Metadata {
     raw: OnceLock<Bytes>,
     value: OnceLock<Value>,
+    /// Set once the raw form is known to parse with [`Metadata::json`]'s parser and limits.
+    checked: OnceLock<()>,
 }
 
 impl Metadata {
@@ -25,10 +32,13 @@ impl Metadata {
         Self::from_json_bytes(Bytes::copy_from_slice(text.as_bytes()))
     }
 
-    /// Metadata from JSON bytes, validated without building a tree.
+    /// Metadata from JSON bytes, validated without building a tree but with the parser and
+    /// limits of [`Metadata::json`]: what this accepts, `json()` parses.
     pub fn from_json_bytes(raw: Bytes) -> Result<Self> {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&raw).map_err(Error::InvalidJson)?;
-        Ok(Self::from_raw_unchecked(raw))
+        check_json(&raw)?;
+        let m = Self::from_raw_unchecked(raw);
+        let _ = m.checked.set(());
+        Ok(m)
     }
 
     /// Metadata from bytes known to hold JSON (e.g. written by a serializer and covered by a
@@ -39,6 +49,7 @@ impl Metadata {
         Metadata {
             raw: cell,
             value: OnceLock::new(),
+            checked: OnceLock::new(),
         }
     }
 
@@ -49,12 +60,26 @@ impl Metadata {
         Metadata {
             raw: OnceLock::new(),
             value: cell,
+            checked: OnceLock::new(),
         }
     }
 
     /// The empty JSON object `{}`.
     pub fn empty_object() -> Self {
         Self::from_raw_unchecked(Bytes::from_static(b"{}"))
+    }
+
+    /// Checks that the metadata, in the form it will be stored or sent, parses with
+    /// [`Metadata::json`]'s parser and limits (a value nested deeper than 128 levels does not).
+    /// Free for metadata already checked (e.g. built by [`Metadata::from_json_str`]); one
+    /// parse pass, without building a tree, otherwise.
+    pub fn check(&self) -> Result<()> {
+        if self.checked.get().is_some() {
+            return Ok(());
+        }
+        check_json(self.raw_bytes())?;
+        let _ = self.checked.set(());
+        Ok(())
     }
 
     /// The parsed JSON value (parsed once, on first call).
@@ -95,6 +120,67 @@ impl Metadata {
     /// Whether the parsed form is available without parsing.
     pub fn is_parsed(&self) -> bool {
         self.value.get().is_some()
+    }
+}
+
+/// Parses `raw` as one JSON document with exactly the parser and limits [`Metadata::json`]
+/// uses (`serde_json::from_slice::<Value>`), without building the tree.
+fn check_json(raw: &[u8]) -> Result<()> {
+    serde_json::from_slice::<Checked>(raw)
+        .map(|_| ())
+        .map_err(Error::InvalidJson)
+}
+
+/// A JSON value that was parsed and thrown away. Unlike `serde::de::IgnoredAny`, which
+/// serde_json skips without recursion limit, number range or escape checks, it goes through
+/// `deserialize_any` at every level, the path `Value` takes.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -204,6 +290,59 @@ mod tests {
     fn value_metadata_serializes_on_demand() {
         let m = Metadata::from_value(serde_json::json!({"a": [1, 2]}));
         assert_eq!(m.as_bytes(), br#"{"a":[1,2]}"#);
+    }
+
+    /// Documents that parse as JSON syntax but not with `Metadata::json`'s limits.
+    fn unparseable() -> Vec<(&'static str, String)> {
+        vec![
+            ("number out of range", r#"{"x":1e999}"#.to_owned()),
+            ("lone surrogate", r#"{"s":"\ud800"}"#.to_owned()),
+            ("lone trailing surrogate", r#"["\udc00x"]"#.to_owned()),
+            (
+                "nested 200 deep",
+                format!("{}{}", "[".repeat(200), "]".repeat(200)),
+            ),
+            (
+                "objects nested 129 deep",
+                format!("{}1{}", r#"{"a":"#.repeat(129), "}".repeat(129)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn what_is_accepted_is_what_json_parses() {
+        for (what, text) in unparseable() {
+            assert!(
+                serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok(),
+                "{what}: the syntax-only check used to accept it"
+            );
+            assert!(serde_json::from_str::<Value>(&text).is_err(), "{what}");
+            let e = Metadata::from_json_str(&text).expect_err(what);
+            assert!(e.to_string().contains("invalid JSON"), "{what}: {e}");
+            assert!(Metadata::from_raw_unchecked(Bytes::from(text))
+                .check()
+                .is_err());
+        }
+        for ok in [
+            r#"{"x":1e300,"s":"\ud83d\ude00","n":-0.0}"#.to_owned(),
+            format!("{}{}", "[".repeat(127), "]".repeat(127)),
+        ] {
+            let m = Metadata::from_json_str(&ok).expect("accepted");
+            m.json().expect("and parseable");
+        }
+    }
+
+    #[test]
+    fn values_too_deep_to_read_back_fail_the_check() {
+        let mut v = Value::Null;
+        for _ in 0..200 {
+            v = Value::Array(vec![v]);
+        }
+        let m = Metadata::from_value(v);
+        assert!(m.check().is_err());
+        Metadata::from_value(serde_json::json!({"a": [1, 2]}))
+            .check()
+            .expect("shallow value");
     }
 
     #[test]

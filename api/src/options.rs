@@ -119,7 +119,10 @@ pub struct ConsumerOptions {
     pub data_allocator: Option<DataAllocator>,
     /// Partitions to consume (`None`: all).
     pub partitions: Option<Vec<usize>>,
-    /// Threads prefetching events (`None`: the driver's default).
+    /// Threads prefetching the next batch while the application processes the current one.
+    /// `None` (like a pool of 0 threads): no prefetching, each refill runs on the thread that
+    /// pulls. Unlike producers, consumers never use the driver's default pool (the files
+    /// driver's `thread_count` is for storing producers' batches).
     pub thread_pool: Option<ThreadPool>,
 }
 

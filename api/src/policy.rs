@@ -39,18 +39,14 @@ pub trait Serializer: Send + Sync {
     fn deserialize(&self, bytes: Bytes) -> Result<Metadata>;
 }
 
-/// Default validator: metadata must be JSON (already guaranteed for string input, so this costs
-/// nothing for validated metadata).
+/// Default validator: metadata must be JSON that consumers can parse with [`Metadata::json`]
+/// (see [`Metadata::check`]; free for metadata built from a checked string).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonValidator;
 
 impl Validator for JsonValidator {
     fn validate(&self, metadata: &Metadata, _data: &DataView) -> Result<()> {
-        if metadata.has_raw() || metadata.is_parsed() {
-            Ok(())
-        } else {
-            metadata.json().map(|_| ())
-        }
+        metadata.check()
     }
 }
 
@@ -157,12 +153,53 @@ fn spec_type<'a>(spec: &'a Value, key: &str) -> Result<&'a str> {
     }
 }
 
+/// Topic option keys (dotted) whose value is a string: a command line that parses option
+/// values as JSON must keep the text of these (a field named `2024` is not the number 2024).
+pub const STRING_OPTION_KEYS: &[&str] = &[
+    "validator",
+    "validator.type",
+    "partition_selector",
+    "partition_selector.type",
+    "partition_selector.field",
+    "serializer",
+    "serializer.type",
+];
+
+/// Refuses keys of an object spec other than `type` and `known` (`key` names the spec).
+fn check_spec_keys(spec: &Value, key: &str, kind: &str, known: &[&str]) -> Result<()> {
+    let Value::Object(o) = spec else {
+        return Ok(());
+    };
+    match o
+        .keys()
+        .find(|k| k.as_str() != "type" && !known.contains(&k.as_str()))
+    {
+        None => Ok(()),
+        Some(k) => {
+            let mut all = vec!["type"];
+            all.extend_from_slice(known);
+            Err(Error::option(
+                format!("{key}.{k}"),
+                format!(
+                    "unknown option of {key} \"{kind}\" (known: {})",
+                    all.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
 /// Builds a validator from its spec: `"default"`/`"json"`, or
-/// `{"type": "required_fields", "fields": [...]}`.
+/// `{"type": "required_fields", "fields": [...]}`. Unknown keys are errors.
 pub fn validator_from_spec(spec: &Value) -> Result<Arc<dyn Validator>> {
-    match spec_type(spec, "validator")? {
-        "default" | "json" => Ok(Arc::new(JsonValidator)),
+    let kind = spec_type(spec, "validator")?;
+    match kind {
+        "default" | "json" => {
+            check_spec_keys(spec, "validator", kind, &[])?;
+            Ok(Arc::new(JsonValidator))
+        }
         "required_fields" => {
+            check_spec_keys(spec, "validator", kind, &["fields"])?;
             let fields = spec
                 .get("fields")
                 .and_then(Value::as_array)
@@ -184,11 +221,16 @@ pub fn validator_from_spec(spec: &Value) -> Result<Arc<dyn Validator>> {
 }
 
 /// Builds a partition selector from its spec: `"default"`/`"round_robin"`, or
-/// `{"type": "key_hash", "field": "name"}`.
+/// `{"type": "key_hash", "field": "name"}`. Unknown keys are errors.
 pub fn partition_selector_from_spec(spec: &Value) -> Result<Arc<dyn PartitionSelector>> {
-    match spec_type(spec, "partition_selector")? {
-        "default" | "round_robin" => Ok(Arc::new(RoundRobinSelector::default())),
+    let kind = spec_type(spec, "partition_selector")?;
+    match kind {
+        "default" | "round_robin" => {
+            check_spec_keys(spec, "partition_selector", kind, &[])?;
+            Ok(Arc::new(RoundRobinSelector::default()))
+        }
         "key_hash" => {
+            check_spec_keys(spec, "partition_selector", kind, &["field"])?;
             let field = spec
                 .get("field")
                 .and_then(Value::as_str)
@@ -206,10 +248,14 @@ pub fn partition_selector_from_spec(spec: &Value) -> Result<Arc<dyn PartitionSel
     }
 }
 
-/// Builds a serializer from its spec: `"default"`/`"json"`.
+/// Builds a serializer from its spec: `"default"`/`"json"`. Unknown keys are errors.
 pub fn serializer_from_spec(spec: &Value) -> Result<Arc<dyn Serializer>> {
-    match spec_type(spec, "serializer")? {
-        "default" | "json" => Ok(Arc::new(JsonSerializer)),
+    let kind = spec_type(spec, "serializer")?;
+    match kind {
+        "default" | "json" => {
+            check_spec_keys(spec, "serializer", kind, &[])?;
+            Ok(Arc::new(JsonSerializer))
+        }
         other => Err(Error::option(
             "serializer",
             format!("unknown serializer \"{other}\" (known: default, json)"),
@@ -305,6 +351,46 @@ mod tests {
         let e = validator_from_spec(&json!("nope")).err().expect("error");
         assert!(e.to_string().contains("unknown validator \"nope\""), "{e}");
         assert!(serializer_from_spec(&json!(42)).is_err());
+    }
+
+    #[test]
+    fn json_validator_rejects_what_consumers_cannot_parse() {
+        let v = validator_from_spec(&json!("json")).expect("spec");
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for text in [r#"{"x":1e999}"#, r#"{"s":"\ud800"}"#, deep.as_str()] {
+            // Built unchecked, as a driver or a forwarding application may do.
+            let m = Metadata::from_raw_unchecked(Bytes::copy_from_slice(text.as_bytes()));
+            let e = v.validate(&m, &DataView::new()).expect_err(text);
+            assert!(e.to_string().contains("invalid JSON"), "{text}: {e}");
+        }
+        let ok = Metadata::from_raw_unchecked(Bytes::from_static(br#"{"x":1}"#));
+        v.validate(&ok, &DataView::new()).expect("valid");
+        ok.json().expect("parseable");
+    }
+
+    #[test]
+    fn unknown_spec_keys_are_refused_by_every_policy() {
+        let e =
+            partition_selector_from_spec(&json!({"type": "key_hash", "field": "k", "feild": 1}))
+                .err()
+                .expect("unknown key");
+        let msg = e.to_string();
+        assert!(msg.contains("partition_selector.feild"), "{msg}");
+        assert!(msg.contains("known: type, field"), "{msg}");
+        for bad in [
+            json!({"type": "round_robin", "field": "k"}),
+            json!({"field": "k"}),
+        ] {
+            assert!(partition_selector_from_spec(&bad).is_err(), "{bad}");
+        }
+        assert!(
+            validator_from_spec(&json!({"type": "required_fields", "fields": [], "x": 1})).is_err()
+        );
+        assert!(validator_from_spec(&json!({"type": "json", "fields": []})).is_err());
+        assert!(serializer_from_spec(&json!({"type": "json", "pretty": true})).is_err());
+        partition_selector_from_spec(&json!({"type": "key_hash", "field": "k"}))
+            .expect("known keys");
+        validator_from_spec(&json!({"type": "required_fields", "fields": ["a"]})).expect("known");
     }
 
     #[test]

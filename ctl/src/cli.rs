@@ -15,7 +15,9 @@ Dynamic options:
                             partitions, thread_count, data
 
   `--<scope>.<key>=<value>` works too. Values are parsed as JSON when they are valid JSON
-  (3, true, [0,1], \"quoted\"), otherwise taken as strings. Dotted keys nest:
+  (3, true, [0,1], \"quoted\"), otherwise taken as strings; string options (root_path,
+  policy names, partition_selector.field) keep their text: --driver.root_path 2024 is the
+  directory 2024. Dotted keys nest:
   --topic.validator.type required_fields gives {\"validator\": {\"type\": \"required_fields\"}}.
   Options from --driver-config / --topic-config files are merged with command-line options,
   the command line winning.";
@@ -42,6 +44,31 @@ pub enum Command {
     /// `<partition> <id> <metadata-json> [<data-length>]`.
     #[command(after_help = OPTION_SYNTAX)]
     Consume(ConsumeArgs),
+    /// Manage a consumer name's acknowledgements.
+    #[command(subcommand)]
+    Consumer(ConsumerCommand),
+}
+
+/// `consumer` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConsumerCommand {
+    /// Forget a consumer name's acknowledgements (files driver): its next run starts from the
+    /// first event of every partition, so events it already processed are delivered again.
+    /// This is the way out when its acknowledgement file is damaged. Run it while no consumer
+    /// of that name is running.
+    #[command(after_help = OPTION_SYNTAX)]
+    Reset(ConsumerArgs),
+}
+
+/// A driver, a topic and a consumer name.
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub topic: TopicArgs,
+    /// Consumer name.
+    #[arg(long, value_name = "NAME")]
+    pub consumer: String,
 }
 
 /// `topic` subcommands.
@@ -75,7 +102,9 @@ pub enum TopicCommand {
 /// How to reach the streaming engine.
 #[derive(Debug, Args)]
 pub struct DriverArgs {
-    /// Driver to use (e.g. `files`); its options are given with --driver.<key> <value>.
+    /// Driver to use (e.g. `files`; `NAME:LIBRARY.so` loads driver NAME from a driver library,
+    /// and an unknown NAME is looked for as libNAME.so on LD_LIBRARY_PATH); its options are
+    /// given with --driver.<key> <value>.
     #[arg(long, value_name = "NAME")]
     pub driver: String,
     /// JSON file holding driver options (merged with --driver.<key> options, which win).

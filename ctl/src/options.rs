@@ -5,7 +5,9 @@
 //! `producer` and `consumer`) is removed and collected into a JSON object per scope; the
 //! remaining arguments go to clap. Dotted keys nest (`--topic.validator.type x` gives
 //! `{"validator": {"type": "x"}}`) and values are JSON when they parse as JSON, strings
-//! otherwise.
+//! otherwise. Options whose type is string (a path, a field name: listed by the driver or the
+//! API, see [`PreScan::take_typed`]) keep their text when it would parse as a number, a boolean
+//! or `null`: `--driver.root_path 2024` is the directory `2024`.
 
 use std::ffi::OsString;
 
@@ -56,6 +58,8 @@ pub struct ScopeOptions {
     pub values: Map<String, Value>,
     /// The flags they came from (e.g. `--driver.root_path`), in command-line order.
     pub flags: Vec<String>,
+    /// Every option as given: dotted key path and value text, in command-line order.
+    entries: Vec<(Vec<String>, String)>,
 }
 
 /// The result of the pre-scan: dynamic options per scope and the arguments left for clap.
@@ -75,6 +79,38 @@ impl PreScan {
     /// Takes the options given for `scope`, as a JSON object.
     pub fn take(&mut self, scope: Scope) -> Map<String, Value> {
         std::mem::take(&mut self.scopes[scope.index()].values)
+    }
+
+    /// Like [`PreScan::take`], but the options whose dotted key is in `string_keys` keep their
+    /// text when it would parse as a number, a boolean or `null` (a JSON string, object or
+    /// array is still taken as JSON: `'"quoted"'`, `'{"type": ...}'`).
+    pub fn take_typed(&mut self, scope: Scope, string_keys: &[&str]) -> Map<String, Value> {
+        let slot = std::mem::take(&mut self.scopes[scope.index()]);
+        let is_text = |path: &[String], text: &str| {
+            string_keys.contains(&path.join(".").as_str())
+                && matches!(
+                    parse_value(text),
+                    Value::Number(_) | Value::Bool(_) | Value::Null
+                )
+        };
+        if !slot.entries.iter().any(|(path, text)| is_text(path, text)) {
+            return slot.values;
+        }
+        // Replay the options in order with the typed values. Only scalars change type, so the
+        // replay meets exactly the conflicts the scan already accepted: none.
+        let mut values = Map::new();
+        for (path, text) in &slot.entries {
+            let value = if is_text(path, text) {
+                Value::String(text.clone())
+            } else {
+                parse_value(text)
+            };
+            let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+            if insert_path(&mut values, &segments, value, "").is_err() {
+                return slot.values;
+            }
+        }
+        values
     }
 
     /// Fails if options were given for a scope the command does not use.
@@ -131,6 +167,8 @@ where
         };
         let slot = &mut out.scopes[scope.index()];
         insert_path(&mut slot.values, &path, parse_value(&value), &flag)?;
+        slot.entries
+            .push((path.iter().map(|s| (*s).to_owned()).collect(), value));
         slot.flags.push(flag);
     }
     Ok(out)
@@ -297,6 +335,55 @@ mod tests {
         assert_eq!(
             Value::Object(p.take(Scope::Consumer)),
             json!({"partitions": [0, 1]})
+        );
+    }
+
+    #[test]
+    fn string_typed_options_keep_their_text() {
+        let mut p = scan(&[
+            "--driver.root_path",
+            "2024",
+            "--driver.thread_count",
+            "2",
+            "--topic.partition_selector.type",
+            "key_hash",
+            "--topic.partition_selector.field=true",
+            "--topic.validator",
+            "{\"type\":\"json\"}",
+            "--topic.num_partitions",
+            "3",
+        ])
+        .expect("scan");
+        assert_eq!(
+            Value::Object(p.take_typed(Scope::Driver, &["root_path"])),
+            json!({"root_path": "2024", "thread_count": 2})
+        );
+        assert_eq!(
+            Value::Object(p.take_typed(Scope::Topic, diaspora_api::STRING_OPTION_KEYS)),
+            json!({
+                "partition_selector": {"type": "key_hash", "field": "true"},
+                "validator": {"type": "json"},
+                "num_partitions": 3
+            })
+        );
+        for (text, expected) in [
+            ("null", json!("null")),
+            ("-1.50", json!("-1.50")),
+            ("\"quoted\"", json!("quoted")),
+            ("/data/2024", json!("/data/2024")),
+        ] {
+            let mut p = scan(&["--driver.root_path", text]).expect("scan");
+            assert_eq!(
+                Value::Object(p.take_typed(Scope::Driver, &["root_path"])),
+                json!({ "root_path": expected }),
+                "{text}"
+            );
+        }
+        // Keys not declared as strings are still JSON.
+        let mut p = scan(&["--driver.root_path", "2024"]).expect("scan");
+        assert_eq!(
+            Value::Object(p.take_typed(Scope::Driver, &[])),
+            json!({"root_path": 2024})
         );
     }
 

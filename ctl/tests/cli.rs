@@ -532,3 +532,255 @@ fn verify_reports_clean_topics_and_damaged_records() {
         .fails_with("only available with the files driver");
     run(&["topic", "verify", "--name", "missing"]).fails_with("not found");
 }
+
+/// `produce --stdin` refuses lines that are JSON syntax but that consumers could not parse
+/// (number out of range, lone surrogate, nesting beyond the parser's limit), naming the line;
+/// the events before it are stored and every stored event reads back.
+#[test]
+fn produce_refuses_metadata_consumers_cannot_parse() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    ctl(&with_root(&["topic", "create", "--name", "t"], root)).ok();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for bad in [r#"{"x":1e999}"#, r#"{"s":"\ud800"}"#, deep.as_str()] {
+        let input = format!("{{\"ok\":1}}\n{bad}\n{{\"ok\":2}}\n");
+        let run = ctl_stdin(
+            &with_root(&["produce", "--name", "t", "--stdin"], root),
+            &input,
+        );
+        run.fails_with("line 2 of standard input")
+            .fails_with("invalid JSON");
+        ctl(&with_root(
+            &["produce", "--name", "t", "--metadata", bad],
+            root,
+        ))
+        .fails_with("invalid --metadata");
+    }
+    let consumed = ctl(&with_root(
+        &[
+            "consume",
+            "--name",
+            "t",
+            "--consumer",
+            "c",
+            "--timeout-ms",
+            "300",
+        ],
+        root,
+    ))
+    .ok();
+    assert_eq!(
+        consumed.lines(),
+        ["0 0 {\"ok\":1}", "0 1 {\"ok\":1}", "0 2 {\"ok\":1}"],
+        "only the lines before each bad one are stored"
+    );
+}
+
+fn ctl_in(cwd: &Path, args: &[&str]) -> Run {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run diaspora-ctl")
+        .into()
+}
+
+/// A root path that looks like JSON (`2024`, `true`, `null`) is a directory name, not a type
+/// error; string-typed topic options (a key_hash field named `2024`) keep their text too.
+#[test]
+fn path_and_string_options_that_look_like_json_are_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for root in ["2024", "true", "null", "1e3"] {
+        let run = |args: &[&str]| {
+            let mut v = args.to_vec();
+            v.extend(["--driver", "files", "--driver.root_path", root]);
+            ctl_in(dir.path(), &v)
+        };
+        run(&[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic.num_partitions",
+            "4",
+            "--topic.partition_selector.type",
+            "key_hash",
+            "--topic.partition_selector.field",
+            "2024",
+        ])
+        .ok();
+        assert!(
+            dir.path().join(root).join("t").join("topic.json").is_file(),
+            "topic not created under the directory {root:?}"
+        );
+        let produced = ctl_stdin_in(
+            dir.path(),
+            &[
+                "produce",
+                "--name",
+                "t",
+                "--stdin",
+                "--driver",
+                "files",
+                "--driver.root_path",
+                root,
+            ],
+            "{\"2024\":\"a\"}\n{\"2024\":\"a\"}\n",
+        )
+        .ok();
+        assert_eq!(produced.stdout.trim(), "produced 2 events");
+        let described = run(&["topic", "describe", "--name", "t"]).ok();
+        let d: Value = serde_json::from_str(&described.stdout).expect("JSON");
+        assert_eq!(d["options"]["partition_selector"]["field"], "2024");
+        let per_partition: Vec<u64> = d["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["info"]["num_events"].as_u64().expect("count"))
+            .collect();
+        assert_eq!(per_partition.iter().sum::<u64>(), 2);
+        assert!(
+            per_partition.contains(&2),
+            "same key, same partition: {per_partition:?}"
+        );
+        run(&["topic", "verify", "--name", "t"]).ok();
+        let listed = run(&["topic", "list"]).ok();
+        assert_eq!(listed.lines(), ["t"]);
+    }
+    // Quoting still works, and options that are not strings are still typed.
+    ctl_in(
+        dir.path(),
+        &[
+            "topic",
+            "list",
+            "--driver",
+            "files",
+            "--driver.root_path",
+            "\"2024\"",
+            "--driver.thread_count",
+            "yes",
+        ],
+    )
+    .fails_with("driver.thread_count");
+}
+
+/// Policy specs refuse keys they do not know, key_hash included.
+#[test]
+fn key_hash_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    ctl(&with_root(
+        &[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic.partition_selector.type",
+            "key_hash",
+            "--topic.partition_selector.field",
+            "k",
+            "--topic.partition_selector.feild",
+            "k",
+        ],
+        root,
+    ))
+    .fails_with("partition_selector.feild");
+    ctl(&with_root(&["topic", "list"], root)).ok();
+    assert!(ctl(&with_root(&["topic", "list"], root)).lines().is_empty());
+}
+
+fn ctl_stdin_in(cwd: &Path, args: &[&str], input: &str) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora-ctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait").into()
+}
+
+/// An acknowledgement file whose two slots are damaged stops `consume` with an error that
+/// gives the command to recover; running that command lets the consumer start over.
+#[test]
+fn damaged_acks_name_the_reset_command_which_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = path_str(dir.path());
+    let run = |args: &[&str]| ctl(&with_root(args, root));
+    run(&[
+        "topic",
+        "create",
+        "--name",
+        "t",
+        "--topic.num_partitions",
+        "2",
+    ])
+    .ok();
+    run(&["produce", "--name", "t", "--count", "6"]).ok();
+    let consume = || {
+        run(&[
+            "consume",
+            "--name",
+            "t",
+            "--consumer",
+            "c",
+            "--timeout-ms",
+            "300",
+        ])
+    };
+    assert_eq!(consume().ok().lines().len(), 6);
+    assert!(consume().ok().lines().is_empty(), "all acknowledged");
+    let acks = dir.path().join("t/consumers/c.acks");
+    let mut bytes = std::fs::read(&acks).expect("acks file");
+    let slot = bytes.len() / 2;
+    bytes[24] ^= 0xff;
+    bytes[slot + 24] ^= 0xff;
+    std::fs::write(&acks, &bytes).expect("damage both slots");
+    let failed = consume().fails_with("no valid acknowledgement slot");
+    let hint = format!(
+        "diaspora-ctl consumer reset --name t --consumer c --driver files --driver.root_path {root}"
+    );
+    assert!(failed.stderr.contains(&hint), "{}", failed.stderr);
+    // Run the command exactly as printed.
+    let printed = failed
+        .stderr
+        .split('`')
+        .nth(1)
+        .expect("command in backquotes");
+    let words: Vec<&str> = printed.split_whitespace().skip(1).collect();
+    let reset = ctl(&words).ok();
+    assert!(
+        reset.stdout.contains("reset consumer c of topic t"),
+        "{}",
+        reset.stdout
+    );
+    assert_eq!(
+        consume().ok().lines().len(),
+        6,
+        "starts over from the first event"
+    );
+    assert!(consume().ok().lines().is_empty());
+    // Other consumers are untouched; the command refuses what it cannot do.
+    run(&["consumer", "reset", "--name", "nope", "--consumer", "c"]).fails_with("not found");
+    ctl(&[
+        "consumer",
+        "reset",
+        "--name",
+        "t",
+        "--consumer",
+        "c",
+        "--driver",
+        "other",
+    ])
+    .fails_with("only available with the files driver");
+    run(&["consumer", "reset", "--name", "t", "--consumer", "../x"])
+        .fails_with("invalid consumer name");
+}

@@ -94,7 +94,7 @@ impl FilesConsumer {
                 ));
             }
         }
-        let acks = AckStore::load(&topic.ack_path(name), n, topic.config.sync)?;
+        let acks = AckStore::load(&topic.ack_path(name), n, &partitions, topic.config.sync)?;
         let start = acks.next_offsets();
         let records_per_refill = match options.batch_size {
             BatchSize::Adaptive => ADAPTIVE_RECORDS,

@@ -20,6 +20,10 @@ pub struct FilesDriverOptions {
 }
 
 impl FilesDriverOptions {
+    /// Options whose value is a string (a path): a command line that parses values as JSON
+    /// must keep their text (`--driver.root_path 2024` is the directory `2024`).
+    pub const STRING_KEYS: &'static [&'static str] = &["root_path"];
+
     /// Parses `{"root_path": "...", "thread_count": N}`; unknown keys are errors.
     pub fn from_json(v: &Value) -> Result<Self> {
         let empty = serde_json::Map::new();

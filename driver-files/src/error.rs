@@ -60,6 +60,28 @@ pub enum FilesError {
         /// What was refused ("append", "seal", "repair").
         op: &'static str,
     },
+    /// A consumer's acknowledgement file has no usable slot: its position is unknown.
+    #[error(
+        "{path}: acknowledgements are unusable: {reason}. To restart this consumer name from \
+         the first event of every partition (events it already processed are delivered again), \
+         run `{reset}`"
+    )]
+    DamagedAcks {
+        /// The file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+        /// The command that resets the consumer.
+        reset: String,
+    },
+    /// A consumer acknowledged a partition it does not consume.
+    #[error("{path}: partition {partition} is not one this consumer consumes")]
+    NotConsumed {
+        /// The acknowledgement file.
+        path: PathBuf,
+        /// The partition.
+        partition: usize,
+    },
     /// A JSON configuration file is unreadable.
     #[error("{path}: invalid configuration: {source}")]
     BadConfig {
@@ -89,7 +111,8 @@ impl From<FilesError> for diaspora_api::Error {
             }
             other @ (FilesError::BadHeader { .. }
             | FilesError::CorruptRecord { .. }
-            | FilesError::OutOfRange { .. }) => diaspora_api::Error::Corrupted(other.to_string()),
+            | FilesError::OutOfRange { .. }
+            | FilesError::DamagedAcks { .. }) => diaspora_api::Error::Corrupted(other.to_string()),
             FilesError::Sealed { path } => diaspora_api::Error::TopicComplete(topic_of(&path)),
             other => diaspora_api::Error::driver(other),
         }

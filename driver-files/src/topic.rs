@@ -100,6 +100,25 @@ impl TopicConfig {
     }
 }
 
+/// Reads and checks the configuration of topic `name` under `root`, opening nothing else.
+pub fn load_config(root: &Path, name: &str) -> Result<TopicConfig> {
+    let cfg_path = root.join(name).join(TOPIC_CONFIG);
+    let text = match fs::read(&cfg_path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::TopicNotFound(name.to_owned()))
+        }
+        Err(e) => return Err(FilesError::io("read", &cfg_path, e).into()),
+    };
+    let options: Value = serde_json::from_slice(&text).map_err(|source| {
+        Error::from(FilesError::BadConfig {
+            path: cfg_path.clone(),
+            source,
+        })
+    })?;
+    TopicConfig::from_options(&options)
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn partition_dir(topic_dir: &Path, index: usize) -> PathBuf {
@@ -191,22 +210,7 @@ impl TopicShared {
     /// directory and configuration. Changes nothing.
     pub fn read_config(root: &Path, name: &str) -> Result<(PathBuf, TopicConfig)> {
         let dir = root.join(name);
-        let cfg_path = dir.join(TOPIC_CONFIG);
-        let text = match fs::read(&cfg_path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::TopicNotFound(name.to_owned()))
-            }
-            Err(e) => return Err(FilesError::io("read", &cfg_path, e).into()),
-        };
-        let options: Value = serde_json::from_slice(&text).map_err(|source| {
-            Error::from(FilesError::BadConfig {
-                path: cfg_path.clone(),
-                source,
-            })
-        })?;
-        let config = TopicConfig::from_options(&options)?;
-        Ok((dir, config))
+        Ok((dir, load_config(root, name)?))
     }
 
     /// Path of consumer `name`'s acknowledgement file.

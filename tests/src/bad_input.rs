@@ -37,6 +37,55 @@ pub fn malformed_json_metadata(f: &dyn DriverFixture) {
     crate::util::assert_nothing_more(&consumer, "only the valid event is stored");
 }
 
+/// Metadata that is JSON syntax but that `Metadata::json()` cannot parse (a number out of
+/// range, a lone surrogate, nesting deeper than the parser's limit) is refused by `push`,
+/// whatever the topic's validator and however the metadata was built; nothing is stored.
+pub fn unparseable_metadata_is_refused(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let plain = create_topic(&driver, "limits", 1);
+    driver
+        .create_topic(
+            "limits_fields",
+            json!({"num_partitions": 1,
+                   "validator": {"type": "required_fields", "fields": ["x"]}}),
+        )
+        .expect("create");
+    let fields = open_topic(&driver, "limits_fields");
+    let deep = format!(r#"{{"x":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+    let mut deep_value = json!(1);
+    for _ in 0..200 {
+        deep_value = json!([deep_value]);
+    }
+    for topic in [&plain, &fields] {
+        let producer = topic.producer().expect("producer");
+        for bad in [r#"{"x":1e999}"#, r#"{"x":"\ud800"}"#, deep.as_str()] {
+            let e = wait_for_err(producer.push(bad, ()), &format!("push({bad:.40})"));
+            assert!(
+                matches!(e.root(), Error::InvalidJson(_)),
+                "push({bad:.40}): expected InvalidJson, got {e:?}"
+            );
+            let unchecked = Metadata::from_raw_unchecked(diaspora_api::Bytes::from(bad.to_owned()));
+            let e = wait_for_err(producer.push(unchecked, ()), "push(unchecked)");
+            assert!(matches!(e.root(), Error::InvalidJson(_)), "{e:?}");
+        }
+        let e = wait_for_err(
+            producer.push(json!({"x": deep_value.clone()}), ()),
+            "push(deep value)",
+        );
+        assert!(matches!(e.root(), Error::InvalidJson(_)), "{e:?}");
+        let ok = producer.push(r#"{"x":1e300}"#, ());
+        flush(&producer);
+        assert_eq!(wait_for(ok, "valid push"), 0, "failed pushes take no id");
+        let consumer = topic.consumer("c").expect("consumer");
+        let e = pull(&consumer);
+        assert_eq!(
+            e.metadata().json().expect("parseable"),
+            &json!({"x": 1e300})
+        );
+        crate::util::assert_nothing_more(&consumer, "only the valid event is stored");
+    }
+}
+
 /// A topic's validator rejects events, also after a restart (policies are persisted).
 pub fn validator_rejects_and_persists(f: &dyn DriverFixture) {
     {

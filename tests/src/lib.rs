@@ -113,6 +113,7 @@ macro_rules! conformance_tests {
             }
             bad_input {
                 malformed_json_metadata,
+                unparseable_metadata_is_refused,
                 validator_rejects_and_persists,
                 unknown_driver,
                 invalid_topic_names,

@@ -2,12 +2,13 @@
 
 use diaspora_api::{Driver, TopicHandle};
 
-use crate::cli::{Command, DriverArgs, TopicCommand};
+use crate::cli::{Command, ConsumerCommand, DriverArgs, TopicCommand};
 use crate::config::resolve;
 use crate::error::CliError;
 use crate::options::{PreScan, Scope};
 
 mod consume;
+mod consumer;
 mod produce;
 mod topic;
 
@@ -22,13 +23,26 @@ pub fn run(command: Command, scan: PreScan) -> Result<(), CliError> {
         Command::Topic(TopicCommand::Repair(args)) => topic::repair(args, scan),
         Command::Produce(args) => produce::run(args, scan),
         Command::Consume(args) => consume::run(args, scan),
+        Command::Consumer(ConsumerCommand::Reset(args)) => consumer::reset(args, scan),
     }
 }
 
 /// Instantiates the driver from `--driver`, `--driver-config` and `--driver.<key>` options.
 fn open_driver(args: &DriverArgs, scan: &mut PreScan) -> Result<Driver, CliError> {
-    let options = resolve(args.driver_config.as_deref(), scan.take(Scope::Driver))?;
+    let options = resolve(args.driver_config.as_deref(), driver_options(args, scan))?;
     Ok(Driver::new(&args.driver, options)?)
+}
+
+/// The `--driver.<key>` options, typed as the driver declares (string options keep their text).
+fn driver_options(
+    args: &DriverArgs,
+    scan: &mut PreScan,
+) -> serde_json::Map<String, serde_json::Value> {
+    let string_keys: &[&str] = match args.driver.as_str() {
+        "files" => diaspora_driver_files::FilesDriverOptions::STRING_KEYS,
+        _ => &[],
+    };
+    scan.take_typed(Scope::Driver, string_keys)
 }
 
 /// Instantiates the driver and opens a topic.

@@ -16,7 +16,10 @@ pub fn create(args: CreateArgs, mut scan: PreScan) -> Result<(), CliError> {
     scan.reject_unused(&[Scope::Driver, Scope::Topic], "topic create")?;
     let name = &args.topic.name;
     validate_topic_name(name)?;
-    let options = resolve(args.topic_config.as_deref(), scan.take(Scope::Topic))?;
+    let options = resolve(
+        args.topic_config.as_deref(),
+        scan.take_typed(Scope::Topic, diaspora_api::STRING_OPTION_KEYS),
+    )?;
     let driver = open_driver(&args.topic.driver, &mut scan)?;
     driver.create_topic(name, options)?;
     print_line(format_args!("created topic {name}"))
@@ -80,7 +83,7 @@ fn files_root(
     }
     let options = resolve(
         args.driver.driver_config.as_deref(),
-        scan.take(Scope::Driver),
+        super::driver_options(&args.driver, scan),
     )?;
     Ok(diaspora_driver_files::FilesDriverOptions::from_json(&options)?.root_path)
 }
