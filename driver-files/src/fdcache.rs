@@ -196,21 +196,18 @@ mod tests {
         }
     }
 
-    fn opener(
-        cache: &FdCache,
+    fn opener<'a>(
+        cache: &'a FdCache,
         live: &Arc<AtomicU64>,
         opens: &Arc<AtomicU64>,
-    ) -> impl Fn(&Arc<Slot<Counted>>) -> Arc<Counted> {
-        let (cache_live, cache_opens) = (live.clone(), opens.clone());
-        let cache: *const FdCache = cache;
+    ) -> impl Fn(&Arc<Slot<Counted>>) -> Arc<Counted> + 'a {
+        let (live, opens) = (live.clone(), opens.clone());
         move |s| {
-            // SAFETY: the closure never outlives the cache it was built from (test-local).
-            let cache = unsafe { &*cache };
             cache
                 .get(s, || {
-                    cache_live.fetch_add(1, Ordering::SeqCst);
-                    cache_opens.fetch_add(1, Ordering::SeqCst);
-                    Ok::<_, ()>(Counted(cache_live.clone()))
+                    live.fetch_add(1, Ordering::SeqCst);
+                    opens.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, ()>(Counted(live.clone()))
                 })
                 .expect("open")
         }
