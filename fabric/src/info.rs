@@ -96,6 +96,9 @@ pub struct Hints {
     pub domain: Option<String>,
     /// Fabric name.
     pub fabric: Option<String>,
+    /// Local source address or host name (`fi_getinfo(node, NULL, FI_SOURCE)`), e.g.
+    /// `"127.0.0.1"` keeps tcp on loopback with an ephemeral port. Ignored when `None`.
+    pub source: Option<String>,
     /// Capability bits; default `FI_MSG | FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ |
     /// FI_REMOTE_WRITE`.
     pub caps: u64,
@@ -119,6 +122,7 @@ impl Default for Hints {
             provider: None,
             domain: None,
             fabric: None,
+            source: None,
             caps: flags::MSG
                 | flags::RMA
                 | flags::READ
@@ -141,6 +145,12 @@ impl Hints {
             provider: Some(provider.to_owned()),
             ..Hints::default()
         }
+    }
+
+    /// Sets the local source address (`FI_SOURCE`).
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = Some(source.to_owned());
+        self
     }
 
     /// Sets the domain name.
@@ -204,14 +214,26 @@ impl Info {
                 f.name = strdup(name)?;
             }
         }
+        let node = match &hints.source {
+            Some(s) => Some(
+                CString::new(s.as_str())
+                    .map_err(|_nul| Error::Invalid(format!("source {s:?} contains NUL")))?,
+            ),
+            None => None,
+        };
+        let (node_ptr, flags) = match &node {
+            Some(n) => (n.as_ptr(), flags::SOURCE),
+            None => (ptr::null(), 0),
+        };
         let mut out: *mut sys::fi_info = ptr::null_mut();
-        // SAFETY: valid hints and out pointer; NULL node/service.
+        // SAFETY: valid hints and out pointer; node is NULL or a NUL-terminated string that
+        // outlives the call; NULL service.
         let rc = unsafe {
             sys::fi_getinfo(
                 sys::fi_version(),
+                node_ptr,
                 ptr::null(),
-                ptr::null(),
-                0,
+                flags,
                 guard.head,
                 &mut out,
             )

@@ -19,6 +19,9 @@ fn info_reports_capabilities_of_each_provider() {
         eprintln!("{p}: {c:#?}");
         assert_eq!(c.provider, p);
         assert!(!c.fabric_name.is_empty() && !c.domain_name.is_empty());
+        if p.starts_with("tcp") {
+            assert_eq!(c.domain_name, "lo", "loopback only");
+        }
         assert!(c.max_msg_size > 0 && c.inject_size > 0, "{c:?}");
         assert!(c.tx_size > 0 && c.rx_size > 0, "{c:?}");
         assert!(c.tx_iov_limit >= 1 && c.rma_iov_limit >= 1, "{c:?}");

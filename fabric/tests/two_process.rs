@@ -1,0 +1,195 @@
+//! Two real processes: the test binary re-executes itself as the target (`child_target`), which
+//! prints its address and a region descriptor as hex; the parent reads and writes that memory
+//! and sends it a message, while the child keeps driving progress.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use diaspora_fabric::{Access, Address, MemoryRegion, PageBuf, RemoteRegion};
+use util::{hints, info, pattern, providers, retry, wait_for, Node, DEADLINE};
+
+const CHILD_ENV: &str = "DIASPORA_FABRIC_CHILD";
+const REGION: usize = 256 * 1024;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Not a test on its own: the body of the child process. Without the environment it returns.
+#[test]
+#[ignore = "helper re-executed by other tests"]
+fn child_target() {
+    let Ok(provider) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let info = info(&hints(&provider)).expect("provider present in child");
+    let mut n = Node::new(&info);
+    let mut buf = PageBuf::new(REGION).expect("alloc");
+    buf.copy_from_slice(&pattern(REGION, 42));
+    let target = MemoryRegion::register(&n.domain, buf, Access::REMOTE_READ | Access::REMOTE_WRITE)
+        .expect("reg");
+    let rbuf = MemoryRegion::register(&n.domain, vec![0u8; 64], Access::RECV).expect("reg");
+    // SAFETY: rbuf lives until the process exits, after its completion is read.
+    unsafe {
+        n.ep.post_recv(&rbuf.local_all().expect("seg"), 1)
+            .expect("recv")
+    };
+    let mut desc = Vec::new();
+    target.remote().expect("remote").encode_into(&mut desc);
+    println!(
+        "CHILD-READY {} {}",
+        n.ep.address().expect("addr"),
+        hex(&desc)
+    );
+    std::io::stdout().flush().expect("flush");
+    let start = Instant::now();
+    loop {
+        n.poll();
+        if let Some(c) = n.take(1) {
+            c.result.expect("recv ok");
+            assert_eq!(&rbuf.as_slice()[..c.len], b"bye");
+            let want = pattern(REGION / 2, 77);
+            let ok = target.as_slice()[..REGION / 2] == want[..]
+                && target.as_slice()[REGION / 2..] == pattern(REGION, 42)[REGION / 2..];
+            std::process::exit(if ok { 0 } else { 3 });
+        }
+        if start.elapsed() > DEADLINE {
+            std::process::exit(2);
+        }
+    }
+}
+
+fn spawn_child(provider: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "child_target",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, provider)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for the child's READY line: its address and region.
+fn ready(rx: &mpsc::Receiver<String>) -> (Address, RemoteRegion) {
+    let start = Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        let line = rx
+            .recv_timeout(left)
+            .expect("child READY line within the deadline");
+        // libtest prints "test child_target ... " before the child's own output on that line.
+        if let Some((_, rest)) = line.split_once("CHILD-READY ") {
+            let (addr, desc) = rest.split_once(' ').expect("two fields");
+            let (region, _) = RemoteRegion::decode(&unhex(desc)).expect("descriptor");
+            return (addr.parse().expect("address"), region);
+        }
+    }
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn two_processes_read_write_and_send_across() {
+    for p in providers() {
+        let Some(info) = info(&hints(&p)) else {
+            continue;
+        };
+        let (child, rx) = spawn_child(&p);
+        let mut child = KillOnDrop(child);
+        let (addr, region) = ready(&rx);
+        assert_eq!(addr.provider(), p);
+        let mut n = Node::new(&info);
+        let peer = n.av.insert(&addr).expect("insert child");
+
+        // Read all of the child's region.
+        let mut local = MemoryRegion::register(
+            &n.domain,
+            PageBuf::new(REGION).expect("alloc"),
+            Access::READ | Access::WRITE | Access::SEND,
+        )
+        .expect("reg");
+        // SAFETY: `local` outlives the wait for completion 10.
+        retry(&mut [&mut n], |n| unsafe {
+            n.ep.post_read(&[local.local_all().expect("seg")], peer, &[region], 10)
+        });
+        wait_for(&mut [&mut n], 0, 10)
+            .result
+            .expect("read from child");
+        assert!(
+            local.as_slice() == &pattern(REGION, 42)[..],
+            "{p}: read bytes differ"
+        );
+
+        // Write the first half, then tell the child to check it.
+        local.as_mut_slice()[..REGION / 2].copy_from_slice(&pattern(REGION / 2, 77));
+        let half = region.slice(0, REGION as u64 / 2).expect("slice");
+        // SAFETY: as above, completion 11.
+        retry(&mut [&mut n], |n| unsafe {
+            n.ep.post_write(
+                &[local.local(0..REGION / 2).expect("seg")],
+                peer,
+                &[half],
+                11,
+            )
+        });
+        wait_for(&mut [&mut n], 0, 11)
+            .result
+            .expect("write to child");
+        let mut bye = MemoryRegion::register(&n.domain, vec![0u8; 3], Access::SEND).expect("reg");
+        bye.as_mut_slice().copy_from_slice(b"bye");
+        // SAFETY: `bye` outlives the wait for completion 12.
+        retry(&mut [&mut n], |n| unsafe {
+            n.ep.post_send(&bye.local_all().expect("seg"), peer, 12)
+        });
+        wait_for(&mut [&mut n], 0, 12)
+            .result
+            .expect("send to child");
+
+        let start = Instant::now();
+        let status = loop {
+            n.poll();
+            if let Some(s) = child.0.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(start.elapsed() < DEADLINE, "{p}: child did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{p}: child saw wrong bytes or timed out"
+        );
+    }
+}
