@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use diaspora_fabric::{Access, Address, MemoryRegion, PageBuf, RemoteRegion};
-use util::{hints, info, pattern, providers, retry, wait_for, Node, DEADLINE};
+use diaspora_fabric::{Access, Address, MemoryRegion, PageBuf, RemoteRegion, UNKNOWN_OP};
+use util::{hints, info, pattern, providers, retry, wait_for, wait_for_any, Node, DEADLINE};
 
 const CHILD_ENV: &str = "DIASPORA_FABRIC_CHILD";
 const REGION: usize = 256 * 1024;
@@ -191,5 +191,137 @@ fn two_processes_read_write_and_send_across() {
             Some(0),
             "{p}: child saw wrong bytes or timed out"
         );
+    }
+}
+
+#[test]
+fn reads_from_a_killed_peer_fail_without_hanging() {
+    for p in providers() {
+        let Some(info) = info(&hints(&p)) else {
+            continue;
+        };
+        let (child, rx) = spawn_child(&p);
+        let child = KillOnDrop(child);
+        let (addr, region) = ready(&rx);
+        let mut n = Node::new(&info);
+        let peer = n.av.insert(&addr).expect("insert child");
+        const DEPTH: usize = 8;
+        let chunk = REGION / DEPTH;
+        let local = MemoryRegion::register(
+            &n.domain,
+            PageBuf::new(REGION).expect("alloc"),
+            Access::READ,
+        )
+        .expect("reg");
+        let post = |n: &Node, id: u64| {
+            let slot = (id as usize) % DEPTH;
+            let r = region
+                .slice((slot * chunk) as u64, chunk as u64)
+                .expect("slice");
+            // SAFETY: `local` outlives every completion on the success path: the loop below
+            // reads all of them before the explicit drops at the end (a failing assertion
+            // unwinds, and the test is lost anyway).
+            unsafe {
+                n.ep.post_read(
+                    &[local.local(slot * chunk..(slot + 1) * chunk).expect("seg")],
+                    peer,
+                    &[r],
+                    id,
+                )
+            }
+        };
+        // Keep DEPTH reads in flight; another thread kills the child with SIGKILL meanwhile.
+        // Posting goes on until the death shows (a failed post or completion), then the
+        // reads still in flight must all complete, within the deadline.
+        let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            // SAFETY: kill(2) on our own child's pid (not reaped yet, so not reused).
+            let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+            assert_eq!(rc, 0, "kill -9 the child");
+        });
+        let mut next = 0u64;
+        let mut in_flight = 0usize;
+        let (mut ok, mut failed, mut dead) = (0usize, Vec::new(), None::<Instant>);
+        let start = Instant::now();
+        loop {
+            while dead.is_none() && in_flight < DEPTH {
+                match post(&n, next) {
+                    Ok(()) => {
+                        next += 1;
+                        in_flight += 1;
+                    }
+                    Err(e) if e.is_retryable() => break,
+                    Err(e) => {
+                        eprintln!("{p}: post failed: {e}");
+                        dead = Some(Instant::now());
+                    }
+                }
+            }
+            n.poll();
+            for c in n.done.drain(..) {
+                in_flight = in_flight.saturating_sub(1);
+                match c.result {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        failed.push(e);
+                        dead.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+            if dead.is_some() && in_flight == 0 {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{p}: {in_flight} reads still pending {:?} after the death showed (ok {ok}, failed {})",
+                dead.map(|k| k.elapsed()),
+                failed.len()
+            );
+        }
+        killer.join().expect("killer thread");
+        let mut child = child;
+        let status = child.0.wait().expect("reap the child");
+        assert!(
+            status.code().is_none(),
+            "{p}: the child was killed by a signal"
+        );
+        assert!(
+            !failed.is_empty(),
+            "{p}: the death must surface as failed reads"
+        );
+        eprintln!(
+            "{p}: {ok} reads ok, {} failed around kill -9; drained {:?} after the first failure; first error: {}",
+            failed.len(),
+            dead.map(|k| k.elapsed()),
+            failed[0]
+        );
+        // A new read to the dead peer fails (at post or in its completion), within the deadline.
+        let start = Instant::now();
+        let id = next;
+        loop {
+            match post(&n, id) {
+                Ok(()) => {
+                    // shm 1.17 reports this error without its context (UNKNOWN_OP).
+                    let c = wait_for_any(&mut [&mut n], 0, &[id, UNKNOWN_OP]);
+                    let e = c.result.expect_err("a read from a dead process must fail");
+                    eprintln!("{p}: read after death: {e}");
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    n.poll();
+                    assert!(
+                        start.elapsed() < DEADLINE,
+                        "{p}: post after death keeps returning EAGAIN"
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{p}: post after death: {e}");
+                    break;
+                }
+            }
+        }
+        drop(n);
+        drop(local);
     }
 }
