@@ -88,6 +88,10 @@ fn addresses_roundtrip_as_text_and_refuse_other_providers() {
 fn pair(p: &str, force_ctx: bool) -> Option<(Node, Node)> {
     let mut h = hints(p);
     h.force_context_storage = force_ctx;
+    pair_with(h)
+}
+
+fn pair_with(h: diaspora_fabric::Hints) -> Option<(Node, Node)> {
     let info = info(&h)?;
     let a = Node::new(&info);
     let b = Node::new(&info);
@@ -168,10 +172,15 @@ fn send_recv_with_layer_context_storage() {
 }
 
 fn read_write(p: &str, force_ctx: bool) {
-    let Some((mut a, mut b)) = pair(p, force_ctx) else {
+    let Some((a, b)) = pair(p, force_ctx) else {
         return;
     };
+    read_write_on(a, b);
+}
+
+fn read_write_on(mut a: Node, mut b: Node) {
     let (to_b, _to_a) = connect(&a, &b);
+    let p = a.domain.caps().provider.clone();
     const LEN: usize = 1 << 20;
     let data = pattern(LEN, 7);
     let mut tbuf = PageBuf::new(LEN).expect("alloc");
@@ -198,7 +207,7 @@ fn read_write(p: &str, force_ctx: bool) {
     let c = wait_for(&mut [&mut a, &mut b], 0, 1);
     c.result.clone().expect("read completes");
     assert!(c.is_read());
-    assert!(local.as_slice() == &data[..], "read data differs");
+    assert!(local.as_slice() == &data[..], "{p}: read data differs");
 
     // Write a new pattern into the middle of the target.
     let mut local = local;
@@ -221,7 +230,7 @@ fn read_write(p: &str, force_ctx: bool) {
         t[..LEN / 4] == data[..LEN / 4],
         "bytes before the write changed"
     );
-    assert!(t[LEN / 4..LEN / 4 * 3] == fresh[..], "written bytes differ");
+    assert!(t[LEN / 4..LEN / 4 * 3] == fresh[..], "{p}: written bytes differ");
     assert!(
         t[LEN / 4 * 3..] == data[LEN / 4 * 3..],
         "bytes after the write changed"
@@ -232,6 +241,37 @@ fn read_write(p: &str, force_ctx: bool) {
 fn rma_read_and_write_of_registered_buffers() {
     for p in providers() {
         read_write(&p, false);
+    }
+}
+
+/// Asking for neither `FI_MR_VIRT_ADDR` nor `FI_MR_PROV_KEY` makes shm (which accepts that)
+/// use offset addressing and application-requested keys: both rule branches on a real provider
+/// (tcp returns neither bit anyway).
+#[test]
+fn rma_with_offset_addressing_and_requested_keys() {
+    use diaspora_fabric::flags;
+    for p in providers() {
+        let mut h = hints(&p);
+        h.mr_mode = flags::MR_LOCAL | flags::MR_ALLOCATED | flags::MR_ENDPOINT;
+        let Some((a, b)) = pair_with(h) else { continue };
+        let policy = a.domain.mr_policy();
+        assert_eq!(
+            policy.bits() & (flags::MR_VIRT_ADDR | flags::MR_PROV_KEY),
+            0,
+            "{p}"
+        );
+        let m = MemoryRegion::register(&b.domain, vec![0u8; 64], Access::REMOTE_READ).expect("reg");
+        let r = m.remote_range(16..32).expect("remote");
+        assert_eq!(r.addr(), 16, "{p}: offset addressing");
+        let m2 =
+            MemoryRegion::register(&b.domain, vec![0u8; 64], Access::REMOTE_READ).expect("reg");
+        assert_ne!(
+            m.key(),
+            m2.key(),
+            "{p}: requested keys are unique in a domain"
+        );
+        drop((m, m2));
+        read_write_on(a, b);
     }
 }
 
