@@ -10,7 +10,7 @@ use std::sync::Arc;
 use fabric_sys as sys;
 
 use crate::context::{ContextMode, ContextSlab};
-use crate::domain::{close_fid, Domain, DomainInner};
+use crate::domain::{close_fid, Domain, DomainInner, NotSync};
 use crate::error::{check, CompletionError, Error, FiErrno, Result};
 use crate::flags;
 
@@ -104,6 +104,7 @@ impl Drop for CqInner {
 /// A completion queue.
 pub struct Cq {
     pub(crate) inner: Arc<CqInner>,
+    _not_sync: NotSync,
 }
 
 impl Cq {
@@ -135,6 +136,7 @@ impl Cq {
                 ctx,
                 wait_fd,
             }),
+            _not_sync: NotSync::default(),
         })
     }
 

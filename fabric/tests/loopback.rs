@@ -230,7 +230,10 @@ fn read_write_on(mut a: Node, mut b: Node) {
         t[..LEN / 4] == data[..LEN / 4],
         "bytes before the write changed"
     );
-    assert!(t[LEN / 4..LEN / 4 * 3] == fresh[..], "{p}: written bytes differ");
+    assert!(
+        t[LEN / 4..LEN / 4 * 3] == fresh[..],
+        "{p}: written bytes differ"
+    );
     assert!(
         t[LEN / 4 * 3..] == data[LEN / 4 * 3..],
         "bytes after the write changed"
