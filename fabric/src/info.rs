@@ -198,7 +198,7 @@ impl Info {
             d.threading = hints.threading.raw();
             d.av_type = sys::FI_AV_TABLE;
             if let Some(p) = hints.data_progress {
-                d.data_progress = p.raw();
+                sys::diaspora_fi_domain_attr_set_data_progress(d, p.raw());
             }
             if let Some(p) = hints.control_progress {
                 d.control_progress = p.raw();
@@ -389,7 +389,8 @@ impl Capabilities {
                     .map(|d| Progress::from_raw(d.control_progress))
                     .unwrap_or(Progress::Unspec),
                 data_progress: da
-                    .map(|d| Progress::from_raw(d.data_progress))
+                    // SAFETY: d is a valid domain_attr (the caller's contract).
+                    .map(|d| Progress::from_raw(sys::diaspora_fi_domain_attr_get_data_progress(d)))
                     .unwrap_or(Progress::Unspec),
                 inject_size: tx.map(|t| t.inject_size).unwrap_or(0),
                 max_msg_size: ep.map(|e| e.max_msg_size).unwrap_or(0),
