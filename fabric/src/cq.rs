@@ -140,7 +140,7 @@ impl Cq {
         })
     }
 
-    /// Reads up to `max` (at most [`BATCH`]) completions, appending them to `out`; returns how
+    /// Reads up to `max` (at least 1, at most [`BATCH`]) completions, appending them to `out`; returns how
     /// many. 0 means none is ready. Reading also drives manual progress: call it regularly even
     /// when nothing was posted (a peer's RMA on our memory needs it).
     pub fn read(&self, out: &mut Vec<Completion>, max: usize) -> Result<usize> {
@@ -222,7 +222,8 @@ impl Cq {
     }
 
     /// The CQ's wait fd (`FI_WAIT_FD` + `fi_control(FI_GETWAIT)`), or `None` when the provider
-    /// has none (shm): then poll. Before sleeping on it, call [`Cq::trywait`].
+    /// has none (shm): then poll. Before sleeping on it, call [`Cq::trywait`]. The fd belongs to
+    /// the CQ: do not close it; it is valid while the CQ is open.
     pub fn wait_fd(&self) -> Option<RawFd> {
         self.inner.wait_fd
     }
@@ -230,6 +231,11 @@ impl Cq {
     /// `fi_trywait` on this CQ: `Ok(true)` means it is safe to block on [`Cq::wait_fd`];
     /// `Ok(false)` means completions may be pending (read the CQ first).
     pub fn trywait(&self) -> Result<bool> {
+        if self.inner.wait_fd.is_none() {
+            return Err(Error::Invalid(
+                "fi_trywait needs a CQ with a wait fd (this provider has none: poll it)".into(),
+            ));
+        }
         let mut fid = unsafe_fid(self.inner.fid);
         // SAFETY: a valid fabric and an array of one CQ fid of that fabric.
         let ret = unsafe { sys::fi_trywait(self.inner.domain.fabric.fid, &mut fid, 1) };

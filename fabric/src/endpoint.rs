@@ -114,6 +114,11 @@ impl Endpoint {
         Ok(Address::new(&self.inner.domain.caps().provider, buf)?)
     }
 
+    /// Capabilities of the provider entry the endpoint was opened from.
+    pub fn caps(&self) -> &crate::Capabilities {
+        self.inner.domain.caps()
+    }
+
     /// The provider's per-operation limits: (local regions, remote regions), capped at
     /// [`MAX_IOV`].
     pub fn iov_limits(&self) -> (usize, usize) {

@@ -496,3 +496,75 @@ fn bad_arguments_are_refused_before_libfabric() {
         let _ = a.av.insert(&short);
     }
 }
+
+/// tcp;ofi_rxm: the receiver sleeps in poll(2) on the CQ's wait fd after `fi_trywait` says it
+/// may, and wakes when the peer's message arrives (the sender drives its own progress in
+/// another thread).
+#[test]
+fn cq_wait_fd_wakes_a_sleeping_receiver() {
+    for p in providers() {
+        if !p.starts_with("tcp") {
+            eprintln!("{p}: no wait fd, nothing to test");
+            continue;
+        }
+        let Some((mut a, b)) = pair(&p, false) else {
+            continue;
+        };
+        let (to_b, _) = connect(&a, &b);
+        let fd = b.cq.wait_fd().expect("tcp wait fd");
+        let rmr = MemoryRegion::register(&b.domain, vec![0u8; 64], Access::RECV).expect("reg");
+        // SAFETY: rmr outlives the wait below.
+        unsafe {
+            b.ep.post_recv(&rmr.local_all().expect("seg"), 1)
+                .expect("recv")
+        };
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut smr =
+                MemoryRegion::register(&a.domain, vec![0u8; 4], Access::SEND).expect("reg");
+            smr.as_mut_slice().copy_from_slice(b"wake");
+            // SAFETY: smr outlives the wait for completion 2.
+            retry(&mut [&mut a], |a| unsafe {
+                a.ep.post_send(&smr.local_all().expect("seg"), to_b, 2)
+            });
+            wait_for(&mut [&mut a], 0, 2).result.expect("send");
+            // Keep progressing until the receiver is done with us (the Node drops here).
+            a
+        });
+        let start = std::time::Instant::now();
+        let (mut sleeps, mut woken) = (0, 0);
+        let mut done = Vec::new();
+        loop {
+            b.cq.read(&mut done, 8).expect("read");
+            if let Some(c) = done.iter().find(|c| c.op_id == 1) {
+                c.result.clone().expect("recv ok");
+                break;
+            }
+            assert!(
+                start.elapsed() < util::DEADLINE,
+                "{p}: no message (slept {sleeps}, woken {woken})"
+            );
+            if b.cq.trywait().expect("trywait") {
+                sleeps += 1;
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; bounded timeout.
+                let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+                if n > 0 {
+                    woken += 1;
+                }
+            }
+        }
+        let a = sender.join().expect("sender");
+        eprintln!("{p}: slept {sleeps} times, woken by the fd {woken} times");
+        assert!(
+            sleeps >= 1 && woken >= 1,
+            "{p}: the receiver never slept on / woke from the fd"
+        );
+        assert_eq!(&rmr.as_slice()[..4], b"wake");
+        drop(a);
+    }
+}
