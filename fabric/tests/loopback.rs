@@ -295,8 +295,12 @@ fn many_region_read_gathers_in_order() {
         let (liov, riov) = a.ep.iov_limits();
         eprintln!("{p}: iov limits local {liov} remote {riov}");
         let data = pattern(64 * 1024, 3);
-        let target =
-            MemoryRegion::register(&b.domain, data.clone(), Access::REMOTE_READ).expect("reg");
+        let target = MemoryRegion::register(
+            &b.domain,
+            data.clone(),
+            Access::REMOTE_READ | Access::REMOTE_WRITE,
+        )
+        .expect("reg");
         let remote = target.remote().expect("remote");
         let n_remote = riov.min(4);
         let n_local = liov.min(4);
@@ -329,6 +333,44 @@ fn many_region_read_gathers_in_order() {
             .flat_map(|&o| data[o as usize..(o + chunk) as usize].to_vec())
             .collect();
         assert!(got == want, "{p}: gathered bytes differ");
+        // Scatter them back, reversed, with one fi_writemsg: local segment i goes to the
+        // remote slices in reverse order.
+        let mut wlocals: Vec<_> = (0..n_local)
+            .map(|i| {
+                let mut m = MemoryRegion::register(&a.domain, vec![0u8; per_local], Access::WRITE)
+                    .expect("reg");
+                m.as_mut_slice()
+                    .copy_from_slice(&pattern(per_local, 50 + i as u8));
+                m
+            })
+            .collect();
+        let wsegs: Vec<_> = wlocals
+            .iter_mut()
+            .map(|m| m.local_all().expect("seg"))
+            .collect();
+        let back: Vec<RemoteRegion> = remotes.iter().rev().copied().collect();
+        // SAFETY: `wlocals` outlive the wait for completion 7.
+        retry(&mut [&mut a, &mut b], |a| unsafe {
+            a.ep.post_write(&wsegs, to_b, &back, 7)
+        });
+        wait_for(&mut [&mut a, &mut b], 0, 7)
+            .result
+            .expect("scatter write");
+        for _ in 0..100 {
+            b.poll();
+        }
+        let sent: Vec<u8> = wlocals.iter().flat_map(|m| m.as_slice().to_vec()).collect();
+        let mut expect = data.clone();
+        let mut cursor = 0;
+        for &o in offsets.iter().rev() {
+            let o = o as usize;
+            expect[o..o + chunk as usize].copy_from_slice(&sent[cursor..cursor + chunk as usize]);
+            cursor += chunk as usize;
+        }
+        assert!(
+            target.as_slice() == &expect[..],
+            "{p}: scattered bytes differ"
+        );
         // Over the limit is refused before libfabric sees it.
         let too_many: Vec<_> = vec![remote.slice(0, 1).expect("s"); riov + 1];
         let one = locals[0].local(0..riov + 1).expect("seg");
