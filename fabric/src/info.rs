@@ -92,7 +92,8 @@ pub struct Hints {
     /// Provider name (`"tcp;ofi_rxm"`, `"shm"`); `None` lets libfabric choose (honours
     /// `FI_PROVIDER`).
     pub provider: Option<String>,
-    /// Domain name (`"lo"` restricts tcp to loopback).
+    /// Domain name filter. Note: tcp;ofi_rxm 1.17 ignores it (`"lo"` still returns `eth0`);
+    /// use [`Hints::source`] (`"127.0.0.1"`) to stay on loopback.
     pub domain: Option<String>,
     /// Fabric name.
     pub fabric: Option<String>,
