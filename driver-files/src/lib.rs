@@ -28,6 +28,8 @@ mod producer;
 pub mod repair;
 mod sys;
 pub mod tail;
+#[cfg(test)]
+mod tests;
 pub mod topic;
 pub mod verify;
 
