@@ -2,7 +2,7 @@
 //! descriptor limit (`ulimit -n`).
 //!
 //! Each [`PartitionLog`](crate::partition::PartitionLog) opens its three files on first use and
-//! keeps them in a [`Slot`]. The cache counts slots holding open files; when a newly opened slot
+//! keeps them in a `Slot`. The cache counts slots holding open files; when a newly opened slot
 //! takes the count past the capacity, another slot is closed (its files close once no operation
 //! holds them: an append or read in progress keeps its `Arc`): a random one among those not used
 //! in the last `capacity / 8` accesses. Least-recently-used eviction would miss on every access
