@@ -296,6 +296,10 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
     // SAFETY: the pointers are valid for the call: `host` and `theirs` are stamps on our stack,
     // `registrar.ctx` is `found`, which `collect` alone uses during the call.
     let code = unsafe { entry(&host, &mut theirs, &registrar) };
+    // Once its code has run, the library is never unloaded, even when it is refused below:
+    // `dlclose` of a Rust library that may have registered thread-local destructors or left
+    // anything behind is a use-after-unmap waiting to happen.
+    loaded().lock().push(lib);
     if theirs != host || code == ENTRY_ABI_MISMATCH {
         return Err(fail(format!(
             "built for another ABI: the library has {}, this program has {} (rebuild the \
@@ -324,7 +328,6 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
         crate::driver::register_driver(&name, factory);
         names.push(name);
     }
-    loaded().lock().push(lib);
     Ok(names)
 }
 
