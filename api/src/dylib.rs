@@ -495,6 +495,10 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
     // SAFETY: the pointers are valid for the call: `host` and `theirs` are stamps on our stack,
     // `registrar.ctx` is `found`, which `collect` alone uses during the call.
     let code = unsafe { entry(&host, &mut theirs, &registrar) };
+    // Once its code has run, the library is never unloaded, even when it is refused below:
+    // `dlclose` of a Rust library that may have registered thread-local destructors or left
+    // anything behind is a use-after-unmap waiting to happen.
+    loaded().lock().push(lib);
     check_entry(library, ENTRY_SYMBOL, code, &theirs, &host)?;
     let mut names = Vec::with_capacity(found.len());
     for (name, factory) in found {
@@ -506,7 +510,6 @@ pub fn load_driver_library_as(library: &str, host: AbiStamp) -> Result<Vec<Strin
         crate::driver::register_driver(&name, factory);
         names.push(name);
     }
-    loaded().lock().push(lib);
     Ok(names)
 }
 
@@ -535,6 +538,8 @@ pub fn load_policy_library_as(
     };
     // SAFETY: as in `load_driver_library_as`, with `collect_policy` using `found`.
     let code = unsafe { entry(&host, &mut theirs, &registrar) };
+    // Never unloaded once its code ran, as for driver libraries.
+    loaded().lock().push(lib);
     check_entry(library, POLICY_ENTRY_SYMBOL, code, &theirs, &host)?;
     let mut out = Vec::with_capacity(found.len());
     for (code, name, factory) in found {
@@ -570,7 +575,6 @@ pub fn load_policy_library_as(
         }
         out.push((kind, name));
     }
-    loaded().lock().push(lib);
     Ok(out)
 }
 

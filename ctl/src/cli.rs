@@ -91,6 +91,12 @@ pub enum TopicCommand {
     /// (files driver). Prints a JSON report per partition; exits with 1 if anything is damaged.
     #[command(after_help = OPTION_SYNTAX)]
     Verify(TopicArgs),
+    /// Repair a files-driver topic: cut the torn tail of each index, and replace every damaged
+    /// record that `verify` reports by a tombstone that keeps its event id (ids are never
+    /// reused; the damaged events are lost and consumers report them as removed by repair).
+    /// Prints a JSON report per partition.
+    #[command(after_help = OPTION_SYNTAX)]
+    Repair(TopicArgs),
 }
 
 /// How to reach the streaming engine.

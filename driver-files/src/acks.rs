@@ -586,4 +586,23 @@ mod tests {
         );
         assert_eq!(read(&p, 2).expect("read"), vec![0, 0]);
     }
+
+    proptest::proptest! {
+        /// Arbitrary slot bytes: decoding never panics, and accepts only what encoding makes.
+        #[test]
+        fn arbitrary_slots_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80), n in 0usize..4, magic: bool) {
+            let mut bytes = bytes;
+            if magic && bytes.len() >= 8 {
+                bytes[..8].copy_from_slice(&ACK_MAGIC);
+            }
+            if let Ok((seq, next)) = decode(&bytes, n) {
+                proptest::prop_assert_eq!(encode(seq, &next), bytes);
+            }
+        }
+
+        #[test]
+        fn slots_roundtrip(seq: u64, next in proptest::collection::vec(proptest::prelude::any::<u64>(), 0..8)) {
+            proptest::prop_assert_eq!(decode(&encode(seq, &next), next.len()), Ok((seq, next.clone())));
+        }
+    }
 }

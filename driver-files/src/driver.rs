@@ -30,7 +30,8 @@ pub const DEFAULT_ROOT_PATH: &str = "diaspora_data";
 /// Options of the files driver.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilesDriverOptions {
-    /// Directory holding the topics (created if missing); default [`DEFAULT_ROOT_PATH`].
+    /// Directory holding the topics (created by the first topic creation; read-only uses never
+    /// create it); default [`DEFAULT_ROOT_PATH`].
     pub root_path: PathBuf,
     /// Background threads storing producers' batches when a producer gives no pool.
     pub thread_count: usize,
@@ -128,10 +129,9 @@ pub struct FilesDriver {
 }
 
 impl FilesDriver {
-    /// Opens (creating if needed) the root directory.
+    /// A driver over the root directory. Nothing is created until a topic is: listing,
+    /// describing, verifying and consuming work on a read-only tree and leave it untouched.
     pub fn new(options: FilesDriverOptions) -> Result<Self> {
-        fs::create_dir_all(&options.root_path)
-            .map_err(|e| Error::from(FilesError::io("mkdir", &options.root_path, e)))?;
         Ok(FilesDriver {
             root: options.root_path,
             pool: ThreadPool::new(options.thread_count),
@@ -164,8 +164,12 @@ impl DriverBackend for FilesDriver {
     }
 
     fn list_topics(&self) -> Result<Vec<String>> {
-        let entries = fs::read_dir(&self.root)
-            .map_err(|e| Error::from(FilesError::io("list", &self.root, e)))?;
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            // No root yet: no topic was ever created.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(FilesError::io("list", &self.root, e).into()),
+        };
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::from(FilesError::io("list", &self.root, e)))?;

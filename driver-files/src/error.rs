@@ -34,6 +34,32 @@ pub enum FilesError {
         /// What check failed.
         reason: String,
     },
+    /// A read would go outside its file: a record with impossible offsets.
+    #[error("{path}: bytes {start}..{end} are outside the file ({file_len} bytes)")]
+    OutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// First byte asked for.
+        start: u64,
+        /// One past the last byte asked for (saturated at `u64::MAX`).
+        end: u64,
+        /// Length of the file.
+        file_len: u64,
+    },
+    /// The partition was sealed (its topic marked complete): it accepts no more events.
+    #[error("{path}: partition is sealed (topic marked complete)")]
+    Sealed {
+        /// The partition directory.
+        path: PathBuf,
+    },
+    /// The partition's files could only be opened read-only (read-only mount or permissions).
+    #[error("{path}: partition is read-only, cannot {op}")]
+    ReadOnly {
+        /// The partition directory.
+        path: PathBuf,
+        /// What was refused ("append", "seal", "repair").
+        op: &'static str,
+    },
     /// A consumer's acknowledgement file has no usable slot: its position is unknown.
     #[error(
         "{path}: acknowledgements are unusable: {reason}. To restart this consumer name from \
@@ -85,10 +111,24 @@ impl From<FilesError> for diaspora_api::Error {
             }
             other @ (FilesError::BadHeader { .. }
             | FilesError::CorruptRecord { .. }
+            | FilesError::OutOfRange { .. }
             | FilesError::DamagedAcks { .. }) => diaspora_api::Error::Corrupted(other.to_string()),
+            FilesError::Sealed { path } => diaspora_api::Error::TopicComplete(topic_of(&path)),
             other => diaspora_api::Error::driver(other),
         }
     }
+}
+
+/// The topic name of a partition directory `<root>/<topic>/partitions/<index>`.
+fn topic_of(partition_dir: &std::path::Path) -> String {
+    partition_dir
+        .parent()
+        .and_then(|p| p.parent())
+        .and_then(|t| t.file_name())
+        .map_or_else(
+            || partition_dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
 }
 
 /// Result alias of the storage layer.

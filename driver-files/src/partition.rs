@@ -1,24 +1,36 @@
 //! One partition: an append-only log made of an index, a metadata and a data file.
 //!
-//! Writers append a whole batch under an exclusive `flock` on the index file (so several
-//! processes can produce into the same partition) after checking and cutting any torn tail left
-//! by a writer killed mid-batch. Readers need no lock: they only read records the index already
-//! counts, and verify every checksum before serving an event.
+//! [`PartitionLog`] is the reusable partition-log API (the files driver and the server store
+//! partitions with it). Writers append a whole batch under an exclusive `flock` on the index
+//! file (so several processes can produce into the same partition), after applying the
+//! crash-recovery rules of [`crate::tail`]: only a torn tail is cut, a committed record is never
+//! removed, ids only grow, and new bytes always go after the end of the files. Readers need no
+//! lock: they only read records the index already counts, and verify every checksum and every
+//! offset (checked arithmetic, bounded by the file lengths) before serving an event.
+//!
+//! Sealing ([`PartitionLog::seal`]) writes a `sealed` marker under the writer lock, and every
+//! append checks it under the same lock, so once `seal` returns no append (of any process) can
+//! succeed. Files are opened lazily through a bounded [`FdCache`]; they are opened read-only
+//! when the tree is not writable (read-only mount, permissions), for inspection.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use diaspora_api::{DataView, Segment};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{FilesError, FilesResult};
+use crate::fdcache::{FdCache, Slot};
 use crate::format::{
-    encode_header, header_is_valid, record_count, record_offset, IndexRecord, DATA_EXT, INDEX_EXT,
+    encode_header, header_problem, record_count, record_offset, IndexRecord, DATA_EXT, INDEX_EXT,
     INDEX_HEADER_SIZE, META_EXT, RECORD_SIZE, SEGMENT_BASE,
 };
 use crate::sys::{read_exact_at_into, write_all_vectored_at, FileLock};
+use crate::tail::{plan_tail, TailPlan};
 
 /// Events of one batch, ready to be appended.
 #[derive(Default)]
@@ -65,25 +77,26 @@ pub fn data_crc(data: &DataView) -> u32 {
     h.finalize()
 }
 
-/// Where the next append goes, as derived from the last valid index record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tail {
-    /// Number of valid records.
-    pub count: u64,
-    /// End of the last event's metadata.
-    pub meta_end: u64,
-    /// End of the last event's data.
-    pub data_end: u64,
+/// Name of the marker file of a sealed partition.
+pub const SEALED_MARKER: &str = "sealed";
+
+/// The three open files of a partition.
+pub(crate) struct Files {
+    pub(crate) index: File,
+    pub(crate) meta: File,
+    pub(crate) data: File,
+    writable: bool,
 }
 
 /// An open partition.
 pub struct PartitionLog {
     dir: PathBuf,
-    index: File,
-    meta: File,
-    data: File,
+    sealed_path: PathBuf,
+    slot: Arc<Slot<Files>>,
+    cache: Arc<FdCache>,
     /// Serializes writers of this process (flock does not exclude threads sharing a descriptor).
     write_lock: Mutex<()>,
+    sealed: AtomicBool,
     sync: bool,
     /// Calls of [`PartitionLog::sync_files`] that succeeded (tests of `flush_behavior`).
     syncs: std::sync::atomic::AtomicU64,
@@ -93,54 +106,105 @@ fn path_of(dir: &Path, ext: &str) -> PathBuf {
     dir.join(format!("{SEGMENT_BASE}.{ext}"))
 }
 
-fn open_file(path: &Path, create: bool) -> FilesResult<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| FilesError::io("open", path, e))
+fn is_read_only_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+    )
 }
 
-impl PartitionLog {
-    /// Creates the files of a new, empty partition in `dir` (which must exist).
-    pub fn create(dir: &Path) -> FilesResult<()> {
-        let index_path = path_of(dir, INDEX_EXT);
-        let index = open_file(&index_path, true)?;
-        index
-            .write_all_at(&encode_header(), 0)
-            .map_err(|e| FilesError::io("write", &index_path, e))?;
-        open_file(&path_of(dir, META_EXT), true)?;
-        open_file(&path_of(dir, DATA_EXT), true)?;
-        Ok(())
+impl Files {
+    /// Opens the files read-write, or read-only if the tree does not allow writing.
+    fn open(dir: &Path) -> FilesResult<Self> {
+        match Files::open_mode(dir, true) {
+            Err(FilesError::Io { source, .. }) if is_read_only_error(&source) => {
+                Files::open_mode(dir, false)
+            }
+            other => other,
+        }
     }
 
-    /// Opens the partition in `dir`; `sync` makes every append durable (fdatasync) before
-    /// its futures complete.
-    pub fn open(dir: &Path, sync: bool) -> FilesResult<Self> {
-        let index_path = path_of(dir, INDEX_EXT);
-        let index = open_file(&index_path, false)?;
+    fn open_mode(dir: &Path, writable: bool) -> FilesResult<Self> {
+        let open = |ext: &str| {
+            let path = path_of(dir, ext);
+            OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .open(&path)
+                .map_err(|e| FilesError::io("open", path, e))
+        };
+        let files = Files {
+            index: open(INDEX_EXT)?,
+            meta: open(META_EXT)?,
+            data: open(DATA_EXT)?,
+            writable,
+        };
         let mut header = [0u8; INDEX_HEADER_SIZE as usize];
-        let n = read_up_to(&index, &mut header, 0)
+        let index_path = path_of(dir, INDEX_EXT);
+        let n = read_up_to(&files.index, &mut header, 0)
             .map_err(|e| FilesError::io("read", &index_path, e))?;
         // A header shorter than 16 bytes can only come from a crash during creation; it is
         // rewritten by the first append. Anything else that is not our header is refused.
-        if n == header.len() && !header_is_valid(&header) {
+        if n == header.len() && header_problem(&header).is_some() {
             return Err(FilesError::BadHeader {
                 path: index_path,
                 what: "index",
             });
         }
-        Ok(PartitionLog {
-            index,
-            meta: open_file(&path_of(dir, META_EXT), false)?,
-            data: open_file(&path_of(dir, DATA_EXT), false)?,
+        Ok(files)
+    }
+
+    fn len(&self, file: &File, dir: &Path, ext: &str) -> FilesResult<u64> {
+        file.metadata()
+            .map(|m| m.len())
+            .map_err(|e| FilesError::io("stat", path_of(dir, ext), e))
+    }
+}
+
+impl PartitionLog {
+    /// Creates the files of a new, empty partition in `dir` (which must exist).
+    pub fn create(dir: &Path) -> FilesResult<()> {
+        let create = |ext: &str| {
+            let path = path_of(dir, ext);
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map(|f| (f, path.clone()))
+                .map_err(|e| FilesError::io("create", path, e))
+        };
+        let (index, index_path) = create(INDEX_EXT)?;
+        index
+            .write_all_at(&encode_header(), 0)
+            .map_err(|e| FilesError::io("write", &index_path, e))?;
+        create(META_EXT)?;
+        create(DATA_EXT)?;
+        Ok(())
+    }
+
+    /// Opens the partition in `dir` with the process-wide descriptor cache; `sync` makes every
+    /// append durable (fdatasync) before it returns. The files are checked (existence, header)
+    /// now, then closed and reopened on demand.
+    pub fn open(dir: &Path, sync: bool) -> FilesResult<Self> {
+        PartitionLog::open_with(dir, sync, FdCache::global())
+    }
+
+    /// Like [`open`](Self::open), with a given descriptor cache.
+    pub fn open_with(dir: &Path, sync: bool, cache: Arc<FdCache>) -> FilesResult<Self> {
+        let log = PartitionLog {
             dir: dir.to_owned(),
+            sealed_path: dir.join(SEALED_MARKER),
+            slot: Slot::new(),
+            cache,
             write_lock: Mutex::new(()),
+            sealed: AtomicBool::new(false),
             sync,
             syncs: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        log.files()?;
+        Ok(log)
     }
 
     /// Directory of the partition.
@@ -148,51 +212,112 @@ impl PartitionLog {
         &self.dir
     }
 
+    pub(crate) fn files(&self) -> FilesResult<Arc<Files>> {
+        self.cache.get(&self.slot, || Files::open(&self.dir))
+    }
+
     fn index_path(&self) -> PathBuf {
         path_of(&self.dir, INDEX_EXT)
     }
 
-    fn file_len(&self, file: &File, ext: &str) -> FilesResult<u64> {
-        file.metadata()
-            .map(|m| m.len())
-            .map_err(|e| FilesError::io("stat", path_of(&self.dir, ext), e))
+    /// Whether the files are writable (false on a read-only tree).
+    pub fn is_writable(&self) -> FilesResult<bool> {
+        Ok(self.files()?.writable)
     }
 
-    /// Number of records the index holds (some may still fail their checks).
+    /// Number of records the index holds (some may still fail their checks, and a torn tail
+    /// may still be counted until the next writer cuts it).
     pub fn count(&self) -> FilesResult<u64> {
-        Ok(record_count(self.file_len(&self.index, INDEX_EXT)?))
+        let f = self.files()?;
+        Ok(record_count(f.len(&f.index, &self.dir, INDEX_EXT)?))
     }
 
-    /// Appends a batch; returns the id of its first event.
-    pub fn append(&self, batch: &BatchPayload) -> FilesResult<u64> {
-        let _guard = self.write_lock.lock();
-        let _flock = FileLock::lock(&self.index, true)
+    /// Takes the writer locks (this process's and the cross-process `flock`).
+    fn lock_writer<'a>(
+        &'a self,
+        f: &'a Files,
+        op: &'static str,
+    ) -> FilesResult<(MutexGuard<'a, ()>, FileLock<'a>)> {
+        if !f.writable {
+            return Err(FilesError::ReadOnly {
+                path: self.dir.clone(),
+                op,
+            });
+        }
+        let guard = self.write_lock.lock();
+        let flock = FileLock::lock(&f.index, true)
             .map_err(|e| FilesError::io("lock", self.index_path(), e))?;
-        let tail = self.recover_tail_locked()?;
+        Ok((guard, flock))
+    }
+
+    /// Whether the partition is sealed (checked on disk until seen sealed once).
+    pub fn is_sealed(&self) -> bool {
+        if self.sealed.load(Ordering::Acquire) {
+            return true;
+        }
+        let sealed = self.sealed_path.exists();
+        if sealed {
+            self.sealed.store(true, Ordering::Release);
+        }
+        sealed
+    }
+
+    /// Seals the partition: once this returns, no append of any process can succeed (appends
+    /// check the marker under the writer lock this takes). Idempotent.
+    pub fn seal(&self) -> FilesResult<()> {
+        let f = self.files()?;
+        let _locks = self.lock_writer(&f, "seal")?;
+        if !self.sealed_path.exists() {
+            let marker = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.sealed_path)
+                .map_err(|e| FilesError::io("create", &self.sealed_path, e))?;
+            marker
+                .sync_all()
+                .map_err(|e| FilesError::io("sync", &self.sealed_path, e))?;
+            sync_dir(&self.dir)?;
+        }
+        self.sealed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends a batch; returns the id of its first event. Fails with [`FilesError::Sealed`]
+    /// once the partition is sealed. On any error nothing of the batch is committed.
+    pub fn append(&self, batch: &BatchPayload) -> FilesResult<u64> {
+        let f = self.files()?;
+        let _locks = self.lock_writer(&f, "append")?;
+        if self.is_sealed() {
+            return Err(FilesError::Sealed {
+                path: self.dir.clone(),
+            });
+        }
+        let tail = self.recover_tail_locked(&f)?;
         if batch.is_empty() {
             return Ok(tail.count);
         }
-        // 1. metadata and data, at the offsets the last valid record says (overwriting any
-        //    torn tail), 2. index records: the commit point.
-        self.meta
-            .write_all_at(&batch.meta, tail.meta_end)
+        // 1. metadata and data, after the end of the files (never over an earlier byte),
+        // 2. index records: the commit point.
+        f.meta
+            .write_all_at(&batch.meta, tail.meta_next)
             .map_err(|e| FilesError::io("write", path_of(&self.dir, META_EXT), e))?;
         let mut segs: Vec<&[u8]> = Vec::new();
         for d in &batch.data {
             segs.extend(d.segments().iter().map(|s| s.as_ref()));
         }
-        write_all_vectored_at(&self.data, &segs, tail.data_end)
+        write_all_vectored_at(&f.data, &segs, tail.data_next)
             .map_err(|e| FilesError::io("write", path_of(&self.dir, DATA_EXT), e))?;
         if self.sync {
-            self.meta
+            f.meta
                 .sync_data()
                 .map_err(|e| FilesError::io("sync", path_of(&self.dir, META_EXT), e))?;
-            self.data
+            f.data
                 .sync_data()
                 .map_err(|e| FilesError::io("sync", path_of(&self.dir, DATA_EXT), e))?;
         }
         let mut records = Vec::with_capacity(batch.len() * RECORD_SIZE);
-        let (mut meta_off, mut data_off) = (tail.meta_end, tail.data_end);
+        let (mut meta_off, mut data_off) = (tail.meta_next, tail.data_next);
         for ((len, data), (meta_crc, data_crc)) in
             batch.meta_lens.iter().zip(&batch.data).zip(&batch.crcs)
         {
@@ -208,27 +333,36 @@ impl PartitionLog {
             data_off = rec.data_end();
             rec.encode_into(&mut records);
         }
-        self.index
-            .write_all_at(&records, record_offset(tail.count))
-            .map_err(|e| FilesError::io("write", self.index_path(), e))?;
-        if self.sync {
-            self.index
-                .sync_data()
-                .map_err(|e| FilesError::io("sync", self.index_path(), e))?;
+        let committed = f
+            .index
+            .write_all_at(&records, tail.index_len)
+            .and_then(|()| {
+                if self.sync {
+                    f.index.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = committed {
+            // A partly written index must not commit part of a batch reported as failed.
+            let _ = f.index.set_len(tail.index_len);
+            return Err(FilesError::io("write", self.index_path(), e));
         }
         Ok(tail.count)
     }
 
     /// Makes everything appended so far durable (fdatasync of the data, metadata and index
-    /// files, in that order): the `on_flush` flush behaviour.
+    /// files, in that order): the `on_flush` flush behaviour. (fdatasync acts on the file, so
+    /// a descriptor reopened by the cache syncs what an evicted one wrote.)
     pub fn sync_files(&self) -> FilesResult<()> {
-        self.data
+        let f = self.files()?;
+        f.data
             .sync_data()
             .map_err(|e| FilesError::io("sync", path_of(&self.dir, DATA_EXT), e))?;
-        self.meta
+        f.meta
             .sync_data()
             .map_err(|e| FilesError::io("sync", path_of(&self.dir, META_EXT), e))?;
-        self.index
+        f.index
             .sync_data()
             .map_err(|e| FilesError::io("sync", self.index_path(), e))?;
         self.syncs
@@ -255,25 +389,26 @@ impl PartitionLog {
         segments: &[Segment],
         buffers: &mut [&mut [u8]],
     ) -> FilesResult<()> {
+        let f = self.files()?;
         let mut b = 0usize;
         let mut at = 0usize; // position in buffers[b]
         for s in segments {
-            let mut off = rec.data_offset + s.offset;
-            let mut left = s.len as usize;
+            let (mut off, mut left) = self.segment_range(rec, s)?;
             while left > 0 {
                 while b < buffers.len() && at == buffers[b].len() {
                     b += 1;
                     at = 0;
                 }
                 let Some(buf) = buffers.get_mut(b) else {
-                    return Err(FilesError::CorruptRecord {
+                    return Err(FilesError::OutOfRange {
                         path: path_of(&self.dir, DATA_EXT),
-                        index: 0,
-                        reason: "buffers shorter than the selection".into(),
+                        start: off,
+                        end: off.saturating_add(left as u64),
+                        file_len: rec.data_len,
                     });
                 };
                 let n = left.min(buf.len() - at);
-                self.data
+                f.data
                     .read_exact_at(&mut buf[at..at + n], off)
                     .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
                 at += n;
@@ -284,65 +419,57 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Checks the end of the log and cuts a torn tail. Takes the exclusive lock.
-    pub fn recover_tail(&self) -> FilesResult<Tail> {
-        let _guard = self.write_lock.lock();
-        let _flock = FileLock::lock(&self.index, true)
-            .map_err(|e| FilesError::io("lock", self.index_path(), e))?;
-        self.recover_tail_locked()
+    /// Applies the crash-recovery rules ([`crate::tail`]): cuts a torn tail of the index and
+    /// says where the next append goes. Takes the writer lock; on a read-only tree it only
+    /// inspects (see [`inspect_tail`](Self::inspect_tail)).
+    pub fn recover_tail(&self) -> FilesResult<TailPlan> {
+        let f = self.files()?;
+        if !f.writable {
+            return self.plan(&f);
+        }
+        let _locks = self.lock_writer(&f, "recover")?;
+        self.recover_tail_locked(&f)
     }
 
-    /// Finds the last valid record; truncates the index after it. Caller holds the lock.
-    fn recover_tail_locked(&self) -> FilesResult<Tail> {
-        let len = self.file_len(&self.index, INDEX_EXT)?;
-        if len < INDEX_HEADER_SIZE {
-            // Crash during creation: no record can exist yet.
-            self.index
+    /// What recovery would do, without changing anything. Takes a shared lock, so it never
+    /// sees an append in progress as a torn tail.
+    pub fn inspect_tail(&self) -> FilesResult<TailPlan> {
+        let f = self.files()?;
+        let _guard = self.write_lock.lock();
+        let _flock = FileLock::lock(&f.index, f.writable)
+            .map_err(|e| FilesError::io("lock", self.index_path(), e))?;
+        self.plan(&f)
+    }
+
+    fn plan(&self, f: &Files) -> FilesResult<TailPlan> {
+        let index_len = f.len(&f.index, &self.dir, INDEX_EXT)?;
+        let meta_len = f.len(&f.meta, &self.dir, META_EXT)?;
+        let data_len = f.len(&f.data, &self.dir, DATA_EXT)?;
+        plan_tail(index_len, meta_len, data_len, |first, buf| {
+            f.index.read_exact_at(buf, record_offset(first))
+        })
+        .map_err(|e| FilesError::io("read", self.index_path(), e))
+    }
+
+    /// Plans and applies the cut. Caller holds the writer lock.
+    fn recover_tail_locked(&self, f: &Files) -> FilesResult<TailPlan> {
+        let plan = self.plan(f)?;
+        if plan.rewrite_header {
+            f.index
                 .write_all_at(&encode_header(), 0)
                 .map_err(|e| FilesError::io("write", self.index_path(), e))?;
-            return Ok(Tail {
-                count: 0,
-                meta_end: 0,
-                data_end: 0,
-            });
         }
-        let meta_len = self.file_len(&self.meta, META_EXT)?;
-        let data_len = self.file_len(&self.data, DATA_EXT)?;
-        let mut count = record_count(len);
-        let mut buf = [0u8; RECORD_SIZE];
-        let tail = loop {
-            if count == 0 {
-                break Tail {
-                    count: 0,
-                    meta_end: 0,
-                    data_end: 0,
-                };
-            }
-            self.index
-                .read_exact_at(&mut buf, record_offset(count - 1))
-                .map_err(|e| FilesError::io("read", self.index_path(), e))?;
-            match IndexRecord::decode(&buf) {
-                Ok(r) if r.meta_end() <= meta_len && r.data_end() <= data_len => {
-                    break Tail {
-                        count,
-                        meta_end: r.meta_end(),
-                        data_end: r.data_end(),
-                    }
-                }
-                _ => count -= 1,
-            }
-        };
-        if record_offset(tail.count) != len {
-            self.index
-                .set_len(record_offset(tail.count))
+        if plan.needs_cut() {
+            f.index
+                .set_len(plan.index_len)
                 .map_err(|e| FilesError::io("truncate", self.index_path(), e))?;
         }
-        Ok(tail)
+        Ok(plan)
     }
 
     /// Reads and checks up to `max` records starting at `from`, stopping before the first one
-    /// not yet (completely) written. A record that fails its checks in the middle of the log is
-    /// reported as corruption.
+    /// not yet (completely) written. A record that fails its checks in the middle of the log,
+    /// or a tombstone, is reported as corruption ([`FilesError::CorruptRecord`] with its id).
     pub fn read_records(&self, from: u64, max: usize) -> FilesResult<Vec<IndexRecord>> {
         let count = self.count()?;
         if from >= count || max == 0 {
@@ -350,7 +477,8 @@ impl PartitionLog {
         }
         let n = (count - from).min(max as u64) as usize;
         let mut buf = vec![0u8; n * RECORD_SIZE];
-        let got = read_up_to(&self.index, &mut buf, record_offset(from))
+        let f = self.files()?;
+        let got = read_up_to(&f.index, &mut buf, record_offset(from))
             .map_err(|e| FilesError::io("read", self.index_path(), e))?;
         let mut out = Vec::with_capacity(n);
         for (i, chunk) in buf[..got - got % RECORD_SIZE]
@@ -358,6 +486,14 @@ impl PartitionLog {
             .enumerate()
         {
             match IndexRecord::decode(chunk) {
+                Ok(r) if r.is_tombstone() && out.is_empty() => {
+                    return Err(FilesError::CorruptRecord {
+                        path: self.index_path(),
+                        index: from + i as u64,
+                        reason: "event was damaged and removed by topic repair".into(),
+                    });
+                }
+                Ok(r) if r.is_tombstone() => break,
                 Ok(r) => out.push(r),
                 Err(_) if out.is_empty() => {
                     return self.recheck_bad_record(from + i as u64, max);
@@ -368,15 +504,16 @@ impl PartitionLog {
         Ok(out)
     }
 
-    /// A record failed at the head of a read: let recovery cut it if it is a torn tail, else
-    /// report corruption.
+    /// A record failed at the head of a read: let recovery cut it if it is a torn tail (or an
+    /// append still in progress), else report corruption.
     fn recheck_bad_record(&self, id: u64, max: usize) -> FilesResult<Vec<IndexRecord>> {
         let tail = self.recover_tail()?;
         if id >= tail.count {
             return Ok(Vec::new());
         }
         let mut buf = [0u8; RECORD_SIZE];
-        self.index
+        self.files()?
+            .index
             .read_exact_at(&mut buf, record_offset(id))
             .map_err(|e| FilesError::io("read", self.index_path(), e))?;
         match IndexRecord::decode(&buf) {
@@ -384,29 +521,74 @@ impl PartitionLog {
             Err(e) => Err(FilesError::CorruptRecord {
                 path: self.index_path(),
                 index: id,
-                reason: format!("{e:?}"),
+                reason: e.to_string(),
             }),
         }
     }
 
+    /// Overwrites record `id` (which must exist) with `rec`, durably. For repair only: the
+    /// caller holds no lock; this takes the writer lock.
+    pub(crate) fn rewrite_record(&self, id: u64, rec: &IndexRecord) -> FilesResult<()> {
+        let f = self.files()?;
+        let _locks = self.lock_writer(&f, "repair")?;
+        let plan = self.recover_tail_locked(&f)?;
+        if id >= plan.count {
+            return Err(FilesError::CorruptRecord {
+                path: self.index_path(),
+                index: id,
+                reason: "record to repair no longer exists".into(),
+            });
+        }
+        let mut b = [0u8; RECORD_SIZE];
+        rec.encode(&mut b);
+        f.index
+            .write_all_at(&b, record_offset(id))
+            .and_then(|()| f.index.sync_data())
+            .map_err(|e| FilesError::io("write", self.index_path(), e))
+    }
+
     /// Reads the metadata of consecutive records in one read.
     pub fn read_meta_span(&self, first: &IndexRecord, last: &IndexRecord) -> FilesResult<Bytes> {
+        let f = self.files()?;
         read_span(
-            &self.meta,
+            &f.meta,
             &path_of(&self.dir, META_EXT),
             first.meta_offset,
-            last.meta_end(),
+            last.checked_meta_end(),
         )
     }
 
     /// Reads the data of consecutive records in one read.
     pub fn read_data_span(&self, first: &IndexRecord, last: &IndexRecord) -> FilesResult<Bytes> {
+        let f = self.files()?;
         read_span(
-            &self.data,
+            &f.data,
             &path_of(&self.dir, DATA_EXT),
             first.data_offset,
-            last.data_end(),
+            last.checked_data_end(),
         )
+    }
+
+    /// File offsets `start..end` of a segment of a record's data, checked.
+    fn segment_range(&self, rec: &IndexRecord, s: &Segment) -> FilesResult<(u64, usize)> {
+        let bad = || FilesError::OutOfRange {
+            path: path_of(&self.dir, DATA_EXT),
+            start: rec.data_offset.saturating_add(s.offset),
+            end: rec
+                .data_offset
+                .saturating_add(s.offset)
+                .saturating_add(s.len),
+            file_len: rec.data_len,
+        };
+        let inside = s
+            .offset
+            .checked_add(s.len)
+            .is_some_and(|e| e <= rec.data_len);
+        let start = rec.data_offset.checked_add(s.offset).filter(|_| inside);
+        match (start, usize::try_from(s.len)) {
+            (Some(start), Ok(len)) if rec.checked_data_end().is_some() => Ok((start, len)),
+            _ => Err(bad()),
+        }
     }
 
     /// Reads the selected `segments` of a record's data into `out` (exactly their total size).
@@ -416,11 +598,22 @@ impl PartitionLog {
         segments: &[Segment],
         out: &mut [u8],
     ) -> FilesResult<()> {
+        let f = self.files()?;
+        let out_len = out.len() as u64;
         let mut pos = 0usize;
         for s in segments {
-            let len = s.len as usize;
-            self.data
-                .read_exact_at(&mut out[pos..pos + len], rec.data_offset + s.offset)
+            let (start, len) = self.segment_range(rec, s)?;
+            let dst = pos
+                .checked_add(len)
+                .and_then(|end| out.get_mut(pos..end))
+                .ok_or_else(|| FilesError::OutOfRange {
+                    path: path_of(&self.dir, DATA_EXT),
+                    start: pos as u64,
+                    end: pos.saturating_add(len) as u64,
+                    file_len: out_len,
+                })?;
+            f.data
+                .read_exact_at(dst, start)
                 .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
             pos += len;
         }
@@ -429,43 +622,67 @@ impl PartitionLog {
 
     /// Reads the selected `segments` of a record's data into a new buffer (not zero-filled).
     pub fn read_data_new(&self, rec: &IndexRecord, segments: &[Segment]) -> FilesResult<BytesMut> {
-        let total: u64 = segments.iter().map(|s| s.len).sum();
-        let mut buf = BytesMut::with_capacity(total as usize);
-        for s in segments {
-            read_exact_at_into(
-                &self.data,
-                &mut buf,
-                s.len as usize,
-                rec.data_offset + s.offset,
-            )
-            .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
+        let f = self.files()?;
+        let data_len = f.len(&f.data, &self.dir, DATA_EXT)?;
+        if rec.checked_data_end().is_none_or(|e| e > data_len) {
+            return Err(FilesError::OutOfRange {
+                path: path_of(&self.dir, DATA_EXT),
+                start: rec.data_offset,
+                end: rec.data_end(),
+                file_len: data_len,
+            });
+        }
+        let ranges = segments
+            .iter()
+            .map(|s| self.segment_range(rec, s))
+            .collect::<FilesResult<Vec<_>>>()?;
+        // Bounded by the record's data, itself within the file.
+        let total: usize = ranges.iter().map(|(_, len)| *len).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        for (start, len) in ranges {
+            read_exact_at_into(&f.data, &mut buf, len, start)
+                .map_err(|e| FilesError::io("read", path_of(&self.dir, DATA_EXT), e))?;
         }
         Ok(buf)
     }
 
-    /// The index, metadata and data files, for read-only inspection.
-    pub(crate) fn files(&self) -> (&File, &File, &File) {
-        (&self.index, &self.meta, &self.data)
-    }
-
-    /// Sizes of the three files, for descriptions.
+    /// Sizes of the three files (index, metadata, data), for descriptions.
     pub fn sizes(&self) -> FilesResult<(u64, u64, u64)> {
+        let f = self.files()?;
         Ok((
-            self.file_len(&self.index, INDEX_EXT)?,
-            self.file_len(&self.meta, META_EXT)?,
-            self.file_len(&self.data, DATA_EXT)?,
+            f.len(&f.index, &self.dir, INDEX_EXT)?,
+            f.len(&f.meta, &self.dir, META_EXT)?,
+            f.len(&f.data, &self.dir, DATA_EXT)?,
         ))
     }
 }
 
-/// Reads bytes `start..end` of a file into a new buffer.
-fn read_span(file: &File, path: &Path, start: u64, end: u64) -> FilesResult<Bytes> {
-    let len =
-        usize::try_from(end.saturating_sub(start)).map_err(|_| FilesError::CorruptRecord {
+/// Makes a directory entry change (a created file) durable.
+fn sync_dir(dir: &Path) -> FilesResult<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FilesError::io("sync", dir, e))
+}
+
+/// Reads bytes `start..end` of a file into a new buffer, after checking the range lies within
+/// the file (so no allocation is sized by a damaged record). `end` is `None` when impossible.
+fn read_span(file: &File, path: &Path, start: u64, end: Option<u64>) -> FilesResult<Bytes> {
+    let file_len = file
+        .metadata()
+        .map(|m| m.len())
+        .map_err(|e| FilesError::io("stat", path, e))?;
+    let len = match end {
+        Some(end) if start <= end && end <= file_len => usize::try_from(end - start).ok(),
+        _ => None,
+    };
+    let Some(len) = len else {
+        return Err(FilesError::OutOfRange {
             path: path.to_owned(),
-            index: 0,
-            reason: "span too large".into(),
-        })?;
+            start,
+            end: end.unwrap_or(u64::MAX),
+            file_len,
+        });
+    };
     let mut buf = vec![0u8; len];
     file.read_exact_at(&mut buf, start)
         .map_err(|e| FilesError::io("read", path, e))?;
@@ -473,7 +690,7 @@ fn read_span(file: &File, path: &Path, start: u64, end: u64) -> FilesResult<Byte
 }
 
 /// Reads as much of `buf` as the file holds at `offset`.
-fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+pub(crate) fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {

@@ -1,4 +1,5 @@
-//! Thin safe wrappers over the system calls std does not expose: `flock` and `pwritev`.
+//! Thin safe wrappers over the system calls std does not expose: `flock`, `pwritev` and
+//! `getrlimit`.
 
 use std::fs::File;
 use std::io;
@@ -40,6 +41,21 @@ impl Drop for FileLock<'_> {
         unsafe {
             libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
         }
+    }
+}
+
+/// The soft limit on open descriptors (`ulimit -n`), 1024 if it cannot be read.
+pub fn open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if rc == 0 {
+        lim.rlim_cur
+    } else {
+        1024
     }
 }
 

@@ -3,12 +3,19 @@
 //! ```text
 //! <root>/<topic>/topic.json          options the topic was created with (with defaults filled)
 //! <root>/<topic>/complete            present once the topic is marked complete
-//! <root>/<topic>/partitions/00000/   one directory per partition (see `format`)
+//! <root>/<topic>/partitions/00000/   one directory per partition (see `format`); its `sealed`
+//!                                    marker is written first, under the partition's writer lock
 //! <root>/<topic>/consumers/<c>.acks  acknowledgements of consumer <c> (see `acks`)
 //! ```
 //!
 //! A topic is created in a hidden temporary directory renamed into place, so a crash never
 //! leaves a half-created topic visible.
+//!
+//! Marking complete seals every partition (under its writer lock, so no append of any process
+//! can succeed afterwards, see [`PartitionLog::seal`]) and only then writes `complete`: a
+//! consumer that sees `complete` and then finds nothing new has read everything ever stored.
+//! A crash between the two leaves the topic refusing appends but not yet complete; marking it
+//! complete again finishes the job.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -121,6 +128,7 @@ fn partition_dir(topic_dir: &Path, index: usize) -> PathBuf {
 /// Creates topic `name` under `root`.
 pub fn create_topic(root: &Path, name: &str, options: &Value) -> Result<()> {
     let config = TopicConfig::from_options(options)?;
+    fs::create_dir_all(root).map_err(|e| Error::from(FilesError::io("mkdir", root, e)))?;
     let target = root.join(name);
     if target.exists() {
         return Err(Error::TopicExists(name.to_owned()));
@@ -196,14 +204,14 @@ impl TopicShared {
         default_pool: ThreadPool,
         flush_behavior: crate::driver::FlushBehavior,
     ) -> Result<Arc<Self>> {
-        let dir = root.join(name);
-        let mut config = load_config(root, name)?;
+        let (dir, mut config) = TopicShared::read_config(root, name)?;
         if flush_behavior == crate::driver::FlushBehavior::Immediate {
             config.sync = true;
         }
         let policies = TopicPolicies::from_options(&config.options)?;
-        let partitions = (0..config.num_partitions)
-            .map(|i| PartitionLog::open(&partition_dir(&dir, i), config.sync).map(Arc::new))
+        let partitions = open_partitions(&dir, &config)
+            .into_iter()
+            .map(|p| p.map(Arc::new))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let partition_infos = (0..config.num_partitions)
             .map(|i| {
@@ -225,6 +233,13 @@ impl TopicShared {
         }))
     }
 
+    /// Reads and checks the configuration of topic `name` under `root`; returns the topic's
+    /// directory and configuration. Changes nothing.
+    pub fn read_config(root: &Path, name: &str) -> Result<(PathBuf, TopicConfig)> {
+        let dir = root.join(name);
+        Ok((dir, load_config(root, name)?))
+    }
+
     /// Path of consumer `name`'s acknowledgement file.
     pub fn ack_path(&self, consumer: &str) -> PathBuf {
         self.dir.join("consumers").join(format!("{consumer}.acks"))
@@ -234,6 +249,36 @@ impl TopicShared {
     pub fn is_complete(&self) -> bool {
         self.dir.join(COMPLETE_MARKER).exists()
     }
+
+    /// Marks the topic complete: seals every partition, then writes the `complete` marker.
+    pub fn mark_complete(&self) -> std::result::Result<(), FilesError> {
+        for p in &self.partitions {
+            p.seal()?;
+        }
+        let path = self.dir.join(COMPLETE_MARKER);
+        let marker = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| FilesError::io("create", &path, e))?;
+        marker
+            .sync_all()
+            .map_err(|e| FilesError::io("sync", &path, e))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FilesError::io("sync", &self.dir, e))
+    }
+}
+
+/// Opens (checks) each partition of a topic, one result per partition; opening never writes.
+pub fn open_partitions(
+    dir: &Path,
+    config: &TopicConfig,
+) -> Vec<std::result::Result<PartitionLog, FilesError>> {
+    (0..config.num_partitions)
+        .map(|i| PartitionLog::open(&partition_dir(dir, i), config.sync))
+        .collect()
 }
 
 /// The files driver's [`TopicBackend`].
@@ -295,8 +340,7 @@ impl TopicBackend for FilesTopic {
     }
 
     fn mark_as_complete(&self) -> Result<()> {
-        let p = self.shared.dir.join(COMPLETE_MARKER);
-        fs::write(&p, b"").map_err(|e| FilesError::io("write", &p, e).into())
+        self.shared.mark_complete().map_err(Into::into)
     }
 
     fn is_complete(&self) -> Result<bool> {
@@ -305,5 +349,62 @@ impl TopicBackend for FilesTopic {
 
     fn supports_buffer_allocator(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON documents, biased towards the keys a topic config has.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z_]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            let key = prop_oneof![
+                Just("num_partitions".to_owned()),
+                Just("sync".to_owned()),
+                Just("validator".to_owned()),
+                Just("partition_selector".to_owned()),
+                Just("serializer".to_owned()),
+                "[a-z_]{1,8}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(key, inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Any `topic.json` bytes: a clean error or a checked configuration, never a panic.
+        #[test]
+        fn arbitrary_topic_json_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir(dir.path().join("t")).expect("mkdir");
+            std::fs::write(dir.path().join("t").join(TOPIC_CONFIG), &bytes).expect("write");
+            if let Ok((_, c)) = TopicShared::read_config(dir.path(), "t") {
+                prop_assert!((1..=MAX_PARTITIONS as usize).contains(&c.num_partitions));
+            }
+        }
+
+        /// Any JSON document as topic options: accepted only with a valid partition count, and
+        /// what is accepted reads back the same.
+        #[test]
+        fn arbitrary_topic_options_never_panic(v in json_value()) {
+            if let Ok(c) = TopicConfig::from_options(&v) {
+                prop_assert!((1..=MAX_PARTITIONS as usize).contains(&c.num_partitions));
+                let again = TopicConfig::from_options(&c.options).expect("stored options reload");
+                prop_assert_eq!(again, c);
+            }
+        }
     }
 }

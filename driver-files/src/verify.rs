@@ -1,22 +1,26 @@
 //! Read-only full check of a topic's files: every record, checksum and offset.
 //!
 //! Consumers check what they read; this checks everything, including data nobody selected, and
-//! reports problems without repairing anything (a torn tail is cut by the next writer).
+//! reports problems without changing anything (it works on a read-only tree). Every offset and
+//! length read from the index is range-checked; a record that cannot be read is listed as a
+//! problem and the check goes on: verify never aborts on a bad record. [`crate::repair`] fixes
+//! what this reports.
 
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use diaspora_api::Result;
 use serde_json::{json, Value};
 
-use crate::error::{FilesError, FilesResult};
-use crate::format::{record_count, record_offset, IndexRecord, INDEX_HEADER_SIZE, RECORD_SIZE};
+use crate::error::FilesResult;
+use crate::format::{record_offset, IndexRecord, RECORD_SIZE};
 use crate::partition::PartitionLog;
-use crate::topic::TopicShared;
+use crate::topic::{open_partitions, TopicShared};
 
 /// Records checked per index read.
 const CHUNK_RECORDS: usize = 4096;
-/// Size of the buffer data is streamed through.
+/// Size of the buffer metadata and data are streamed through.
 const DATA_CHUNK: usize = 1 << 20;
 
 /// What was found in one partition.
@@ -24,104 +28,182 @@ const DATA_CHUNK: usize = 1 << 20;
 pub struct PartitionReport {
     /// Index of the partition.
     pub partition: usize,
-    /// Number of records in the index.
+    /// Number of records in the index (torn tail excluded).
     pub records: u64,
-    /// Bytes of an incomplete record at the end of the index (cut by the next append).
+    /// Bytes at the end of the index that the next writer cuts as a torn tail: a partial record
+    /// and whole records that fail their checksum after the last valid one (see
+    /// [`crate::tail`]). A torn tail is not an error: those events were never reported stored.
     pub torn_tail_bytes: u64,
+    /// Whole records in the torn tail.
+    pub torn_tail_records: u64,
+    /// Records replaced by tombstones by an earlier repair (their events are lost, their ids
+    /// stay used).
+    pub tombstones: u64,
+    /// Why the partition could not be checked at all (missing file, foreign header...).
+    pub unreadable: Option<String>,
     /// Problems found, as (record, description).
     pub problems: Vec<(u64, String)>,
 }
 
 impl PartitionReport {
-    /// Whether nothing is wrong (a torn tail is not an error: no event is lost or served).
+    /// Whether nothing is wrong (a torn tail or a tombstone is not an error: no event is
+    /// served wrong).
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.unreadable.is_none()
     }
 
     /// The report as JSON.
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "partition": self.partition,
             "records": self.records,
             "torn_tail_bytes": self.torn_tail_bytes,
+            "torn_tail_records": self.torn_tail_records,
+            "tombstones": self.tombstones,
             "problems": self.problems.iter().map(|(r, p)| json!({"record": r, "problem": p})).collect::<Vec<_>>(),
-        })
+        });
+        if let Some(why) = &self.unreadable {
+            v["unreadable"] = json!(why);
+        }
+        v
     }
 }
 
-/// Checks every partition of topic `name` under `root`.
+/// Checks every partition of topic `name` under `root`. Fails only if the topic itself cannot
+/// be opened (missing, unreadable `topic.json`); a damaged partition is reported, not raised.
 pub fn verify_topic(root: &Path, name: &str) -> Result<Vec<PartitionReport>> {
     diaspora_api::validate_topic_name(name)?;
-    let topic = TopicShared::open(root, name, diaspora_api::ThreadPool::inline())?;
-    topic
-        .partitions
-        .iter()
+    let (dir, config) = TopicShared::read_config(root, name)?;
+    Ok(open_partitions(&dir, &config)
+        .into_iter()
         .enumerate()
-        .map(|(i, p)| verify_partition(i, p).map_err(Into::into))
-        .collect()
+        .map(|(i, p)| match p {
+            Ok(log) => verify_partition(i, &log).unwrap_or_else(|e| PartitionReport {
+                partition: i,
+                unreadable: Some(e.to_string()),
+                ..Default::default()
+            }),
+            Err(e) => PartitionReport {
+                partition: i,
+                unreadable: Some(e.to_string()),
+                ..Default::default()
+            },
+        })
+        .collect())
 }
 
-/// Checks one partition.
+/// Checks one partition. Fails only if its files cannot be opened or measured.
 pub fn verify_partition(index: usize, log: &PartitionLog) -> FilesResult<PartitionReport> {
-    let (index_file, meta_file, data_file) = log.files();
+    let files = log.files()?;
+    let tail = log.inspect_tail()?;
     let (index_len, meta_len, data_len) = log.sizes()?;
-    let records = record_count(index_len);
+    let records = tail.count;
     let mut report = PartitionReport {
         partition: index,
         records,
-        torn_tail_bytes: index_len.saturating_sub(INDEX_HEADER_SIZE) % RECORD_SIZE as u64,
-        problems: Vec::new(),
+        torn_tail_bytes: index_len.saturating_sub(tail.index_len),
+        torn_tail_records: tail.cut_records,
+        ..Default::default()
     };
-    let (mut meta_expected, mut data_expected) = (0u64, 0u64);
+    // End of the last sound record: a record may leave a gap after it, never overlap it.
+    let (mut meta_prev, mut data_prev) = (0u64, 0u64);
     let mut buf = vec![0u8; CHUNK_RECORDS * RECORD_SIZE];
-    let mut data_buf = vec![0u8; DATA_CHUNK];
+    let mut stream = vec![0u8; DATA_CHUNK];
     let mut id = 0u64;
     while id < records {
         let n = ((records - id) as usize).min(CHUNK_RECORDS);
         let chunk = &mut buf[..n * RECORD_SIZE];
-        index_file
-            .read_exact_at(chunk, record_offset(id))
-            .map_err(|e| FilesError::io("read", log.dir(), e))?;
+        if let Err(e) = files.index.read_exact_at(chunk, record_offset(id)) {
+            for k in 0..n as u64 {
+                report
+                    .problems
+                    .push((id + k, format!("cannot read the index record: {e}")));
+            }
+            id += n as u64;
+            continue;
+        }
         for raw in chunk.chunks_exact(RECORD_SIZE) {
-            let mut problem = |what: String| report.problems.push((id, what));
-            match IndexRecord::decode(raw) {
-                Err(e) => problem(format!("index record fails its check ({e:?})")),
-                Ok(rec) => {
-                    if rec.meta_offset != meta_expected || rec.data_offset != data_expected {
-                        problem("offsets do not follow the previous record".into());
-                    }
-                    meta_expected = rec.meta_end();
-                    data_expected = rec.data_end();
-                    if rec.meta_end() > meta_len || rec.data_end() > data_len {
-                        problem("points beyond the end of the metadata or data file".into());
-                    } else {
-                        let mut meta = vec![0u8; rec.meta_len as usize];
-                        meta_file
-                            .read_exact_at(&mut meta, rec.meta_offset)
-                            .map_err(|e| FilesError::io("read", log.dir(), e))?;
-                        if crc32fast::hash(&meta) != rec.meta_crc {
-                            problem("metadata checksum mismatch".into());
-                        }
-                        let mut h = crc32fast::Hasher::new();
-                        let mut pos = 0u64;
-                        while pos < rec.data_len {
-                            let k = ((rec.data_len - pos) as usize).min(DATA_CHUNK);
-                            data_file
-                                .read_exact_at(&mut data_buf[..k], rec.data_offset + pos)
-                                .map_err(|e| FilesError::io("read", log.dir(), e))?;
-                            h.update(&data_buf[..k]);
-                            pos += k as u64;
-                        }
-                        if h.finalize() != rec.data_crc {
-                            problem("data checksum mismatch".into());
-                        }
-                    }
+            let rec = match IndexRecord::decode(raw) {
+                Err(e) => {
+                    report.problems.push((id, e.to_string()));
+                    id += 1;
+                    continue;
                 }
+                Ok(rec) if rec.is_tombstone() => {
+                    report.tombstones += 1;
+                    id += 1;
+                    continue;
+                }
+                Ok(rec) => rec,
+            };
+            if let Some(problem) = check_record(
+                &rec,
+                (meta_prev, data_prev),
+                (meta_len, data_len),
+                (&files.meta, &files.data),
+                &mut stream,
+            ) {
+                report.problems.push((id, problem));
+            }
+            if rec.fits(meta_len, data_len) {
+                meta_prev = meta_prev.max(rec.meta_end());
+                data_prev = data_prev.max(rec.data_end());
             }
             id += 1;
         }
     }
     Ok(report)
+}
+
+/// The first problem of a checksum-valid record, if any.
+fn check_record(
+    rec: &IndexRecord,
+    (meta_prev, data_prev): (u64, u64),
+    (meta_len, data_len): (u64, u64),
+    (meta, data): (&File, &File),
+    stream: &mut [u8],
+) -> Option<String> {
+    let (Some(meta_end), Some(data_end)) = (rec.checked_meta_end(), rec.checked_data_end()) else {
+        return Some("offset + length overflows: impossible record".into());
+    };
+    if meta_end > meta_len {
+        return Some(format!(
+            "metadata {}..{meta_end} is beyond the end of the metadata file ({meta_len} bytes)",
+            rec.meta_offset
+        ));
+    }
+    if data_end > data_len {
+        return Some(format!(
+            "data {}..{data_end} is beyond the end of the data file ({data_len} bytes)",
+            rec.data_offset
+        ));
+    }
+    if rec.meta_offset < meta_prev || rec.data_offset < data_prev {
+        return Some("overlaps the previous record".into());
+    }
+    match stream_crc(meta, rec.meta_offset, u64::from(rec.meta_len), stream) {
+        Err(e) => return Some(format!("cannot read the metadata: {e}")),
+        Ok(crc) if crc != rec.meta_crc => return Some("metadata checksum mismatch".into()),
+        Ok(_) => {}
+    }
+    match stream_crc(data, rec.data_offset, rec.data_len, stream) {
+        Err(e) => Some(format!("cannot read the data: {e}")),
+        Ok(crc) if crc != rec.data_crc => Some("data checksum mismatch".into()),
+        Ok(_) => None,
+    }
+}
+
+/// CRC-32 of `len` bytes at `offset`, read through `buf` (memory bounded whatever `len`).
+fn stream_crc(file: &File, offset: u64, len: u64, buf: &mut [u8]) -> std::io::Result<u32> {
+    let mut h = crc32fast::Hasher::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let k = ((len - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..k], offset + pos)?;
+        h.update(&buf[..k]);
+        pos += k as u64;
+    }
+    Ok(h.finalize())
 }
 
 #[cfg(test)]

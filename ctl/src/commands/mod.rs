@@ -20,6 +20,7 @@ pub fn run(command: Command, scan: PreScan) -> Result<(), CliError> {
         Command::Topic(TopicCommand::Describe(args)) => topic::describe(args, scan),
         Command::Topic(TopicCommand::Complete(args)) => topic::complete(args, scan),
         Command::Topic(TopicCommand::Verify(args)) => topic::verify(args, scan),
+        Command::Topic(TopicCommand::Repair(args)) => topic::repair(args, scan),
         Command::Produce(args) => produce::run(args, scan),
         Command::Consume(args) => consume::run(args, scan),
         Command::Consumer(ConsumerCommand::Reset(args)) => consumer::reset(args, scan),

@@ -67,23 +67,35 @@ pub fn complete(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
     print_line(format_args!("marked topic {} as complete", args.name))
 }
 
-/// `topic verify`: full read-only check of a files-driver topic.
-pub fn verify(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
-    scan.reject_unused(&[Scope::Driver], "topic verify")?;
+/// The root directory of a files-driver topic command (`command` is refused elsewhere).
+fn files_root(
+    args: &TopicArgs,
+    scan: &mut PreScan,
+    command: &'static str,
+) -> Result<std::path::PathBuf, CliError> {
+    scan.reject_unused(&[Scope::Driver], command)?;
     validate_topic_name(&args.name)?;
     if args.driver.driver != "files" {
         return Err(CliError::WrongDriver {
-            command: "topic verify",
+            command,
             driver: args.driver.driver.clone(),
         });
     }
     let options = resolve(
         args.driver.driver_config.as_deref(),
-        super::driver_options(&args.driver, &mut scan),
+        super::driver_options(&args.driver, scan),
     )?;
-    let options = diaspora_driver_files::FilesDriverOptions::from_json(&options)?;
-    let reports = diaspora_driver_files::verify_topic(&options.root_path, &args.name)?;
-    let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+    Ok(diaspora_driver_files::FilesDriverOptions::from_json(&options)?.root_path)
+}
+
+/// `topic verify`: full read-only check of a files-driver topic.
+pub fn verify(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
+    let root = files_root(&args, &mut scan, "topic verify")?;
+    let reports = diaspora_driver_files::verify_topic(&root, &args.name)?;
+    let problems: usize = reports
+        .iter()
+        .map(|r| r.problems.len() + usize::from(r.unreadable.is_some()))
+        .sum();
     let json: Vec<_> = reports.iter().map(|r| r.to_json()).collect();
     // Serializing a `Value` cannot fail.
     print_line(serde_json::to_string_pretty(&json).unwrap_or_default())?;
@@ -94,4 +106,13 @@ pub fn verify(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
         });
     }
     Ok(())
+}
+
+/// `topic repair`: explicit repair of a files-driver topic (tombstones, ids never reused).
+pub fn repair(args: TopicArgs, mut scan: PreScan) -> Result<(), CliError> {
+    let root = files_root(&args, &mut scan, "topic repair")?;
+    let reports = diaspora_driver_files::repair::repair_topic(&root, &args.name)?;
+    let json: Vec<_> = reports.iter().map(|r| r.to_json()).collect();
+    // Serializing a `Value` cannot fail.
+    print_line(serde_json::to_string_pretty(&json).unwrap_or_default())
 }
