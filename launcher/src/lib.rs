@@ -40,6 +40,8 @@
 mod atomic;
 mod entry;
 mod env;
+#[cfg(feature = "hwloc")]
+mod hwloc;
 pub mod pin;
 mod proc;
 mod rundir;

@@ -67,6 +67,17 @@ pub struct Layout {
     pub split: Option<(u32, u32)>,
     /// Whether some threads share a CPU (more threads than CPUs).
     pub shared: bool,
+    /// How the topology was read and how threads are bound.
+    pub backend: Backend,
+}
+
+/// How the topology is read and threads are bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// sysfs topology, `sched_setaffinity`.
+    Sched,
+    /// libhwloc (cargo feature `hwloc`).
+    Hwloc,
 }
 
 /// Why threads cannot be pinned.
@@ -102,6 +113,9 @@ pub enum PinError {
         #[source]
         source: io::Error,
     },
+    /// A libhwloc call failed (feature `hwloc`).
+    #[error("hwloc: {0}")]
+    Hwloc(String),
     /// The mask read back is not the one set.
     #[error("pinned to CPU {cpu} but the thread's mask reads {found:?}")]
     NotPinned {
@@ -189,6 +203,7 @@ pub fn plan(allowed: &[Cpu], online: &[u32], req: PinRequest) -> Result<Layout, 
         allowed: ids,
         mine,
         split: split.then_some((req.local_rank, local_size)),
+        backend: Backend::Sched,
     })
 }
 
@@ -265,6 +280,10 @@ impl fmt::Display for Layout {
         if self.shared {
             f.write_str("; SHARED: more threads (or local ranks) than cpus")?;
         }
+        f.write_str(match self.backend {
+            Backend::Sched => " (sysfs + sched_setaffinity)",
+            Backend::Hwloc => " (hwloc)",
+        })?;
         Ok(())
     }
 }
@@ -279,7 +298,15 @@ impl Layout {
     /// mask back.
     pub fn pin_current(&self, i: usize) -> Result<u32, PinError> {
         let cpu = self.cpu_for(i).ok_or(PinError::NoSuchThread(i))?;
-        set_thread_affinity(cpu)?;
+        match self.backend {
+            Backend::Sched => set_thread_affinity(cpu)?,
+            #[cfg(feature = "hwloc")]
+            Backend::Hwloc => crate::hwloc::bind_thread(cpu)?,
+            #[cfg(not(feature = "hwloc"))]
+            Backend::Hwloc => {
+                return Err(PinError::Hwloc("built without the hwloc feature".into()))
+            }
+        }
         let found = thread_affinity()?;
         if found != [cpu] {
             return Err(PinError::NotPinned { cpu, found });
@@ -363,8 +390,16 @@ pub fn allowed_cpus() -> Result<Vec<Cpu>, PinError> {
         .collect())
 }
 
-/// Plans the layout for this process: [`allowed_cpus`], [`online_cpus`], [`plan`].
+/// Plans the layout for this process: its CPUs with their cores ([`allowed_cpus`], or
+/// hwloc with the `hwloc` feature), [`online_cpus`], [`plan`].
 pub fn plan_for_this_process(req: PinRequest) -> Result<Layout, PinError> {
+    #[cfg(feature = "hwloc")]
+    {
+        let mut l = plan(&crate::hwloc::allowed_cpus()?, &online_cpus(), req)?;
+        l.backend = Backend::Hwloc;
+        Ok(l)
+    }
+    #[cfg(not(feature = "hwloc"))]
     plan(&allowed_cpus()?, &online_cpus(), req)
 }
 
@@ -477,6 +512,29 @@ mod tests {
             .unwrap();
         assert!(mask.contains(&got), "{got} in {mask:?}");
         assert!(matches!(l.pin_current(5), Err(PinError::NoSuchThread(5))));
+    }
+
+    #[cfg(feature = "hwloc")]
+    #[test]
+    fn hwloc_sees_the_same_mask_as_sched_getaffinity_and_pins() {
+        let via_hwloc: Vec<u32> = {
+            let mut v: Vec<u32> = crate::hwloc::allowed_cpus()
+                .unwrap()
+                .iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(via_hwloc, thread_affinity().unwrap());
+        let l = plan_for_this_process(req(1, 0, 1, Sharing::Whole)).unwrap();
+        assert_eq!(l.backend, Backend::Hwloc);
+        assert!(l.to_string().contains("(hwloc)"));
+        let got = std::thread::spawn(move || l.pin_current(0))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(via_hwloc.contains(&got));
     }
 
     proptest! {
