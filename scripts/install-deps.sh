@@ -41,6 +41,9 @@ PACKAGES=(
     openmpi-bin
     libopenmpi-dev
     libpmix-dev
+    # diaspora-launcher --features hwloc: hwlocality links the system libhwloc (-ludev)
+    libhwloc-dev
+    libudev-dev
 )
 
 is_installed() {

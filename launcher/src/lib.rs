@@ -42,6 +42,8 @@ mod entry;
 mod env;
 #[cfg(feature = "hwloc")]
 mod hwloc;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pin;
 mod proc;
 mod rundir;

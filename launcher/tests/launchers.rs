@@ -253,3 +253,56 @@ fn mpirun_two_ranks_form_one_group_file_on_their_own_cpus() {
         }
     }
 }
+
+/// `--features mpi`: the rendezvous through MPI collectives, under `mpirun` and under
+/// `srun --mpi=pmix`; a rank that fails to start stops every rank, naming it.
+#[cfg(feature = "mpi")]
+#[test]
+fn mpi_feature_rendezvous_under_mpirun_and_srun_pmix() {
+    if !mpirun_present() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let g = d.path().join("group.json");
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-n", "2"]);
+    probe_args(&mut c, &run, &g, &["--mpi"]);
+    let o = wait_bounded(c.spawn().unwrap(), LIMIT, "mpirun --mpi");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("MPI_COMM_WORLD=1/2") && out.contains("(mpi)"),
+        "{out}"
+    );
+    check_two_rank_group(&g, &out);
+
+    let g2 = d.path().join("group2.json");
+    let mut c = Command::new("mpirun");
+    c.args(["--allow-run-as-root", "--oversubscribe", "-n", "2"]);
+    probe_args(&mut c, &run, &g2, &["--mpi", "--fail-rank", "1"]);
+    let o = wait_bounded(c.spawn().unwrap(), LIMIT, "mpirun --mpi --fail-rank");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("rank 0: rank 1 (pid") && out.contains("injected failure"),
+        "{out}"
+    );
+    assert!(!g2.exists());
+
+    if !slurm_up() {
+        return;
+    }
+    let g3 = d.path().join("group3.json");
+    let mut c = Command::new("srun");
+    c.args(["--mpi=pmix", "-n", "2", "--time=2"]);
+    probe_args(&mut c, &run, &g3, &["--mpi"]);
+    let o = wait_bounded(c.spawn().unwrap(), LIMIT, "srun --mpi=pmix");
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("(Slurm srun)") && out.contains("MPI_COMM_WORLD=0/2"),
+        "{out}"
+    );
+    check_two_rank_group(&g3, &out);
+}

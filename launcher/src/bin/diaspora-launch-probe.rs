@@ -58,6 +58,11 @@ struct Args {
     /// Test hook: this rank joins, then sleeps forever without publishing.
     #[arg(long)]
     hang_rank: Option<u32>,
+    /// Rank and size from MPI_COMM_WORLD (checked against the launcher's variables), and
+    /// the rendezvous through MPI collectives instead of the run directory.
+    #[cfg(feature = "mpi")]
+    #[arg(long)]
+    mpi: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -88,6 +93,17 @@ fn random_hex(bytes: usize) -> Result<String, std::io::Error> {
 
 fn run(args: &Args, rank_out: &mut Option<u32>) -> Result<(), BoxError> {
     let launch = detect(&ProcessEnv)?;
+    #[cfg(feature = "mpi")]
+    let world = if args.mpi {
+        Some(diaspora_launcher::mpi::MpiWorld::init()?)
+    } else {
+        None
+    };
+    #[cfg(feature = "mpi")]
+    let launch = match &world {
+        Some(w) => w.launch(&launch)?,
+        None => launch,
+    };
     *rank_out = Some(launch.rank);
     if let Some(n) = args.expect_ranks {
         launch.expect_size(n)?;
@@ -110,6 +126,22 @@ fn run(args: &Args, rank_out: &mut Option<u32>) -> Result<(), BoxError> {
         run_id: args.run_id.clone(),
         ..RendezvousOptions::default()
     };
+    #[cfg(feature = "mpi")]
+    if let Some(w) = &world {
+        let mine = if args.fail_rank == Some(launch.rank) {
+            Err("injected failure (--fail-rank)".to_string())
+        } else {
+            Ok(json!({ "threads": pin_threads(&layout, args.threads)? }))
+        };
+        let group = w.rendezvous(&launch, mine, &mut group_writer(args.group_file.clone()))?;
+        println!(
+            "group: rank {} sees {} ranks at epoch {} (mpi)",
+            launch.rank,
+            group.ranks.len(),
+            group.epoch
+        );
+        return Ok(());
+    }
     let mut rd = RunDir::join(&args.run_dir, &launch, opts)?;
     if args.fail_rank == Some(launch.rank) {
         rd.fail("injected failure (--fail-rank)")?;
@@ -120,10 +152,23 @@ fn run(args: &Args, rank_out: &mut Option<u32>) -> Result<(), BoxError> {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
-    // The progress threads pin themselves and "open an endpoint" each.
-    let host = rd.process().host.clone();
-    let pid = rd.process().pid;
-    let threads: Vec<_> = (0..args.threads)
+    rd.publish(json!({ "threads": pin_threads(&layout, args.threads)? }))?;
+    let group = rd.wait(&mut group_writer(args.group_file.clone()))?;
+    println!(
+        "group: rank {} sees {} ranks at epoch {} (run {:?})",
+        launch.rank,
+        group.ranks.len(),
+        group.epoch,
+        rd.run_id()
+    );
+    Ok(())
+}
+
+/// The progress threads pin themselves and "open an endpoint" each: (cpu, fake address).
+fn pin_threads(layout: &pin::Layout, n: usize) -> Result<Vec<serde_json::Value>, BoxError> {
+    let host = diaspora_launcher::hostname();
+    let pid = std::process::id();
+    let threads: Vec<_> = (0..n)
         .map(|i| {
             let layout = layout.clone();
             let fake = format!("{host}:{pid}:{i}");
@@ -141,9 +186,12 @@ fn run(args: &Args, rank_out: &mut Option<u32>) -> Result<(), BoxError> {
             Err(_) => return Err("a progress thread panicked".into()),
         }
     }
-    rd.publish(json!({ "threads": published }))?;
-    let group_file = args.group_file.clone();
-    let mut writer = |epoch: u64, ranks: &[RankEntry]| -> Result<(), BoxError> {
+    Ok(published)
+}
+
+/// Writes the group file in the server's shape (`diaspora-proto`'s `GroupFile`), 0600.
+fn group_writer(group_file: PathBuf) -> impl FnMut(u64, &[RankEntry]) -> Result<(), BoxError> {
+    move |epoch: u64, ranks: &[RankEntry]| -> Result<(), BoxError> {
         let ranks: Vec<_> = ranks
             .iter()
             .map(|e| {
@@ -157,14 +205,5 @@ fn run(args: &Args, rank_out: &mut Option<u32>) -> Result<(), BoxError> {
         text.push(b'\n');
         write_file_atomic(&group_file, &text, 0o600)?;
         Ok(())
-    };
-    let group = rd.wait(&mut writer)?;
-    println!(
-        "group: rank {} sees {} ranks at epoch {} (run {:?})",
-        launch.rank,
-        group.ranks.len(),
-        group.epoch,
-        rd.run_id()
-    );
-    Ok(())
+    }
 }
