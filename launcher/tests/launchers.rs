@@ -128,6 +128,34 @@ fn check_two_rank_group(g: &Path, out: &str) {
     );
 }
 
+/// Waits (bounded) for a batch job to leave the queue; returns its final state.
+fn wait_job(job: &str) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let s = Command::new("scontrol")
+            .args(["show", "job", job])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&s.stdout).to_string();
+        let state = s
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("JobState="))
+            .unwrap_or("")
+            .to_string();
+        if !matches!(
+            state.as_str(),
+            "PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | ""
+        ) {
+            return state;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("scancel").arg(job).status();
+            panic!("job {job} still {state} after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn srun_two_ranks_form_one_group_file_on_their_own_cpus() {
     if !slurm_up() {
@@ -187,30 +215,7 @@ fn sbatch_job_refuses_the_batch_shell_and_forms_a_group_with_srun() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let deadline = Instant::now() + LIMIT;
-    let state = loop {
-        let s = Command::new("scontrol")
-            .args(["show", "job", &job])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&s.stdout).to_string();
-        let state = s
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("JobState="))
-            .unwrap_or("")
-            .to_string();
-        if !matches!(
-            state.as_str(),
-            "PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | ""
-        ) {
-            break state;
-        }
-        if Instant::now() > deadline {
-            let _ = Command::new("scancel").arg(&job).status();
-            panic!("job {job} still {state} after {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let state = wait_job(&job);
     let out = std::fs::read_to_string(&out_file).unwrap_or_default();
     assert_eq!(state, "COMPLETED", "{out}");
     assert!(
@@ -305,4 +310,46 @@ fn mpi_feature_rendezvous_under_mpirun_and_srun_pmix() {
         "{out}"
     );
     check_two_rank_group(&g3, &out);
+}
+
+/// Submits `slurm/stream.sbatch` (the user template) with the probe standing in for the
+/// server and `cat` of the group file as the application: the servers step forms the
+/// group, the application step starts once the group file exists, the job completes.
+#[test]
+fn stream_sbatch_template_runs_servers_then_the_application() {
+    if !slurm_up() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let g = run.join("group.json");
+    let out_file = d.path().join("out.txt");
+    let o = Command::new("sbatch")
+        .args(["--parsable", "-n", "2"])
+        .arg(format!(
+            "--export=ALL,SERVER={PROBE},SERVER_ARGS=--threads 1,APP=cat,APP_ARGS={},RUN_DIR={},DATA_DIR={}",
+            g.display(),
+            run.display(),
+            d.path().join("data").display()
+        ))
+        .arg("-o")
+        .arg(&out_file)
+        .arg(repo_root().join("slurm/stream.sbatch"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let state = wait_job(&job);
+    let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "{out}");
+    assert!(
+        out.contains("group file ready") && out.contains("application step exited with status 0"),
+        "{out}"
+    );
+    // the application printed the group file the servers wrote
+    assert!(
+        out.contains("\"epoch\"") && out.contains("\"token\""),
+        "{out}"
+    );
+    check_two_rank_group(&g, &out);
 }
