@@ -664,3 +664,153 @@ impl<P: ProcessProbe> Drop for RunDir<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::detect;
+
+    fn launch(rank: &str, size: &str, job: &str) -> Launch {
+        detect(&[
+            ("SLURM_PROCID", rank),
+            ("SLURM_STEP_NUM_TASKS", size),
+            ("SLURM_STEP_ID", "0"),
+            ("SLURM_JOB_ID", job),
+        ])
+        .unwrap()
+    }
+
+    fn quick() -> RendezvousOptions {
+        RendezvousOptions {
+            timeout: Duration::from_secs(20),
+            poll: Duration::from_millis(5),
+            singleton_grace: Duration::ZERO,
+            run_id: None,
+        }
+    }
+
+    #[test]
+    fn a_dropped_rank_records_a_failure_that_rank_0_reports() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r0 = RunDir::join(d.path(), &launch("0", "2", "9"), quick()).unwrap();
+        r0.publish(serde_json::json!(0)).unwrap();
+        {
+            let r1 = RunDir::join(d.path(), &launch("1", "2", "9"), quick()).unwrap();
+            drop(r1); // an early return before publish
+        }
+        let mut never = |_: u64, _: &[RankEntry]| -> Result<(), BoxError> { panic!("no group") };
+        let e = r0.wait(&mut never).unwrap_err();
+        assert!(
+            matches!(&e, RendezvousError::RankFailed { rank: 1, reason, .. } if reason.contains("gave up")),
+            "{e}"
+        );
+        let formed: Formed =
+            serde_json::from_str(&fs::read_to_string(d.path().join("formed.json")).unwrap())
+                .unwrap();
+        assert!(matches!(
+            formed.outcome,
+            Outcome::Failed { rank: Some(1), .. }
+        ));
+    }
+
+    #[test]
+    fn every_rank_gets_the_same_group_and_epochs_grow() {
+        let d = tempfile::tempdir().unwrap();
+        let mut epochs = Vec::new();
+        for job in ["1", "2"] {
+            let dir = d.path().to_path_buf();
+            let other = std::thread::spawn(move || {
+                let mut r1 = RunDir::join(&dir, &launch("1", "2", job), quick()).unwrap();
+                r1.publish(serde_json::json!({"addr": "b"})).unwrap();
+                let mut unused = |_: u64, _: &[RankEntry]| -> Result<(), BoxError> { Ok(()) };
+                r1.wait(&mut unused).unwrap()
+            });
+            let mut r0 = RunDir::join(d.path(), &launch("0", "2", job), quick()).unwrap();
+            r0.publish(serde_json::json!({"addr": "a"})).unwrap();
+            let mut calls = 0;
+            let mut w = |_: u64, ranks: &[RankEntry]| -> Result<(), BoxError> {
+                calls += 1;
+                assert_eq!(ranks.len(), 2);
+                Ok(())
+            };
+            let g0 = r0.wait(&mut w).unwrap();
+            let g1 = other.join().unwrap();
+            assert_eq!(calls, 1);
+            assert_eq!(g0, g1);
+            assert_eq!(g0.ranks[1].payload["addr"], "b");
+            epochs.push(g0.epoch);
+        }
+        assert!(epochs[1] > epochs[0]);
+    }
+
+    #[test]
+    fn a_slot_held_by_a_live_process_of_another_run_is_not_overwritten() {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = ProcFs::new().me().clone();
+        let held = RankEntry {
+            version: ENTRY_VERSION,
+            run_id: "slurm:other.0".into(),
+            rank: 0,
+            size: 2,
+            process: ProcessId {
+                pid: child.id(),
+                start: 0,
+                ..me
+            },
+            written_ms: 0,
+            state: EntryState::Ready,
+            error: None,
+            payload: serde_json::Value::Null,
+        };
+        let path = d.path().join("rank-0.json");
+        fs::write(&path, serde_json::to_string(&held).unwrap()).unwrap();
+        let e = RunDir::join(d.path(), &launch("0", "2", "3"), quick()).unwrap_err();
+        assert!(matches!(e, RendezvousError::InUse { rank: 0, .. }), "{e}");
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            serde_json::to_string(&held).unwrap()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        // once that process is gone, its file is stale and the slot is taken over
+        assert!(RunDir::join(d.path(), &launch("0", "2", "3"), quick()).is_ok());
+    }
+
+    #[test]
+    fn several_ranks_without_a_run_id_are_refused_and_misuse_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = launch("0", "2", "3");
+        l.run_id = None;
+        let e = RunDir::join(d.path(), &l, quick()).unwrap_err();
+        assert!(matches!(e, RendezvousError::NoRunId { .. }), "{e}");
+        let mut r = RunDir::join(d.path(), &launch("0", "1", "4"), quick()).unwrap();
+        let mut w = |_: u64, _: &[RankEntry]| -> Result<(), BoxError> { Ok(()) };
+        assert!(matches!(r.wait(&mut w), Err(RendezvousError::Misuse(_))));
+        r.publish(serde_json::json!(1)).unwrap();
+        assert!(matches!(
+            r.publish(serde_json::json!(1)),
+            Err(RendezvousError::Misuse(_))
+        ));
+        assert_eq!(r.wait(&mut w).unwrap().ranks.len(), 1);
+    }
+
+    #[test]
+    fn a_group_writer_error_fails_rank_0_and_is_reported_to_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r0 = RunDir::join(d.path(), &launch("0", "1", "5"), quick()).unwrap();
+        r0.publish(serde_json::json!(0)).unwrap();
+        let mut w = |_: u64, _: &[RankEntry]| -> Result<(), BoxError> { Err("disk full".into()) };
+        let e = r0.wait(&mut w).unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        let formed: Formed =
+            serde_json::from_str(&fs::read_to_string(d.path().join("formed.json")).unwrap())
+                .unwrap();
+        assert!(
+            matches!(formed.outcome, Outcome::Failed { rank: Some(0), reason } if reason.contains("disk full"))
+        );
+    }
+}
