@@ -353,3 +353,36 @@ fn stream_sbatch_template_runs_servers_then_the_application() {
     );
     check_two_rank_group(&g, &out);
 }
+
+/// `srun -n 2` of a program that does not see the launcher's variables (here `env -i`, as a
+/// wrapper script or a mismatched MPI would): two "rank 0 of 1" copies, both refused, no
+/// group file.
+#[test]
+fn srun_copies_without_launcher_variables_are_refused() {
+    if !slurm_up() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (run, g) = (d.path().join("run"), d.path().join("group.json"));
+    let mut c = Command::new("srun");
+    c.args(["-n", "2", "--time=2", "env", "-i"])
+        .arg(PROBE)
+        .arg("--run-dir")
+        .arg(&run)
+        .arg("--group-file")
+        .arg(&g)
+        .args(["--singleton-grace-ms", "3000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let o = wait_bounded(c.spawn().unwrap(), LIMIT, "srun env -i");
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert_eq!(
+        out.matches("2 processes each think they are rank 0 of 1")
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(!g.exists(), "{out}");
+}
