@@ -52,4 +52,6 @@ pub use atomic::write_file_atomic;
 pub use entry::{EntryState, Formed, Outcome, RankEntry, ENTRY_VERSION, MAX_FILE_BYTES};
 pub use env::{detect, tasks_on_node, Env, EnvError, Launch, LauncherKind, ProcessEnv};
 pub use proc::{hostname, ProcFs, ProcessId, ProcessProbe};
-pub use rundir::{BoxError, Group, GroupWriter, RendezvousError, RendezvousOptions, RunDir};
+pub use rundir::{
+    BoxError, Group, GroupWriter, RendezvousError, RendezvousOptions, RunDir, MAX_POLL,
+};

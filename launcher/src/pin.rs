@@ -13,7 +13,8 @@
 //! 2. If several ranks share the node and each was given the same whole mask (the launcher
 //!    did not bind them: `--cpu-bind=none`, `--bind-to none`), split the mask into
 //!    `local_size` disjoint parts by core and keep part `local_rank`
-//!    ([`Sharing::Auto`] does this when the mask is every online CPU).
+//!    ([`Sharing::Auto`] does this when the mask is the whole cgroup cpuset, or every online
+//!    CPU).
 //! 3. Give each thread a CPU of a different core first (SMT siblings last).
 //! 4. More threads than CPUs: threads share CPUs round-robin, and the layout says so.
 
@@ -127,7 +128,8 @@ pub enum PinError {
 }
 
 /// Plans the layout (pure). `allowed`: this process's CPUs with their cores; `online`: the
-/// machine's online CPU numbers (to tell "not bound" in [`Sharing::Auto`]).
+/// CPUs a process that the launcher did not bind would have (the cgroup's cpuset, else the
+/// machine's online CPUs), to tell "not bound" in [`Sharing::Auto`].
 pub fn plan(allowed: &[Cpu], online: &[u32], req: PinRequest) -> Result<Layout, PinError> {
     if allowed.is_empty() {
         return Err(PinError::NoCpus);
@@ -390,17 +392,35 @@ pub fn allowed_cpus() -> Result<Vec<Cpu>, PinError> {
         .collect())
 }
 
+/// The CPUs of this process's cgroup cpuset (v2 `cpuset.cpus.effective`, v1
+/// `cpuset/cpuset.cpus`, as seen at the cgroup namespace root), if readable.
+pub fn cgroup_cpus() -> Option<Vec<u32>> {
+    [
+        "/sys/fs/cgroup/cpuset.cpus.effective",
+        "/sys/fs/cgroup/cpuset/cpuset.cpus",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .and_then(|s| parse_cpu_list(&s))
+    .filter(|v| !v.is_empty())
+}
+
+/// What an unbound process of this machine may use: [`cgroup_cpus`], else [`online_cpus`].
+pub fn unbound_cpus() -> Vec<u32> {
+    cgroup_cpus().unwrap_or_else(online_cpus)
+}
+
 /// Plans the layout for this process: its CPUs with their cores ([`allowed_cpus`], or
-/// hwloc with the `hwloc` feature), [`online_cpus`], [`plan`].
+/// hwloc with the `hwloc` feature), [`unbound_cpus`], [`plan`].
 pub fn plan_for_this_process(req: PinRequest) -> Result<Layout, PinError> {
     #[cfg(feature = "hwloc")]
     {
-        let mut l = plan(&crate::hwloc::allowed_cpus()?, &online_cpus(), req)?;
+        let mut l = plan(&crate::hwloc::allowed_cpus()?, &unbound_cpus(), req)?;
         l.backend = Backend::Hwloc;
         Ok(l)
     }
     #[cfg(not(feature = "hwloc"))]
-    plan(&allowed_cpus()?, &online_cpus(), req)
+    plan(&allowed_cpus()?, &unbound_cpus(), req)
 }
 
 #[cfg(test)]

@@ -51,12 +51,16 @@ where
     }
 }
 
+/// The longest pause between two reads of the run directory while waiting.
+pub const MAX_POLL: Duration = Duration::from_millis(200);
+
 /// Options of a rendezvous.
 #[derive(Debug, Clone)]
 pub struct RendezvousOptions {
     /// How long [`RunDir::wait`] waits for the group at most.
     pub timeout: Duration,
-    /// How often the run directory is read while waiting.
+    /// The first pause between two reads of the run directory while waiting (then doubled
+    /// up to [`MAX_POLL`]).
     pub poll: Duration,
     /// A process without launcher (rank 0 of 1) waits this long for other copies'
     /// claims before it trusts that it is alone. Zero disables the check.
@@ -181,6 +185,9 @@ pub enum RendezvousError {
     /// `publish`/`fail`/`wait` called in the wrong order or twice.
     #[error("rendezvous misuse: {0}")]
     Misuse(&'static str),
+    /// An MPI peer sent something out of range (feature `mpi`).
+    #[error("MPI rendezvous: {0}")]
+    MpiPeer(&'static str),
 }
 
 fn describe_missing(missing: &[u32], stale: &[String], rank0: bool) -> String {
@@ -512,6 +519,7 @@ impl<P: ProcessProbe> RunDir<P> {
     fn wait_rank0(&mut self, writer: &mut dyn GroupWriter) -> Result<Group, RendezvousError> {
         let start = Instant::now();
         let deadline = start + self.opts.timeout;
+        let mut nap = self.opts.poll;
         let result = loop {
             let mut ready = Vec::with_capacity(self.key.size as usize);
             let mut missing = Vec::new();
@@ -569,7 +577,7 @@ impl<P: ProcessProbe> RunDir<P> {
                     waiting_for_rank0: false,
                 });
             }
-            std::thread::sleep(self.opts.poll);
+            nap = self.nap(nap, deadline);
         };
         match &result {
             Ok(g) => self.write_formed(g.epoch, Outcome::Formed(g.ranks.clone()))?,
@@ -595,6 +603,7 @@ impl<P: ProcessProbe> RunDir<P> {
     fn wait_other(&mut self) -> Result<Group, RendezvousError> {
         let start = Instant::now();
         let deadline = start + self.opts.timeout;
+        let mut nap = self.opts.poll;
         loop {
             if let Some(text) = read_small(&self.formed_path())? {
                 if let Ok(f) = serde_json::from_str::<Formed>(&text) {
@@ -642,8 +651,17 @@ impl<P: ProcessProbe> RunDir<P> {
                     waiting_for_rank0: true,
                 });
             }
-            std::thread::sleep(self.opts.poll);
+            nap = self.nap(nap, deadline);
         }
+    }
+
+    /// Sleeps `nap` (not past `deadline`) and returns the next nap: doubled up to
+    /// [`MAX_POLL`] (or `poll` if larger), so that many ranks polling a shared file system
+    /// for long cost little.
+    fn nap(&self, nap: Duration, deadline: Instant) -> Duration {
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(nap.min(left));
+        (nap * 2).min(MAX_POLL.max(self.opts.poll))
     }
 
     /// The identity this rank writes.
