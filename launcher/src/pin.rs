@@ -415,9 +415,14 @@ pub fn unbound_cpus() -> Vec<u32> {
 pub fn plan_for_this_process(req: PinRequest) -> Result<Layout, PinError> {
     #[cfg(feature = "hwloc")]
     {
-        let mut l = plan(&crate::hwloc::allowed_cpus()?, &unbound_cpus(), req)?;
-        l.backend = Backend::Hwloc;
-        Ok(l)
+        // hwloc unusable at run time (no topology): fall back to sysfs + sched_setaffinity;
+        // the layout's backend says which one was used.
+        if let Ok(cpus) = crate::hwloc::allowed_cpus() {
+            let mut l = plan(&cpus, &unbound_cpus(), req)?;
+            l.backend = Backend::Hwloc;
+            return Ok(l);
+        }
+        plan(&allowed_cpus()?, &unbound_cpus(), req)
     }
     #[cfg(not(feature = "hwloc"))]
     plan(&allowed_cpus()?, &unbound_cpus(), req)
