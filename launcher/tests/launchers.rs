@@ -183,7 +183,7 @@ fn srun_two_ranks_form_one_group_file_on_their_own_cpus() {
 }
 
 #[test]
-fn sbatch_job_refuses_the_batch_shell_and_forms_a_group_with_srun() {
+fn sbatch_job_refuses_the_batch_shell_and_forms_a_group_with_srun_and_mpirun() {
     if !slurm_up() {
         return;
     }
@@ -197,7 +197,9 @@ fn sbatch_job_refuses_the_batch_shell_and_forms_a_group_with_srun() {
             "#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --time=00:02:00\n\
              # the batch shell is not a launch: rank 0 of 1, refused by --expect-ranks 2\n\
              if {p} --run-dir {r}.batch --group-file {g}.batch --expect-ranks 2; then echo BATCH-ACCEPTED; else echo BATCH-REFUSED; fi\n\
-             srun {p} --run-dir {r} --group-file {g} --expect-ranks 2 --timeout-ms 60000 && echo STEP-OK\n",
+             srun {p} --run-dir {r} --group-file {g} --expect-ranks 2 --timeout-ms 60000 && echo STEP-OK\n\
+             # mpirun inside the allocation: its ranks inherit the job's SLURM_* variables\n\
+             mpirun --allow-run-as-root --oversubscribe -n 2 {p} --run-dir {r}.mpirun --group-file {g}.mpirun --expect-ranks 2 --timeout-ms 60000 && echo MPIRUN-OK\n",
             p = PROBE,
             r = run.display(),
             g = g.display()
@@ -223,6 +225,11 @@ fn sbatch_job_refuses_the_batch_shell_and_forms_a_group_with_srun() {
         "{out}"
     );
     assert!(out.contains("STEP-OK"), "{out}");
+    assert!(
+        out.contains("MPIRUN-OK") && out.contains("(Open MPI mpirun)"),
+        "{out}"
+    );
+    check_two_rank_group(&PathBuf::from(format!("{}.mpirun", g.display())), &out);
     check_two_rank_group(&g, &out);
 }
 
