@@ -130,6 +130,42 @@ impl<S, B, E> OpTable<S, B, E> {
         id
     }
 
+    /// Registers an operation under an id chosen by the caller (ids handed out by another
+    /// counter, for example by submitting threads). Returns false, and inserts nothing, when
+    /// `id` is 0 or already in the table.
+    pub fn insert_at(
+        &mut self,
+        id: u64,
+        completes: Completes,
+        deadline: Option<Instant>,
+        outstanding: u32,
+        sink: S,
+        buffers: B,
+    ) -> bool {
+        if id == 0 || self.ops.contains_key(&id) {
+            return false;
+        }
+        self.next_id = self.next_id.max(id.saturating_add(1));
+        if let Some(d) = deadline {
+            self.timers.push(Reverse((d, id)));
+        }
+        let entry = Entry {
+            completes,
+            sink: Some(sink),
+            buffers: Some(buffers),
+            outstanding,
+            error: None,
+            deadline,
+        };
+        self.ops.insert(id, entry);
+        true
+    }
+
+    /// The buffers of `id`, while the table owns them (to post more transport work on them).
+    pub fn buffers_mut(&mut self, id: u64) -> Option<&mut B> {
+        self.ops.get_mut(&id)?.buffers.as_mut()
+    }
+
     /// The id the next [`insert`](Self::insert) will return.
     pub fn peek_next_id(&self) -> u64 {
         self.next_id
@@ -473,6 +509,19 @@ mod tests {
         assert!(sinks.is_empty());
         assert_eq!(bufs, vec![vec![2]]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn caller_chosen_ids_advance_the_late_horizon() {
+        let mut t = Table::new();
+        assert!(t.insert_at(10, Completes::OnResponse, None, 0, "a", vec![]));
+        assert!(!t.insert_at(10, Completes::OnResponse, None, 0, "b", vec![]));
+        assert!(!t.insert_at(0, Completes::OnResponse, None, 0, "b", vec![]));
+        assert!(t.insert_at(4, Completes::OnResponse, None, 0, "c", vec![]));
+        assert_eq!(t.on_response(7), Response::Late);
+        assert_eq!(t.on_response(11), Response::Unknown);
+        assert_eq!(t.on_response(4), Response::Deliver("c"));
+        assert_eq!(t.insert(Completes::OnResponse, None, 0, "d", vec![]), 11);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     ProviderMismatch = 14,
     /// The handler panicked.
     HandlerPanicked = 15,
+    /// The receiver has too many sessions or requests in flight; retry later.
+    Overloaded = 16,
     /// A code this engine does not know (sent by a newer peer).
     Unknown = u16::MAX,
 }
@@ -63,6 +65,7 @@ impl ErrorCode {
             13 => BadBody,
             14 => ProviderMismatch,
             15 => HandlerPanicked,
+            16 => Overloaded,
             _ => Unknown,
         }
     }
@@ -102,12 +105,13 @@ mod tests {
             (ErrorCode::BadBody, 13),
             (ErrorCode::ProviderMismatch, 14),
             (ErrorCode::HandlerPanicked, 15),
+            (ErrorCode::Overloaded, 16),
         ];
         for (code, v) in table {
             assert_eq!(code.as_u16(), v);
             assert_eq!(ErrorCode::from_u16(v), code);
         }
         assert_eq!(ErrorCode::from_u16(0), ErrorCode::Unknown);
-        assert_eq!(ErrorCode::from_u16(16), ErrorCode::Unknown);
+        assert_eq!(ErrorCode::from_u16(17), ErrorCode::Unknown);
     }
 }
