@@ -16,6 +16,8 @@ mod completion;
 mod config;
 mod engine;
 mod error;
+#[cfg(test)]
+mod mock_net;
 pub mod net;
 pub mod op_table;
 pub mod wire;

@@ -722,3 +722,6 @@ impl<N: Net> Handle<N> {
         self.shared.max_body
     }
 }
+
+#[cfg(test)]
+mod tests;
