@@ -214,6 +214,41 @@ impl Client {
         r
     }
 
+    /// Sends batches `seqs` of `producer` all at once (several in flight on the partition)
+    /// and waits for every answer, in seq order.
+    pub fn produce_pipelined(
+        &self,
+        topic: &TopicOpenResponse,
+        name: &str,
+        partition: u32,
+        producer_id: u64,
+        seqs: std::ops::Range<u64>,
+        events: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<Result<ProduceResponse, ClientError>>, ClientError> {
+        let thread = self.owner(&topic.placement, partition);
+        let peer = *self
+            .peers
+            .get(thread)
+            .ok_or_else(|| ClientError::Check(format!("no thread {thread}")))?;
+        let mut bufs = Vec::new();
+        let mut calls = Vec::new();
+        for seq in seqs {
+            let (b, buf) = self.produce_request(name, partition, producer_id, seq, events)?;
+            bufs.push(buf);
+            calls.push((peer, ProduceBatch::OP.code(), b.to_vec()));
+        }
+        let pending = self.engine.call_batch(calls, Some(CALL_TIMEOUT));
+        let out = pending
+            .into_iter()
+            .map(|p| {
+                let body = p.wait()?;
+                Ok(decode_response::<ProduceResponse>(&body, &self.limits)??)
+            })
+            .collect();
+        drop(bufs);
+        Ok(out)
+    }
+
     /// Builds a produce request and the registered buffer it points to (keep it alive until
     /// the answer).
     #[allow(clippy::type_complexity)]

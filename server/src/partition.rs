@@ -23,6 +23,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::log::Log;
 use crate::seqstate::SeqState;
 
+/// Appends (group commits) done by every partition of this process.
+pub static APPENDS: AtomicU64 = AtomicU64::new(0);
+
 /// How a batch is answered: its first id, or why not.
 pub type Reply = Box<dyn FnOnce(Result<u64, ProtoError>) + Send>;
 
@@ -236,6 +239,7 @@ impl Partition {
             group.crcs.extend_from_slice(&p.crcs);
         }
         let total = group.len() as u64;
+        APPENDS.fetch_add(1, Ordering::Relaxed);
         let result = seq
             .persist()
             .map_err(|e| ProtoError::new(Status::Storage, e.to_string()))

@@ -176,9 +176,10 @@ impl Running {
         }
         let s = &self.shared.stats;
         eprintln!(
-            "diaspora-server: stopped; stored {} batches ({} events), answered {} fetches, refused {} unauthenticated and {} malformed requests",
+            "diaspora-server: stopped; stored {} batches ({} events) in {} appends, answered {} fetches, refused {} unauthenticated and {} malformed requests",
             s.batches.load(Ordering::Relaxed),
             s.events.load(Ordering::Relaxed),
+            crate::partition::APPENDS.load(Ordering::Relaxed),
             s.fetches.load(Ordering::Relaxed),
             s.unauthorized.load(Ordering::Relaxed),
             s.malformed.load(Ordering::Relaxed),
