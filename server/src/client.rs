@@ -137,6 +137,17 @@ impl Client {
         Ok(decode_response::<R>(&body, &self.limits)??)
     }
 
+    /// Sends raw bytes as op `op` to `thread` without waiting.
+    pub fn call_raw_pending(
+        &self,
+        thread: usize,
+        op: u16,
+        body: Vec<u8>,
+    ) -> diaspora_rpc::Pending<Vec<u8>> {
+        let peer = self.peers[thread.min(self.peers.len() - 1)];
+        self.engine.call(&peer, op, body, Some(CALL_TIMEOUT))
+    }
+
     /// Sends raw bytes as op `op` to `thread`; returns the raw answer.
     pub fn call_raw(&self, thread: usize, op: u16, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         self.call_raw_within(thread, op, body, CALL_TIMEOUT)

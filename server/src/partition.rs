@@ -154,6 +154,21 @@ impl Partition {
     }
 
     fn commit_loop(&self) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit_rounds()));
+        if r.is_err() {
+            // The replies of the batches being committed were dropped by the unwinding: their
+            // callers got HandlerPanicked. Let the next batch start a new committer.
+            eprintln!(
+                "diaspora-server: the committer of partition {} panicked",
+                self.index
+            );
+            let mut q = self.q.lock();
+            q.committing = false;
+            self.idle.notify_all();
+        }
+    }
+
+    fn commit_rounds(&self) {
         loop {
             let mut seq = self.seq.lock();
             let mut q = self.q.lock();

@@ -84,6 +84,12 @@ impl Topic {
 
     /// The persisted acknowledgements of `consumer` (memory storage: kept in memory).
     pub fn acks(&self, consumer: &str) -> Result<Option<Arc<AckStore>>, ProtoError> {
+        check_name(consumer).map_err(|_| {
+            ProtoError::new(
+                Status::BadRequest,
+                format!("{consumer:?} is not a valid consumer name (one path component, not starting with '.')"),
+            )
+        })?;
         let Some(shared) = &self.shared else {
             return Ok(None);
         };

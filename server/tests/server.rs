@@ -285,6 +285,11 @@ fn batches_are_ordered_by_seq_and_resends_are_stored_once() {
         assert_eq!(f.first_id, 5);
         let e = refused(c.commit(&t, "t", 0, "c", 1_000_000));
         assert_eq!(e.status, Status::BadRequest);
+        for bad in ["../../escape", "a/b", ".hidden"] {
+            let e = refused(c.commit(&t, "t", 0, bad, 1));
+            assert_eq!(e.status, Status::BadRequest, "{bad}: {e}");
+        }
+        assert!(!dir.path().join("escape.acks").exists());
         // Completion: no more produce, end of stream once read.
         c.complete_topic("t").unwrap();
         let e = refused(c.produce(&t, "t", 0, 5, 2, &events(1, 0, 1)));
