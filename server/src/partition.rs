@@ -259,9 +259,13 @@ impl Partition {
             .persist()
             .map_err(|e| ProtoError::new(Status::Storage, e.to_string()))
             .and_then(|()| {
-                self.log
-                    .append(&group)
-                    .map_err(|e| ProtoError::new(Status::Storage, e.to_string()))
+                self.log.append(&group).map_err(|e| match e {
+                    // The topic was completed while these batches were in flight.
+                    diaspora_driver_files::FilesError::Sealed { .. } => {
+                        ProtoError::new(Status::Complete, format!("the topic is complete: {e}"))
+                    }
+                    e => ProtoError::new(Status::Storage, e.to_string()),
+                })
             });
         let result = match result {
             Ok(first) if first != base => {
