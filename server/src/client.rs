@@ -391,6 +391,33 @@ impl Client {
         Ok((r, out))
     }
 
+    /// Fetches selected byte ranges of stored events (one RPC for all of them); returns the
+    /// bytes, range after range.
+    pub fn fetch_data(
+        &self,
+        topic: &TopicOpenResponse,
+        name: &str,
+        partition: u32,
+        ranges: Vec<diaspora_proto::Range>,
+        landing: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        let buf = self.engine.register(landing.max(1))?;
+        let f = diaspora_proto::FetchData {
+            topic: name.into(),
+            partition,
+            ranges,
+            landing: vec![buf.remote()?],
+        };
+        let thread = self.owner(&topic.placement, partition);
+        let r: diaspora_proto::FetchDataResponse = self.call(thread, &f)?;
+        let out = buf
+            .as_slice()
+            .get(..r.total as usize)
+            .ok_or_else(|| ClientError::Check("total beyond the landing".into()))?
+            .to_vec();
+        Ok(out)
+    }
+
     /// Commits a consumer's position.
     pub fn commit(
         &self,

@@ -682,3 +682,85 @@ fn memory_storage_and_a_config_file_with_pinned_cores() {
         );
     }
 }
+
+#[test]
+fn fetch_data_returns_selected_ranges_of_several_events_in_one_rpc() {
+    for provider in providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = dir.path().join("group.json");
+        let _s = Server::start(&provider, &dir.path().join("data"), &group, &[]);
+        let c = Client::connect(&group).unwrap();
+        c.create_topic("t", "{}").unwrap();
+        let t = c.open_topic("t").unwrap();
+        let evs: Vec<(Vec<u8>, Vec<u8>)> = (0..4u8)
+            .map(|i| (vec![i], (0..100u8).map(|b| b ^ i).collect()))
+            .collect();
+        c.produce(&t, "t", 0, 1, 0, &evs).unwrap();
+        // Metadata only first (no landing), then the selected ranges.
+        let (f, got) = c.fetch(&t, "t", 0, "", Some(0), 10, 0, 0).unwrap();
+        assert_eq!(
+            (f.count, got[2].meta.clone(), got[2].data.len()),
+            (4, vec![2], 0)
+        );
+        use diaspora_proto::Range;
+        let ranges = vec![
+            Range {
+                id: 1,
+                offset: 10,
+                len: 5,
+            },
+            Range {
+                id: 3,
+                offset: 0,
+                len: 3,
+            },
+            Range {
+                id: 0,
+                offset: 99,
+                len: 1,
+            },
+        ];
+        let bytes = c.fetch_data(&t, "t", 0, ranges, 64).unwrap();
+        let mut want = evs[1].1[10..15].to_vec();
+        want.extend_from_slice(&evs[3].1[..3]);
+        want.push(evs[0].1[99]);
+        assert_eq!(bytes, want);
+        // Out of an event's data, an unknown event, a landing too small: refusals.
+        let e = refused(c.fetch_data(
+            &t,
+            "t",
+            0,
+            vec![Range {
+                id: 0,
+                offset: 95,
+                len: 10,
+            }],
+            64,
+        ));
+        assert_eq!(e.status, Status::BadRequest, "{e}");
+        let e = refused(c.fetch_data(
+            &t,
+            "t",
+            0,
+            vec![Range {
+                id: 9,
+                offset: 0,
+                len: 1,
+            }],
+            64,
+        ));
+        assert_eq!(e.status, Status::BadRequest, "{e}");
+        let e = refused(c.fetch_data(
+            &t,
+            "t",
+            0,
+            vec![Range {
+                id: 0,
+                offset: 0,
+                len: 100,
+            }],
+            10,
+        ));
+        assert_eq!(e.status, Status::TooLarge, "{e}");
+    }
+}
