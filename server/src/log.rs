@@ -83,6 +83,43 @@ impl Log {
         }
     }
 
+    /// Reads `len` bytes of data starting `offset` bytes into record `first`'s data (the
+    /// span may run over the following records, which are contiguous) straight into `out`.
+    pub fn read_data_into(
+        &self,
+        first: &IndexRecord,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), FilesError> {
+        let len = out.len() as u64;
+        match self {
+            Log::Files(l) => {
+                // A record covering the span: read_data checks the range and does one pread.
+                let span = IndexRecord {
+                    data_offset: first.data_offset,
+                    data_len: offset.saturating_add(len),
+                    ..IndexRecord::default()
+                };
+                l.read_data(&span, &[diaspora_api::Segment { offset, len }], out)
+            }
+            Log::Memory(m) => {
+                let g = m.inner.read();
+                let start = first.data_offset.saturating_add(offset) as usize;
+                let src = start
+                    .checked_add(out.len())
+                    .and_then(|end| g.data.get(start..end))
+                    .ok_or_else(|| FilesError::OutOfRange {
+                        path: "memory".into(),
+                        start: start as u64,
+                        end: start as u64 + len,
+                        file_len: g.data.len() as u64,
+                    })?;
+                out.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+
     /// Seals the partition (no more appends).
     pub fn seal(&self) -> Result<(), FilesError> {
         match self {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diaspora_api::{DataView, ThreadPool};
-use diaspora_driver_files::format::IndexRecord;
 use diaspora_driver_files::partition::BatchPayload;
 use diaspora_proto::admin::{Empty, MAX_LIST};
 use diaspora_proto::fetch::{
@@ -627,7 +626,16 @@ impl ThreadService {
         let landing = total_len(&f.landing);
         let max_inline = limits.max_inline as u64;
         let (mut n, mut table, mut data) = (0usize, 0u64, 0u64);
+        let mut prev: Option<&diaspora_driver_files::format::IndexRecord> = None;
         for r in &recs {
+            // A batch is read with one read per file: stop where the bytes are not
+            // contiguous (after a crash the log resumes after a gap).
+            if let Some(q) = prev {
+                if r.meta_offset != q.meta_end() || (want_data && r.data_offset != q.data_end()) {
+                    break;
+                }
+            }
+            prev = Some(r);
             let t2 = table + PER_EVENT as u64 + r.meta_len as u64;
             let d2 = data + if want_data { r.data_len } else { 0 };
             let in_landing =
@@ -656,6 +664,16 @@ impl ThreadService {
         }
         let recs = &recs[..n];
         let (first, last) = (&recs[0], &recs[n - 1]);
+        if want_data && last.data_end() != first.data_offset + data {
+            return Err(ProtoError::new(
+                Status::Storage,
+                format!(
+                    "the data of events {}..={} is not contiguous",
+                    f.from_id,
+                    f.from_id + n as u64 - 1
+                ),
+            ));
+        }
         let meta = p.log.read_meta_span(first, last).map_err(storage)?;
         let mut bt = BatchTable::default();
         let mut at = 0usize;
@@ -710,8 +728,9 @@ impl ThreadService {
             at = v.len();
         }
         if want_data && data > 0 {
-            let d = data_span(p, first, last)?;
-            dst[at..at + d.len()].copy_from_slice(&d);
+            p.log
+                .read_data_into(first, 0, &mut dst[at..at + data as usize])
+                .map_err(storage)?;
         }
         Ok((resp, Some((buf, out_len))))
     }
@@ -808,9 +827,10 @@ impl ThreadService {
                     ),
                 ));
             }
-            let d = data_span(p, rec, rec)?;
-            let (o, l) = (g.offset as usize, g.len as usize);
-            buf.as_mut_slice()[at..at + l].copy_from_slice(&d[o..o + l]);
+            let l = g.len as usize;
+            p.log
+                .read_data_into(rec, g.offset, &mut buf.as_mut_slice()[at..at + l])
+                .map_err(storage)?;
             at += l;
         }
         Ok((buf, total))
@@ -841,12 +861,6 @@ impl ThreadService {
             next_id: t.position(&s.consumer, p.index)?,
         })
     }
-}
-
-fn data_span(p: &Partition, first: &IndexRecord, last: &IndexRecord) -> Result<Bytes, ProtoError> {
-    p.log
-        .read_data_span(first, last)
-        .map_err(|e| ProtoError::new(Status::Storage, e.to_string()))
 }
 
 /// Checks the batch table and every data CRC; builds the payload the log appends.

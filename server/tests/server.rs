@@ -764,3 +764,62 @@ fn fetch_data_returns_selected_ranges_of_several_events_in_one_rpc() {
         assert_eq!(e.status, Status::TooLarge, "{e}");
     }
 }
+
+#[test]
+fn fetches_stop_at_a_gap_left_by_a_torn_append_and_serve_the_rest_after_it() {
+    for provider in providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let group = dir.path().join("group.json");
+        let mut s = Server::start(&provider, &data, &group, &[]);
+        let c = Client::connect(&group).unwrap();
+        c.create_topic("t", "{}").unwrap();
+        let t = c.open_topic("t").unwrap();
+        c.produce(&t, "t", 0, 1, 0, &events(3, 1, 50)).unwrap();
+        drop(c);
+        s.signal(libc::SIGTERM);
+        assert!(s.wait_exit(Duration::from_secs(30)).success());
+        // A writer killed after writing data and metadata but before the index: bytes
+        // after the end of the log that no record covers.
+        let part = data.join("t/partitions/00000");
+        for ext in ["data", "meta"] {
+            let path = part.join(format!("00000000000000000000.{ext}"));
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut f, &[0xee; 33]).unwrap();
+        }
+        let _s = Server::start(&provider, &data, &group, &[]);
+        let c = Client::connect(&group).unwrap();
+        let t = c.open_topic("t").unwrap();
+        assert_eq!(
+            c.produce(&t, "t", 0, 1, 1, &events(2, 2, 50))
+                .unwrap()
+                .first_id,
+            3
+        );
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            let (f, got) = c
+                .fetch(&t, "t", 0, "", Some(from), 100, 0, 1 << 16)
+                .unwrap();
+            if f.count == 0 {
+                break;
+            }
+            from += f.count as u64;
+            all.extend(got);
+        }
+        let want: Vec<_> = events(3, 1, 50)
+            .into_iter()
+            .chain(events(2, 2, 50))
+            .collect();
+        assert_eq!(
+            all.iter()
+                .map(|e| (e.meta.clone(), e.data.clone()))
+                .collect::<Vec<_>>(),
+            want
+        );
+    }
+}
