@@ -16,6 +16,8 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::MutexGuard;
+
 use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, Shared, OP_HELLO};
 use diaspora_fabric::address::MAX_ADDRESS_LEN as MAX_RAW_ADDRESS;
 use diaspora_fabric::Address;
@@ -193,16 +195,14 @@ fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
             drop(core);
             return;
         }
-        if work {
-            continue;
-        }
-        match p.idle() {
-            Idle::Spin => {
-                drop(guard);
-                std::thread::yield_now();
-            }
+        let idle = if work { Idle::Spin } else { p.idle() };
+        // Hand the lock straight to a caller blocked on it (inline progress): without
+        // fairness this loop would re-take it at once and starve the caller.
+        MutexGuard::unlock_fair(guard);
+        match idle {
+            Idle::Spin if work => {}
+            Idle::Spin => std::thread::yield_now(),
             Idle::Sleep(t) => {
-                drop(guard);
                 shared.sleeper.sleep(&shared.waker, t);
                 shared.waker.set_awake();
             }
