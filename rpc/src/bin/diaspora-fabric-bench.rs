@@ -390,7 +390,15 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
     for size in RPC_SIZES {
         for inflight in RPC_INFLIGHT {
             writeln!(stdin, "RAW ON")?;
-            let raw_rate = raw_pingpong(&raw, rpeer, size, inflight, dur)?;
+            // The engine's messages carry a 32-byte frame header; by default the raw
+            // ping-pong sends the bare payload. BENCH_RAW_HEADER=1 adds the 32 bytes to the raw
+            // messages too (same bytes on the wire).
+            let extra = if std::env::var_os("BENCH_RAW_HEADER").is_some() {
+                32
+            } else {
+                0
+            };
+            let raw_rate = raw_pingpong(&raw, rpeer, size + extra, inflight, dur)?;
             writeln!(stdin, "RAW OFF")?;
             let eng_rate = engine_rpc(&engine, &epeer, size, inflight, dur)?;
             let inl_rate = engine_rpc(&inline, &ipeer, size, inflight, dur)?;
