@@ -10,7 +10,7 @@ pub enum WaitStrategy {
     /// Poll the CQ continuously (yielding the core between empty polls). Lowest latency on a
     /// dedicated core; the default for shm, whose CQ has no wait fd.
     Spin,
-    /// `fi_trywait`, then sleep in `epoll_wait` on the CQ fd and the submission eventfd. The
+    /// `fi_trywait`, then sleep in `ppoll` on the CQ fd and the submission eventfd. The
     /// default for tcp: busy polling a TCP provider on a shared node collapses throughput.
     /// On a provider without a wait fd, sleeps on the eventfd for at most `idle_poll`.
     Block,

@@ -131,7 +131,7 @@ pub(super) struct Progress<N: Net> {
 pub(super) enum Idle {
     /// Poll again now (work may be pending, or the strategy spins).
     Spin,
-    /// Sleep in the epoll set (CQ fd + eventfd) for at most this long; the waker is already
+    /// Sleep on the eventfd and the CQ fd for at most this long; the waker is already
     /// marked sleeping.
     Sleep(Duration),
 }
