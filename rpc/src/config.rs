@@ -10,7 +10,7 @@ pub enum WaitStrategy {
     /// Poll the CQ continuously (yielding the core between empty polls). Lowest latency on a
     /// dedicated core; the default for shm, whose CQ has no wait fd.
     Spin,
-    /// `fi_trywait`, then sleep in `epoll_wait` on the CQ fd and the submission eventfd. The
+    /// `fi_trywait`, then sleep in `ppoll` on the CQ fd and the submission eventfd. The
     /// default for tcp: busy polling a TCP provider on a shared node collapses throughput.
     /// On a provider without a wait fd, sleeps on the eventfd for at most `idle_poll`.
     Block,
@@ -26,9 +26,12 @@ pub enum WaitStrategy {
 pub struct EngineConfig {
     /// libfabric provider: `tcp;ofi_rxm` (default) or `shm`.
     pub provider: String,
-    /// libfabric domain (for example `lo` to keep tcp on loopback); `None` lets libfabric
-    /// choose.
+    /// libfabric domain; `None` lets libfabric choose (note: `tcp;ofi_rxm` ignores it, use
+    /// `source`).
     pub domain: Option<String>,
+    /// Source address hint (`FI_SOURCE` node), for example `127.0.0.1` to keep tcp on
+    /// loopback.
+    pub source: Option<String>,
     /// Wait strategy; `None` picks the provider's default ([`WaitStrategy::default_for`]).
     pub wait: Option<WaitStrategy>,
     /// Callers waiting on an operation drive progress themselves (taking over from the
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
         EngineConfig {
             provider: "tcp;ofi_rxm".into(),
             domain: None,
+            source: None,
             wait: None,
             inline_progress: false,
             cpu: None,

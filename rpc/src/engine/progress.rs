@@ -131,7 +131,7 @@ pub(super) struct Progress<N: Net> {
 pub(super) enum Idle {
     /// Poll again now (work may be pending, or the strategy spins).
     Spin,
-    /// Sleep in the epoll set (CQ fd + eventfd) for at most this long; the waker is already
+    /// Sleep on the eventfd and the CQ fd for at most this long; the waker is already
     /// marked sleeping.
     Sleep(Duration),
 }
@@ -181,8 +181,9 @@ pub(super) fn run<N: Net>(
 fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
     loop {
         if shared.inline_waiters.load(Ordering::SeqCst) > 0 {
-            // A caller is driving progress itself: stay out of its way.
-            shared.parker.sleep(&shared.waker, Duration::from_millis(1));
+            // A caller is driving progress itself: stay out of its way. A plain sleep, not a
+            // poll of the eventfd: draining it here would steal wake-ups meant for the caller.
+            std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         let mut guard = shared.core.lock();
@@ -195,7 +196,17 @@ fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
             drop(core);
             return;
         }
-        let idle = if work { Idle::Spin } else { p.idle() };
+        let idle = if work {
+            Idle::Spin
+        } else {
+            match p.idle() {
+                // With inline progress the callers drive the latency-critical part: the
+                // thread only keeps exposed memory and handlers' answers moving, so it naps
+                // instead of spinning (on 2 cores a spinning thread halves the callers).
+                Idle::Spin if shared.inline => Idle::Sleep(p.config.idle_poll),
+                idle => idle,
+            }
+        };
         // Hand the lock straight to a caller blocked on it (inline progress): without
         // fairness this loop would re-take it at once and starve the caller.
         MutexGuard::unlock_fair(guard);
