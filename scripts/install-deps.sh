@@ -35,6 +35,9 @@ PACKAGES=(
     libfabric-bin
     libclang-dev
     clang
+    # diaspora_stream (python/): venv for scripts/python.sh; headers for non-abi3 builds
+    python3-dev
+    python3-venv
 )
 
 is_installed() {

@@ -144,7 +144,12 @@ impl Consumer {
         let fut = py.detach(move || c.pull());
         drain_releases(py);
         if let Some(e) = self.ctx.selector_error.lock().take() {
-            return Err(e);
+            let wrapped = exc(
+                "the data_selector raised; the event it was called for is not delivered (a \
+                 consumer of this name that restarts before acknowledging it reads it again)",
+            );
+            wrapped.set_cause(py, Some(e));
+            return Err(wrapped);
         }
         Ok(FutureEvent::new(fut, self.ctx.clone()))
     }
