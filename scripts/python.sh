@@ -9,7 +9,8 @@
 #    pyproject.toml), in the dev profile by default: it reuses the dev build of the workspace
 #    crates that the cargo tests already made, so only pyo3 and the extension compile here
 #    (DIASPORA_PY_PROFILE=release for an optimised build, e.g. for benchmarks);
-# 3. pytest on python/tests (which also runs the seed programs in python/examples unchanged).
+# 3. pytest on python/tests (which also runs the seed programs in python/examples unchanged,
+#    and loads tests/dylib-driver's library through Driver(backend="dyfiles:<path>")).
 #
 # If python3-venv is missing it prints a loud SKIPPED banner and exits 0 (install it with
 # scripts/install-deps.sh). PYTHON selects the interpreter (default: python3, >= 3.11).
@@ -48,6 +49,13 @@ export PATH="$VENV/bin:$PATH"
 echo "[python] pip install . (maturin, profile $PROFILE)"
 MATURIN_PEP517_ARGS="--profile $PROFILE" "$VENV/bin/python" -m pip install -q \
     --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall .
+
+# A driver library for test_dylib.py (Driver(backend="dyfiles:<path>")); the cargo tests
+# already built it in the dev profile, so this is a no-op in scripts/test.sh.
+echo "[python] cargo build -p diaspora-dylib-driver"
+cargo build -q -p diaspora-dylib-driver
+export DIASPORA_TEST_DYLIB
+DIASPORA_TEST_DYLIB="$(cd "$TARGET" && pwd)/debug/libdiaspora_dylib_driver.so"
 
 echo "[python] pytest python/tests"
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider python/tests "$@"
