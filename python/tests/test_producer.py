@@ -130,3 +130,44 @@ def test_push_after_complete_fails(topic):
         p.push({"a": 1}).wait(30_000)
     with pytest.raises(api.Exception, match="(?i)complete"):
         topic.producer()
+
+
+def random_json(rng, depth=0):
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return rng.randrange(-(1 << 63), 1 << 64)
+    if kind == 3:
+        return rng.uniform(-1e300, 1e300)
+    if kind == 4:
+        return "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0x10FFFF)]))
+                       for _ in range(rng.randrange(8))).encode("utf-8", "replace").decode("utf-8", "replace")
+    if kind in (5, 6):
+        return {f"k{rng.randrange(100)}": random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+    return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_random_metadata_round_trips(topic):
+    """Property: any JSON-like dict pushed comes back equal (fixed seed, 300 cases)."""
+    import random
+
+    rng = random.Random(1234)
+    cases = [{"v": random_json(rng)} for _ in range(300)]
+    p = topic.producer()
+    for m in cases:
+        p.push(m)
+    wait(p.flush())
+    c = topic.consumer("c")
+    for m in cases:
+        assert wait(c.pull()).metadata == m
+
+
+def test_hostile_json_strings_are_rejected_not_crashing(topic):
+    p = topic.producer()
+    for text in ["[" * 100_000, '{"a":' * 50_000, "\u0000", '"\\ud800"x', "1e999999" + "}" * 3]:
+        with pytest.raises(api.Exception):
+            p.push(text)
+    assert wait(p.flush()) is True
