@@ -44,6 +44,9 @@ PACKAGES=(
     # diaspora-launcher --features hwloc: hwlocality links the system libhwloc (-ludev)
     libhwloc-dev
     libudev-dev
+    # diaspora_stream (python/): venv for scripts/python.sh; headers for non-abi3 builds
+    python3-dev
+    python3-venv
 )
 
 is_installed() {

@@ -8,10 +8,13 @@
 # 3. cargo clippy on every target, warnings are errors
 # 4. the tests: cargo nextest (or cargo test when nextest is not installed)
 # 5. the doctests (nextest does not run them)
+# 6. the Python bindings: scripts/python.sh (pip install . into a venv in the target dir, pytest)
 #
 # Every step runs even if an earlier one failed, so one CI run reports everything; the script
-# exits non-zero if any step failed. Only two compilations happen: clippy's check build and the
-# dev-profile test build (shared by the tests and the doctests). No release build.
+# exits non-zero if any step failed. Only three compilations happen: clippy's check build, the
+# dev-profile test build (shared by the tests and the doctests), and the Python extension
+# (pyo3 and diaspora-python only, in the dev profile, reusing the test build's other crates;
+# the cargo test steps exclude diaspora-python so it is built once). No release build.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -56,12 +59,13 @@ run clippy cargo clippy --workspace --all-targets -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
     RUNNER=nextest
-    run tests cargo nextest run --workspace --no-fail-fast
+    run tests cargo nextest run --workspace --exclude diaspora-python --no-fail-fast
 else
     RUNNER=cargo-test
-    run tests cargo test --workspace --no-fail-fast --lib --bins --tests
+    run tests cargo test --workspace --exclude diaspora-python --no-fail-fast --lib --bins --tests
 fi
-run doctests cargo test --workspace --doc
+run doctests cargo test --workspace --exclude diaspora-python --doc
+run python bash scripts/python.sh
 
 # Summary lines of the test runners (the log of a long run scrolls them away).
 printf '\n==> summary\n'
@@ -79,6 +83,12 @@ else
 fi
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END {
     printf "doctests: %d passed; %d failed; %d ignored\n", p, f, i }' "$LOG_DIR/doctests.log"
+if grep -q 'SKIPPED: Python' "$LOG_DIR/python.log"; then
+    echo "python: SKIPPED (python3-venv missing; see the banner above)"
+else
+    # pytest's closing line, e.g. "36 passed in 8.16s".
+    echo "python: $(grep -E '^[0-9]+ (passed|failed)|^[0-9]+ .*(passed|failed|error)' "$LOG_DIR/python.log" | tail -n1)"
+fi
 printf '%s\n' "${RESULTS[@]}"
 
 if ((FAILED)); then

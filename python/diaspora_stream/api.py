@@ -1,0 +1,79 @@
+"""The Diaspora Stream API: drivers, topics, producers, consumers and events.
+
+Example::
+
+    from diaspora_stream.api import Driver
+    driver = Driver(backend="files", options={"root_path": "/tmp/diaspora-data"})
+    driver.create_topic("my_topic", options={"num_partitions": 1})
+    producer = driver.open_topic("my_topic").producer()
+    producer.push(metadata={"x": 1}, data=b"payload").wait()
+    event = driver.open_topic("my_topic").consumer("c").pull().wait()
+    print(event.metadata, bytes(event.data[0]))
+    event.acknowledge()
+
+Data passed to ``push`` is not copied (bytes, bytearray, memoryview, numpy arrays of any
+dtype, C- or Fortran-contiguous); keep it unmodified until its future or a flush completed.
+Received data is a list of read-only memoryviews over the received bytes (no copy), e.g.
+``numpy.frombuffer(event.data[0], dtype=numpy.float64)``.
+"""
+
+from diaspora_stream._api import (
+    AdaptiveBatchSize,
+    Consumer,
+    DataDescriptor,
+    DataSegment,
+    Driver,
+    Event,
+    Exception,
+    FutureEvent,
+    FutureFlushed,
+    FutureUint,
+    Ordering,
+    Producer,
+    ThreadPool,
+    TopicHandle,
+    pending_releases,
+    registered_drivers,
+)
+
+#: Upstream's name for the exception class.
+ClientException = Exception
+
+
+def FullDataSelector(metadata, descriptor):
+    """A ``data_selector`` fetching all data of every event."""
+    return descriptor
+
+
+def NoDataSelector(metadata, descriptor):
+    """A ``data_selector`` fetching no data (metadata only)."""
+    return None
+
+
+def ByteArrayAllocator(metadata, descriptor):
+    """A ``data_allocator`` receiving each event's data into a new ``bytearray``."""
+    return [bytearray(descriptor.size)]
+
+
+__all__ = [
+    "AdaptiveBatchSize",
+    "ByteArrayAllocator",
+    "ClientException",
+    "Consumer",
+    "DataDescriptor",
+    "DataSegment",
+    "Driver",
+    "Event",
+    "Exception",
+    "FullDataSelector",
+    "FutureEvent",
+    "FutureFlushed",
+    "FutureUint",
+    "NoDataSelector",
+    "Ordering",
+    "Producer",
+    "ThreadPool",
+    "TopicHandle",
+    "pending_releases",
+    "registered_drivers",
+]
