@@ -30,6 +30,11 @@ fi
 PACKAGES=(
     build-essential
     pkg-config
+    # fabric-sys / diaspora-fabric: libfabric headers + library, fi_info, and libclang for bindgen
+    libfabric-dev
+    libfabric-bin
+    libclang-dev
+    clang
 )
 
 is_installed() {

@@ -1,0 +1,109 @@
+//! Buffers a [`crate::MemoryRegion`] may own: [`PageBuf`] (page-aligned, zeroed) and any
+//! [`RegionBuf`].
+
+use std::alloc::{self, Layout};
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// A buffer whose bytes stay at the same address for as long as it is owned and not resized.
+///
+/// # Safety
+/// Implementors guarantee that `deref()`/`deref_mut()` return the same pointer and length for
+/// the whole life of the value (no reallocation through `&mut self` of `[u8]`), and that moving
+/// the value does not move the bytes (they are on the heap).
+pub unsafe trait RegionBuf: DerefMut<Target = [u8]> + Send + 'static {}
+
+// SAFETY: a Vec's heap pointer does not change while only `&mut [u8]` (not `&mut Vec`) is
+// handed out, which is all MemoryRegion does; moving a Vec does not move its heap bytes.
+unsafe impl RegionBuf for Vec<u8> {}
+// SAFETY: a boxed slice never reallocates; moving the box does not move the bytes.
+unsafe impl RegionBuf for Box<[u8]> {}
+// SAFETY: PageBuf owns a fixed heap allocation.
+unsafe impl RegionBuf for PageBuf {}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p)
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// A zeroed, page-aligned heap buffer (length rounded up to whole pages; `len()` is what was
+/// asked).
+pub struct PageBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    layout: Layout,
+}
+
+// SAFETY: PageBuf uniquely owns its allocation, like Box<[u8]>.
+unsafe impl Send for PageBuf {}
+// SAFETY: &PageBuf gives only &[u8].
+unsafe impl Sync for PageBuf {}
+
+impl PageBuf {
+    /// Allocates `len` (> 0) zeroed bytes on page boundaries. `None` if `len` is 0 or too large.
+    pub fn new(len: usize) -> Option<PageBuf> {
+        let page = page_size();
+        let rounded = len.checked_add(page - 1)? & !(page - 1);
+        if len == 0 {
+            return None;
+        }
+        let layout = Layout::from_size_align(rounded, page).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc_zeroed(layout) };
+        Some(PageBuf {
+            ptr: NonNull::new(p)?,
+            len,
+            layout,
+        })
+    }
+}
+
+impl Deref for PageBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialised (zeroed) bytes while self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for PageBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for PageBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageBuf({:p}, {} bytes)", self.ptr, self.len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_buf_is_aligned_zeroed_and_writable() {
+        let mut b = PageBuf::new(5000).expect("alloc");
+        assert_eq!(b.len(), 5000);
+        assert_eq!(b.as_ptr() as usize % page_size(), 0);
+        assert!(b.iter().all(|&x| x == 0));
+        b[4999] = 7;
+        assert_eq!(b[4999], 7);
+        assert!(PageBuf::new(0).is_none());
+        assert!(PageBuf::new(usize::MAX).is_none());
+    }
+}

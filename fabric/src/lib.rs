@@ -1,0 +1,38 @@
+//! Safe libfabric layer for diaspora-rs: [`Info`] (typed hints in, [`Capabilities`] out),
+//! [`Fabric`], [`Domain`], [`Cq`], [`Av`], [`Endpoint`] (RDM), [`MemoryRegion`] owning its
+//! buffer, the plain-data [`RemoteRegion`] and printable [`Address`]es. No async runtime: the
+//! engine on top drives progress by reading CQs.
+//!
+//! Handles close in dependency order whatever the drop order: each child holds an `Arc` to its
+//! parent (MR -> EP -> CQ/AV -> domain -> fabric). See `fabric/README.md` for the API, the MR
+//! rules and the threading contract.
+
+pub mod address;
+pub mod av;
+pub mod buf;
+mod context;
+pub mod cq;
+pub mod domain;
+pub mod endpoint;
+pub mod error;
+pub mod flags;
+pub mod info;
+pub mod mr;
+pub mod mr_policy;
+pub mod remote;
+
+pub use address::{Address, AddressError};
+pub use av::{Av, PeerAddr};
+pub use buf::{page_size, PageBuf, RegionBuf};
+pub use context::UNKNOWN_OP;
+pub use cq::{Completion, Cq, CqOptions, WaitObj};
+pub use domain::{Domain, Fabric};
+pub use endpoint::Endpoint;
+pub use error::{CompletionError, Error, FiErrno, Result};
+pub use info::{Capabilities, Hints, Info, Progress, Threading};
+pub use mr::{Access, LocalSegment, MemoryRegion};
+pub use mr_policy::{KeyAllocator, KeySource, MrPolicy, PolicyError};
+pub use remote::{DecodeError, RemoteRegion};
+
+/// Re-export of the raw bindings, for [`Endpoint::as_raw`]-style escape hatches.
+pub use fabric_sys as sys;

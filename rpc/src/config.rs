@@ -1,0 +1,94 @@
+//! Engine options.
+
+use std::time::Duration;
+
+use diaspora_api::ThreadPool;
+
+/// How a progress thread waits when it has nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Poll the CQ continuously (yielding the core between empty polls). Lowest latency on a
+    /// dedicated core; the default for shm, whose CQ has no wait fd.
+    Spin,
+    /// `fi_trywait`, then sleep in `epoll_wait` on the CQ fd and the submission eventfd. The
+    /// default for tcp: busy polling a TCP provider on a shared node collapses throughput.
+    /// On a provider without a wait fd, sleeps on the eventfd for at most `idle_poll`.
+    Block,
+    /// Spin while there was work within `spindown`, then block.
+    SpinThenBlock {
+        /// How long to keep spinning after the last piece of work.
+        spindown: Duration,
+    },
+}
+
+/// Options of one [`Engine`](crate::Engine) (one progress thread, one endpoint).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// libfabric provider: `tcp;ofi_rxm` (default) or `shm`.
+    pub provider: String,
+    /// Wait strategy; `None` picks the provider's default ([`WaitStrategy::default_for`]).
+    pub wait: Option<WaitStrategy>,
+    /// Pin the progress thread to this CPU (`sched_setaffinity`).
+    pub cpu: Option<usize>,
+    /// Largest frame (header + body) sent or received eagerly; receive buffers have this size.
+    pub eager_size: usize,
+    /// Receive buffers kept posted.
+    pub recv_buffers: usize,
+    /// Most registered send buffers (sends beyond wait for one to complete).
+    pub send_buffers: usize,
+    /// Most sessions (connected callers) served at once.
+    pub max_sessions: usize,
+    /// Most requests being handled at once (beyond, callers get `Overloaded`).
+    pub max_requests_in_flight: usize,
+    /// Longest a provider without a wait fd sleeps before polling again (Block mode).
+    pub idle_poll: Duration,
+    /// How long shutdown waits for posted operations to complete before closing the endpoint.
+    pub drain_timeout: Duration,
+    /// Where handlers run (never on the progress thread). An inline pool is replaced by a
+    /// one-thread pool.
+    pub handler_pool: ThreadPool,
+    /// Name of the progress thread.
+    pub thread_name: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            provider: "tcp;ofi_rxm".into(),
+            wait: None,
+            cpu: None,
+            eager_size: 8 * 1024,
+            recv_buffers: 64,
+            send_buffers: 256,
+            max_sessions: 4096,
+            max_requests_in_flight: 4096,
+            idle_poll: Duration::from_millis(1),
+            drain_timeout: Duration::from_millis(500),
+            handler_pool: ThreadPool::inline(),
+            thread_name: "diaspora-progress".into(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// A default configuration for `provider`.
+    pub fn for_provider(provider: &str) -> Self {
+        EngineConfig {
+            provider: provider.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl WaitStrategy {
+    /// The default per provider: spin-then-block (10 ms) for shm, block for everything else.
+    pub fn default_for(provider: &str) -> WaitStrategy {
+        if provider == "shm" {
+            WaitStrategy::SpinThenBlock {
+                spindown: Duration::from_millis(10),
+            }
+        } else {
+            WaitStrategy::Block
+        }
+    }
+}

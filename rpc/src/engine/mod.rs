@@ -1,0 +1,727 @@
+//! The engine: one progress thread that owns one endpoint, and the handles other threads use
+//! to submit work to it. See the crate README for the threading model.
+
+mod progress;
+mod waker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::address::Address;
+use crate::completion::{pair, Pending, Sink};
+use crate::config::EngineConfig;
+use crate::error::{BulkError, EngineError, RpcError};
+use crate::net::Net;
+use crate::wire::{ErrorCode, HEADER_LEN};
+
+/// Op code reserved for the engine's own HELLO handshake.
+pub const OP_HELLO: u16 = 0;
+
+/// A connected peer, as seen from this engine: where to send (the AV entry) and the session
+/// the peer assigned us. Plain data; valid for the engine that produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub(crate) fi_addr: u64,
+    pub(crate) session: u32,
+}
+
+impl Peer {
+    /// The session id the peer assigned (0 for a peer that called us: see [`Request::peer`]).
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+}
+
+/// A request delivered to a handler.
+#[derive(Debug)]
+pub struct Request {
+    /// The op code.
+    pub op: u16,
+    /// The request body (at most the eager size).
+    pub body: Vec<u8>,
+    /// The caller: use it for bulk reads and writes of the caller's memory.
+    pub peer: Peer,
+    /// The caller's deadline, converted to this engine's clock (`None`: no deadline).
+    pub deadline: Option<Instant>,
+}
+
+/// Answers one request, once. Dropping it unanswered sends an error reply
+/// (`HandlerFailed`, or `HandlerPanicked` when dropped by a panic).
+pub struct Responder<N: Net> {
+    shared: Arc<Shared<N>>,
+    session: u32,
+    peer: u64,
+    request_id: u64,
+    op: u16,
+    answered: bool,
+}
+
+impl<N: Net> Responder<N> {
+    /// Sends a successful response with `body`.
+    pub fn respond(mut self, body: Vec<u8>) {
+        self.answered = true;
+        self.send(Ok(body));
+    }
+
+    /// Sends an error response (`HandlerFailed`) with `message`.
+    pub fn fail(mut self, message: &str) {
+        self.answered = true;
+        self.send(Err((ErrorCode::HandlerFailed, message.to_owned())));
+    }
+
+    /// Sends an error response with a specific code.
+    pub fn fail_with(mut self, code: ErrorCode, message: &str) {
+        self.answered = true;
+        self.send(Err((code, message.to_owned())));
+    }
+
+    fn send(&self, result: Result<Vec<u8>, (ErrorCode, String)>) {
+        let cmd = Cmd::Respond {
+            session: self.session,
+            peer: self.peer,
+            request_id: self.request_id,
+            op: self.op,
+            result,
+        };
+        // After shutdown there is nobody to answer to: the caller gets ShuttingDown or a
+        // timeout from its own engine.
+        let _ = self.shared.submit(cmd);
+    }
+}
+
+impl<N: Net> Drop for Responder<N> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let r = if std::thread::panicking() {
+                (
+                    ErrorCode::HandlerPanicked,
+                    "the handler panicked".to_owned(),
+                )
+            } else {
+                (
+                    ErrorCode::HandlerFailed,
+                    "the handler dropped the request unanswered".to_owned(),
+                )
+            };
+            self.send(Err(r));
+        }
+    }
+}
+
+/// A handler: runs on the engine's handler pool, answers through the [`Responder`] (now or
+/// later, from any thread).
+pub type HandlerFn<N> = dyn Fn(Request, Responder<N>) + Send + Sync + 'static;
+
+/// A registered buffer owned by the caller: moved into a bulk operation and handed back by
+/// its completion, so no one can touch or free it while a transfer may use it.
+pub struct Buffer<N: Net> {
+    mr: Option<N::Mr>,
+    shared: Arc<Shared<N>>,
+}
+
+impl<N: Net> Buffer<N> {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.mr.as_ref().map(N::bytes).unwrap_or(&[])
+    }
+
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self.mr.as_mut() {
+            Some(mr) => N::bytes_mut(mr),
+            None => &mut [],
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// True for a zero-length buffer.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The descriptor a peer uses to read or write this buffer (send it in a request body).
+    pub fn remote(&self) -> Result<N::Remote, RpcError> {
+        let mr = self
+            .mr
+            .as_ref()
+            .ok_or_else(|| RpcError::InvalidArgument("empty buffer".into()))?;
+        N::remote(mr).map_err(|source| RpcError::Transport {
+            what: "remote descriptor",
+            source,
+        })
+    }
+
+    fn take(mut self) -> Option<N::Mr> {
+        self.mr.take()
+    }
+}
+
+impl<N: Net> Drop for Buffer<N> {
+    fn drop(&mut self) {
+        if let Some(mr) = self.mr.take() {
+            // Deregistration happens on the progress thread (FI_THREAD_DOMAIN).
+            if let Err(Cmd::Release(mr)) = self.shared.submit(Cmd::Release(mr)) {
+                // The progress thread is gone: deregister here, one thread at a time.
+                let _g = self.shared.late_drop.lock();
+                drop(mr);
+            }
+        }
+    }
+}
+
+impl<N: Net> std::fmt::Debug for Buffer<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buffer({} bytes)", self.len())
+    }
+}
+
+/// Outcome of a bulk transfer: the buffer back, or the error (with the buffer when the
+/// transport is done with it).
+pub type BulkPending<N> = Pending<Buffer<N>, BulkError<Buffer<N>>>;
+
+/// Counters of what the progress thread refused or dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) refused: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) late: AtomicU64,
+    pub(crate) unknown: AtomicU64,
+    pub(crate) served: AtomicU64,
+    pub(crate) cancels: AtomicU64,
+}
+
+/// A snapshot of an engine's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Malformed frames answered with an ERR reply.
+    pub refused: u64,
+    /// Frames dropped without an answer (no readable ids, unknown session, truncated by the
+    /// transport).
+    pub dropped: u64,
+    /// Responses that arrived after their request timed out or was cancelled.
+    pub late: u64,
+    /// Responses for ids this engine never issued.
+    pub unknown: u64,
+    /// Requests handed to handlers.
+    pub served: u64,
+    /// CANCEL frames received.
+    pub cancels: u64,
+}
+
+pub(crate) enum Cmd<N: Net> {
+    Connect {
+        id: u64,
+        addr: Address,
+        timeout: Duration,
+        sink: Sink<Peer>,
+    },
+    Call {
+        id: u64,
+        peer: Peer,
+        op: u16,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+        sink: Sink<Vec<u8>>,
+    },
+    RawCall {
+        id: u64,
+        peer: Peer,
+        frame: Vec<u8>,
+        timeout: Duration,
+        sink: Sink<Vec<u8>>,
+    },
+    Bulk(BulkCmd<N>),
+    Register {
+        len: usize,
+        sink: Sink<Buffer<N>>,
+    },
+    Release(N::Mr),
+    Respond {
+        session: u32,
+        peer: u64,
+        request_id: u64,
+        op: u16,
+        result: Result<Vec<u8>, (ErrorCode, String)>,
+    },
+    Cancel {
+        id: u64,
+    },
+    Shutdown,
+}
+
+pub(crate) struct BulkCmd<N: Net> {
+    pub(crate) id: u64,
+    pub(crate) write: bool,
+    pub(crate) peer: Peer,
+    pub(crate) regions: Vec<N::Remote>,
+    pub(crate) mr: N::Mr,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) sink: Sink<Buffer<N>, BulkError<Buffer<N>>>,
+}
+
+impl<N: Net> Cmd<N> {
+    /// Fails the command's caller (the engine refused it).
+    pub(crate) fn fail(self, error: RpcError) {
+        match self {
+            Cmd::Connect { sink, .. } => sink.complete(Err(error)),
+            Cmd::Call { sink, .. } | Cmd::RawCall { sink, .. } => sink.complete(Err(error)),
+            Cmd::Register { sink, .. } => sink.complete(Err(error)),
+            // The buffer goes with the error: nothing was posted.
+            Cmd::Bulk(b) => b.sink.complete(Err(BulkError {
+                error,
+                buffer: None,
+            })),
+            Cmd::Release(_) | Cmd::Respond { .. } | Cmd::Cancel { .. } | Cmd::Shutdown => {}
+        }
+    }
+}
+
+struct Queue<N: Net> {
+    cmds: Vec<Cmd<N>>,
+    closed: bool,
+}
+
+/// What the submitting threads and the progress thread share.
+pub(crate) struct Shared<N: Net> {
+    queue: Mutex<Queue<N>>,
+    waker: waker::Waker,
+    handlers: RwLock<HashMap<u16, Arc<HandlerFn<N>>>>,
+    next_id: AtomicU64,
+    stats: Stats,
+    max_body: usize,
+    provider: String,
+    late_drop: Mutex<()>,
+}
+
+impl<N: Net> Shared<N> {
+    /// Queues a command and wakes the progress thread; gives it back if the engine stopped.
+    pub(crate) fn submit(&self, cmd: Cmd<N>) -> Result<(), Cmd<N>> {
+        {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return Err(cmd);
+            }
+            q.cmds.push(cmd);
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn submit_all(&self, cmds: Vec<Cmd<N>>) {
+        let refused = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                Some(cmds)
+            } else {
+                q.cmds.extend(cmds);
+                None
+            }
+        };
+        match refused {
+            Some(cmds) => cmds
+                .into_iter()
+                .for_each(|c| c.fail(RpcError::ShuttingDown)),
+            None => self.waker.wake(),
+        }
+    }
+
+    fn submit_or_fail(&self, cmd: Cmd<N>) {
+        if let Err(cmd) = self.submit(cmd) {
+            cmd.fail(RpcError::ShuttingDown);
+        }
+    }
+
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn wrap(self: &Arc<Self>, mr: N::Mr) -> Buffer<N> {
+        Buffer {
+            mr: Some(mr),
+            shared: self.clone(),
+        }
+    }
+}
+
+/// A cloneable handle that submits work to an engine's progress thread (handlers capture one
+/// to issue bulk transfers). It does not keep the progress thread running: once the
+/// [`Engine`] shuts down, every operation fails with [`RpcError::ShuttingDown`].
+pub struct Handle<N: Net> {
+    shared: Arc<Shared<N>>,
+}
+
+impl<N: Net> Clone for Handle<N> {
+    fn clone(&self) -> Self {
+        Handle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// One progress thread with its own endpoint, and the owner of its lifetime. Dropping it (or
+/// [`shutdown`](Engine::shutdown)) fails pending operations with
+/// [`RpcError::ShuttingDown`], drains the transport, closes the endpoint, then frees buffers.
+pub struct Engine<N: Net> {
+    handle: Handle<N>,
+    address: Address,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<N: Net> Engine<N> {
+    /// Starts a progress thread that owns `net`.
+    pub fn with_net(net: N, mut config: EngineConfig) -> Result<Engine<N>, EngineError> {
+        if config.eager_size < HEADER_LEN + 64 || config.eager_size > 1 << 20 {
+            let reason = format!("{} is outside 96 ..= 1 MiB", config.eager_size);
+            return Err(EngineError::InvalidOption {
+                name: "eager_size",
+                reason,
+            });
+        }
+        if config.recv_buffers == 0 || config.send_buffers == 0 {
+            let reason = "recv_buffers and send_buffers must be at least 1".to_owned();
+            return Err(EngineError::InvalidOption {
+                name: "recv_buffers",
+                reason,
+            });
+        }
+        if config.handler_pool.size() == 0 {
+            config.handler_pool = diaspora_api::ThreadPool::new(1);
+        }
+        let provider = net.provider().to_owned();
+        if provider != config.provider {
+            let reason = format!(
+                "the endpoint uses {provider}, the config says {}",
+                config.provider
+            );
+            return Err(EngineError::InvalidOption {
+                name: "provider",
+                reason,
+            });
+        }
+        let address = Address::new(&provider, net.local_address())
+            .map_err(|e| EngineError::Setup(RpcError::InvalidArgument(e.to_string())))?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                cmds: Vec::new(),
+                closed: false,
+            }),
+            waker: waker::Waker::new()?,
+            handlers: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stats: Stats::default(),
+            max_body: config.eager_size - HEADER_LEN,
+            provider,
+            late_drop: Mutex::new(()),
+        });
+        let sleeper = waker::Sleeper::new(&shared.waker, net.wait_fd())?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(config.thread_name.clone())
+            .spawn(move || progress::run(net, config, thread_shared, sleeper, ready_tx))
+            .map_err(EngineError::Spawn)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(EngineError::Setup(e));
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(EngineError::Setup(RpcError::EngineStopped));
+            }
+        }
+        Ok(Engine {
+            handle: Handle { shared },
+            address,
+            thread: Some(thread),
+        })
+    }
+
+    /// This engine's address (print it into a group file; peers [`connect`](Handle::connect)).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// A cloneable submission handle.
+    pub fn handle(&self) -> Handle<N> {
+        self.handle.clone()
+    }
+
+    /// Registers the handler for `op` (replacing any previous one). Op 0 is reserved.
+    pub fn register_handler(
+        &self,
+        op: u16,
+        handler: impl Fn(Request, Responder<N>) + Send + Sync + 'static,
+    ) -> Result<(), RpcError> {
+        if op == OP_HELLO {
+            return Err(RpcError::InvalidArgument(
+                "op 0 is reserved for HELLO".into(),
+            ));
+        }
+        self.handle
+            .shared
+            .handlers
+            .write()
+            .insert(op, Arc::new(handler));
+        Ok(())
+    }
+
+    /// Stops the engine: pending operations fail with [`RpcError::ShuttingDown`], posted
+    /// transfers drain (bounded by `drain_timeout`), the endpoint closes, buffers are freed.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.handle.shared.submit(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Handlers may hold handles to this engine: drop them to break the cycle.
+        self.handle.shared.handlers.write().clear();
+    }
+}
+
+impl<N: Net> Drop for Engine<N> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl<N: Net> std::ops::Deref for Engine<N> {
+    type Target = Handle<N>;
+
+    fn deref(&self) -> &Handle<N> {
+        &self.handle
+    }
+}
+
+impl<N: Net> Handle<N> {
+    /// Connects to the engine at `addr` (HELLO handshake). Fails with
+    /// [`RpcError::ProviderMismatch`] when `addr` uses another provider.
+    pub fn connect(&self, addr: &Address, timeout: Duration) -> Pending<Peer> {
+        let (sink, pending) = pair();
+        let id = self.shared.id();
+        if addr.provider() != self.shared.provider {
+            sink.complete(Err(RpcError::ProviderMismatch {
+                local: self.shared.provider.clone(),
+                remote: addr.provider().to_owned(),
+            }));
+            return pending.with_id(id);
+        }
+        self.shared.submit_or_fail(Cmd::Connect {
+            id,
+            addr: addr.clone(),
+            timeout,
+            sink,
+        });
+        pending.with_id(id)
+    }
+
+    /// Sends a request for `op` with `body` and returns its pending response body. With a
+    /// `timeout`, the call fails with [`RpcError::Timeout`] once it passes (the peer is told
+    /// with a CANCEL, and a late answer is dropped).
+    pub fn call(
+        &self,
+        peer: &Peer,
+        op: u16,
+        body: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Pending<Vec<u8>> {
+        let (sink, pending) = pair();
+        let id = self.shared.id();
+        match self.check_call(op, &body) {
+            Err(e) => sink.complete(Err(e)),
+            Ok(()) => self.shared.submit_or_fail(Cmd::Call {
+                id,
+                peer: *peer,
+                op,
+                body,
+                timeout,
+                sink,
+            }),
+        }
+        pending.with_id(id)
+    }
+
+    /// Sends many requests in one hand-off to the progress thread.
+    pub fn call_batch(
+        &self,
+        calls: impl IntoIterator<Item = (Peer, u16, Vec<u8>)>,
+        timeout: Option<Duration>,
+    ) -> Vec<Pending<Vec<u8>>> {
+        let mut cmds = Vec::new();
+        let mut out = Vec::new();
+        for (peer, op, body) in calls {
+            let (sink, pending) = pair();
+            let id = self.shared.id();
+            match self.check_call(op, &body) {
+                Err(e) => sink.complete(Err(e)),
+                Ok(()) => cmds.push(Cmd::Call {
+                    id,
+                    peer,
+                    op,
+                    body,
+                    timeout,
+                    sink,
+                }),
+            }
+            out.push(pending.with_id(id));
+        }
+        self.shared.submit_all(cmds);
+        out
+    }
+
+    fn check_call(&self, op: u16, body: &[u8]) -> Result<(), RpcError> {
+        if op == OP_HELLO {
+            return Err(RpcError::InvalidArgument(
+                "op 0 is reserved for HELLO".into(),
+            ));
+        }
+        if body.len() > self.shared.max_body {
+            return Err(RpcError::TooLarge {
+                what: "request body",
+                len: body.len(),
+                max: self.shared.max_body,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends raw bytes as a frame and waits for whatever answer carries the id (for testing
+    /// peers against malformed frames). `make(id, session)` builds the bytes.
+    #[doc(hidden)]
+    pub fn call_raw(
+        &self,
+        peer: &Peer,
+        timeout: Duration,
+        make: impl FnOnce(u64, u32) -> Vec<u8>,
+    ) -> Pending<Vec<u8>> {
+        let (sink, pending) = pair();
+        let id = self.shared.id();
+        let frame = make(id, peer.session);
+        self.shared.submit_or_fail(Cmd::RawCall {
+            id,
+            peer: *peer,
+            frame,
+            timeout,
+            sink,
+        });
+        pending.with_id(id)
+    }
+
+    /// Registers a zeroed buffer of `len` bytes that peers may read and write.
+    pub fn register(&self, len: usize) -> Result<Buffer<N>, RpcError> {
+        let (sink, pending) = pair();
+        self.shared.submit_or_fail(Cmd::Register { len, sink });
+        pending.wait()
+    }
+
+    /// RMA-reads every region of `remote` (in order, back to back) from `peer` into `into`,
+    /// which comes back with the completion.
+    pub fn read(
+        &self,
+        peer: &Peer,
+        remote: Vec<N::Remote>,
+        into: Buffer<N>,
+        timeout: Option<Duration>,
+    ) -> BulkPending<N> {
+        self.bulk(false, peer, remote, into, timeout)
+    }
+
+    /// RMA-writes `from` (back to back) into every region of `remote` at `peer`.
+    pub fn write(
+        &self,
+        peer: &Peer,
+        from: Buffer<N>,
+        remote: Vec<N::Remote>,
+        timeout: Option<Duration>,
+    ) -> BulkPending<N> {
+        self.bulk(true, peer, remote, from, timeout)
+    }
+
+    fn bulk(
+        &self,
+        write: bool,
+        peer: &Peer,
+        regions: Vec<N::Remote>,
+        buf: Buffer<N>,
+        timeout: Option<Duration>,
+    ) -> BulkPending<N> {
+        let (sink, pending) = pair();
+        let id = self.shared.id();
+        let total: usize = regions.iter().map(N::remote_len).sum();
+        let err = if regions.is_empty() {
+            Some(RpcError::InvalidArgument(
+                "a bulk transfer needs at least one region".into(),
+            ))
+        } else if total > buf.len() {
+            Some(RpcError::TooLarge {
+                what: "bulk transfer",
+                len: total,
+                max: buf.len(),
+            })
+        } else {
+            None
+        };
+        if let Some(error) = err {
+            sink.complete(Err(BulkError {
+                error,
+                buffer: Some(buf),
+            }));
+            return pending.with_id(id);
+        }
+        let Some(mr) = buf.take() else {
+            sink.complete(Err(RpcError::InvalidArgument("empty buffer".into()).into()));
+            return pending.with_id(id);
+        };
+        let cmd = Cmd::Bulk(BulkCmd {
+            id,
+            write,
+            peer: *peer,
+            regions,
+            mr,
+            timeout,
+            sink,
+        });
+        self.shared.submit_or_fail(cmd);
+        pending.with_id(id)
+    }
+
+    /// Cancels the operation with this id: its caller gets [`RpcError::Cancelled`] (buffers of
+    /// a cancelled transfer stay with the engine until the transport is done with them).
+    pub fn cancel(&self, id: u64) {
+        let _ = self.shared.submit(Cmd::Cancel { id });
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        StatsSnapshot {
+            refused: s.refused.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            late: s.late.load(Ordering::Relaxed),
+            unknown: s.unknown.load(Ordering::Relaxed),
+            served: s.served.load(Ordering::Relaxed),
+            cancels: s.cancels.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Largest request or response body.
+    pub fn max_body(&self) -> usize {
+        self.shared.max_body
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1133 @@
+//! The progress thread: the only thread that touches its endpoint, CQ, AV and registrations.
+//!
+//! One loop iteration: take every queued command (one lock, one swap), post what they ask,
+//! retry posts that got `-FI_EAGAIN`, read completions in batches, expire deadlines, then —
+//! only when nothing happened — wait according to the [`WaitStrategy`].
+//!
+//! Every posted operation's memory is owned by this thread until its completion is read:
+//! receive buffers by `recvs`, send buffers by `sends`, bulk buffers by the op table. On
+//! exit (normal or panic) [`Progress`]'s `Drop` closes the endpoint *before* any of them is
+//! freed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::waker::Sleeper;
+use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, Shared, OP_HELLO};
+use crate::address::{Address, MAX_PROVIDER, MAX_RAW_ADDRESS};
+use crate::completion::Sink;
+use crate::config::{EngineConfig, WaitStrategy};
+use crate::error::{BulkError, RpcError};
+use crate::net::{Net, NetError, NetEvent, PostError};
+use crate::op_table::{Completes, OpTable, Response, Transport};
+use crate::wire::{self, ErrorBody, ErrorCode, Header, Kind, Reader, Writer};
+
+const TAG_SHIFT: u32 = 62;
+const TAG_OP: u64 = 0;
+const TAG_RECV: u64 = 1;
+const TAG_SEND: u64 = 2;
+const CQ_BATCH: usize = 64;
+
+fn ctx(tag: u64, index: u64) -> u64 {
+    (tag << TAG_SHIFT) | index
+}
+
+enum OpSink<N: Net> {
+    Call(Sink<Vec<u8>>),
+    Connect { fi_addr: u64, sink: Sink<Peer> },
+    Bulk(Sink<Buffer<N>, BulkError<Buffer<N>>>),
+}
+
+struct Op<N: Net> {
+    sink: OpSink<N>,
+    timeout: Option<Duration>,
+    peer: Peer,
+}
+
+impl<N: Net> Op<N> {
+    fn fail(self, error: RpcError) {
+        match self.sink {
+            OpSink::Call(s) => s.complete(Err(error)),
+            OpSink::Connect { sink, .. } => sink.complete(Err(error)),
+            OpSink::Bulk(s) => s.complete(Err(BulkError {
+                error,
+                buffer: None,
+            })),
+        }
+    }
+}
+
+/// What the op table owns for a bulk transfer: the local buffer and the posting cursor.
+struct BulkBufs<N: Net> {
+    mr: N::Mr,
+    write: bool,
+    fi_addr: u64,
+    regions: Vec<N::Remote>,
+    next: usize,
+    offset: usize,
+}
+
+struct SendSlot<N: Net> {
+    mr: N::Mr,
+    /// The call whose request this is (fails it if the send fails).
+    op: Option<u64>,
+    /// A one-off registration for an oversized raw frame: freed instead of reused.
+    oversized: bool,
+}
+
+enum Outgoing {
+    /// Encoded, waiting for a free send buffer.
+    Frame {
+        fi_addr: u64,
+        bytes: Vec<u8>,
+        op: Option<u64>,
+    },
+    /// In a send buffer, waiting to be posted again after `-FI_EAGAIN`.
+    Slot {
+        slot: usize,
+        fi_addr: u64,
+        len: usize,
+    },
+}
+
+type Table<N> = OpTable<Op<N>, Option<BulkBufs<N>>, NetError>;
+
+pub(super) struct Progress<N: Net> {
+    net: N,
+    shared: Arc<Shared<N>>,
+    config: EngineConfig,
+    wait: WaitStrategy,
+    sleeper: Sleeper,
+    ops: Table<N>,
+    recvs: Vec<Option<N::Mr>>,
+    repost: Vec<usize>,
+    sends: Vec<Option<SendSlot<N>>>,
+    free_sends: Vec<usize>,
+    registered_sends: usize,
+    outbox: VecDeque<Outgoing>,
+    bulk_backlog: VecDeque<u64>,
+    sessions: HashMap<u32, u64>,
+    next_session: u32,
+    in_flight: HashSet<(u32, u64)>,
+    stopping: bool,
+    events: Vec<NetEvent>,
+    expired: Vec<(u64, Op<N>)>,
+    last_work: Instant,
+}
+
+/// The thread's entry point.
+pub(super) fn run<N: Net>(
+    net: N,
+    config: EngineConfig,
+    shared: Arc<Shared<N>>,
+    sleeper: Sleeper,
+    ready: Sender<Result<(), RpcError>>,
+) {
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut p = match Progress::new(net, config, shared.clone(), sleeper) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        p.run();
+    }));
+    // Whatever happened, refuse new work and fail what is still queued (a panic drops the
+    // op table's sinks during unwinding, which fails them with EngineStopped).
+    let leftover = {
+        let mut q = shared.queue.lock();
+        q.closed = true;
+        std::mem::take(&mut q.cmds)
+    };
+    let error = if result.is_ok() {
+        RpcError::ShuttingDown
+    } else {
+        RpcError::EngineStopped
+    };
+    for cmd in leftover {
+        cmd.fail(match &error {
+            RpcError::ShuttingDown => RpcError::ShuttingDown,
+            _ => RpcError::EngineStopped,
+        });
+    }
+}
+
+impl<N: Net> Progress<N> {
+    fn new(
+        net: N,
+        config: EngineConfig,
+        shared: Arc<Shared<N>>,
+        sleeper: Sleeper,
+    ) -> Result<Self, RpcError> {
+        if let Some(cpu) = config.cpu {
+            pin_to(cpu)?;
+        }
+        let wait = config
+            .wait
+            .unwrap_or_else(|| WaitStrategy::default_for(net.provider()));
+        let mut p = Progress {
+            net,
+            shared,
+            wait,
+            sleeper,
+            ops: OpTable::new(),
+            recvs: Vec::new(),
+            repost: Vec::new(),
+            sends: Vec::new(),
+            free_sends: Vec::new(),
+            registered_sends: 0,
+            outbox: VecDeque::new(),
+            bulk_backlog: VecDeque::new(),
+            sessions: HashMap::new(),
+            // Sessions start at a random-ish point so a restarted engine does not accept a
+            // stale session id from a previous incarnation by chance.
+            next_session: (std::process::id() << 12) | 1,
+            in_flight: HashSet::new(),
+            stopping: false,
+            events: Vec::with_capacity(CQ_BATCH),
+            expired: Vec::new(),
+            last_work: Instant::now(),
+            config,
+        };
+        for i in 0..p.config.recv_buffers {
+            let mr = p
+                .net
+                .register(p.config.eager_size, false)
+                .map_err(|source| RpcError::Transport {
+                    what: "register receive buffer",
+                    source,
+                })?;
+            p.recvs.push(Some(mr));
+            p.repost.push(i);
+        }
+        p.post_recvs()?;
+        Ok(p)
+    }
+
+    fn run(&mut self) {
+        loop {
+            let mut work = self.take_commands();
+            work |= self.flush_outbox();
+            work |= self.flush_bulk_backlog();
+            work |= self.poll_cq();
+            let _ = self.post_recvs();
+            self.expire(Instant::now());
+            if self.stopping {
+                return self.drain();
+            }
+            if work {
+                self.last_work = Instant::now();
+            } else {
+                self.idle();
+            }
+        }
+    }
+
+    // ---- waiting ---------------------------------------------------------------------------
+
+    fn idle(&mut self) {
+        let block = match self.wait {
+            WaitStrategy::Spin => false,
+            WaitStrategy::Block => true,
+            WaitStrategy::SpinThenBlock { spindown } => self.last_work.elapsed() >= spindown,
+        };
+        if !block {
+            std::thread::yield_now();
+            return;
+        }
+        self.shared.waker.set_sleeping();
+        let queued = !self.shared.queue.lock().cmds.is_empty();
+        if queued || !self.net.try_wait() {
+            self.shared.waker.set_awake();
+            return;
+        }
+        let mut timeout = Duration::from_millis(100);
+        if self.net.wait_fd().is_none() {
+            timeout = self.config.idle_poll;
+        }
+        if let Some(d) = self.ops.next_deadline() {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        self.sleeper.sleep(&self.shared.waker, timeout);
+        self.shared.waker.set_awake();
+    }
+
+    // ---- commands --------------------------------------------------------------------------
+
+    fn take_commands(&mut self) -> bool {
+        let cmds = std::mem::take(&mut self.shared.queue.lock().cmds);
+        if cmds.is_empty() {
+            return false;
+        }
+        for cmd in cmds {
+            self.command(cmd);
+        }
+        true
+    }
+
+    fn command(&mut self, cmd: Cmd<N>) {
+        if self.stopping {
+            return cmd.fail(RpcError::ShuttingDown);
+        }
+        match cmd {
+            Cmd::Connect {
+                id,
+                addr,
+                timeout,
+                sink,
+            } => self.connect(id, addr, timeout, sink),
+            Cmd::Call {
+                id,
+                peer,
+                op,
+                body,
+                timeout,
+                sink,
+            } => {
+                let budget = budget_us(timeout);
+                let header = Header {
+                    kind: Kind::Request,
+                    op,
+                    request_id: id,
+                    session: peer.session,
+                    budget_us: budget,
+                };
+                let deadline = timeout.map(|t| Instant::now() + t);
+                let entry = Op {
+                    sink: OpSink::Call(sink),
+                    timeout,
+                    peer,
+                };
+                if self
+                    .ops
+                    .insert_at(id, Completes::OnResponse, deadline, 0, entry, None)
+                {
+                    let bytes = frame_bytes(&header, &body);
+                    self.send(peer.fi_addr, bytes, Some(id));
+                }
+            }
+            Cmd::RawCall {
+                id,
+                peer,
+                frame,
+                timeout,
+                sink,
+            } => {
+                let deadline = Some(Instant::now() + timeout);
+                let entry = Op {
+                    sink: OpSink::Call(sink),
+                    timeout: Some(timeout),
+                    peer,
+                };
+                if self
+                    .ops
+                    .insert_at(id, Completes::OnResponse, deadline, 0, entry, None)
+                {
+                    self.send(peer.fi_addr, frame, Some(id));
+                }
+            }
+            Cmd::Bulk(b) => self.bulk(b),
+            Cmd::Register { len, sink } => match self.net.register(len, true) {
+                Ok(mr) => sink.complete(Ok(self.shared.wrap(mr))),
+                Err(source) => sink.complete(Err(RpcError::Transport {
+                    what: "register",
+                    source,
+                })),
+            },
+            Cmd::Release(mr) => drop(mr),
+            Cmd::Respond {
+                session,
+                peer,
+                request_id,
+                op,
+                result,
+            } => {
+                if !self.in_flight.remove(&(session, request_id)) {
+                    return; // cancelled by the caller: nobody waits for this answer
+                }
+                match result {
+                    Ok(body) if body.len() <= self.shared.max_body => {
+                        let h = Header {
+                            kind: Kind::Response,
+                            op,
+                            request_id,
+                            session,
+                            budget_us: 0,
+                        };
+                        self.send(peer, frame_bytes(&h, &body), None);
+                    }
+                    Ok(body) => {
+                        let msg = format!(
+                            "response body of {} bytes exceeds {}",
+                            body.len(),
+                            self.shared.max_body
+                        );
+                        self.send_error(peer, session, request_id, op, ErrorCode::TooLarge, &msg);
+                    }
+                    Err((code, msg)) => self.send_error(peer, session, request_id, op, code, &msg),
+                }
+            }
+            Cmd::Cancel { id } => {
+                if let Some(op) = self.ops.cancel(id) {
+                    self.send_cancel(id, &op);
+                    op.fail(RpcError::Cancelled);
+                }
+            }
+            Cmd::Shutdown => self.stopping = true,
+        }
+    }
+
+    fn connect(&mut self, id: u64, addr: Address, timeout: Duration, sink: Sink<Peer>) {
+        let fi_addr = match self.net.insert_peer(addr.raw()) {
+            Ok(a) => a,
+            Err(source) => {
+                return sink.complete(Err(RpcError::Transport {
+                    what: "insert peer",
+                    source,
+                }))
+            }
+        };
+        let mut body = Vec::new();
+        Writer::new(&mut body)
+            .bytes(self.net.provider().as_bytes())
+            .bytes(&self.net.local_address());
+        let header = Header {
+            kind: Kind::Request,
+            op: OP_HELLO,
+            request_id: id,
+            session: 0,
+            budget_us: budget_us(Some(timeout)),
+        };
+        let peer = Peer {
+            fi_addr,
+            session: 0,
+        };
+        let entry = Op {
+            sink: OpSink::Connect { fi_addr, sink },
+            timeout: Some(timeout),
+            peer,
+        };
+        if self.ops.insert_at(
+            id,
+            Completes::OnResponse,
+            Some(Instant::now() + timeout),
+            0,
+            entry,
+            None,
+        ) {
+            self.send(fi_addr, frame_bytes(&header, &body), Some(id));
+        }
+    }
+
+    fn bulk(&mut self, b: BulkCmd<N>) {
+        let BulkCmd {
+            id,
+            write,
+            peer,
+            regions,
+            mr,
+            timeout,
+            sink,
+        } = b;
+        let Ok(outstanding) = u32::try_from(regions.len()) else {
+            let error = RpcError::TooLarge {
+                what: "region list",
+                len: regions.len(),
+                max: u32::MAX as usize,
+            };
+            return sink.complete(Err(BulkError {
+                error,
+                buffer: Some(self.shared.wrap(mr)),
+            }));
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let bufs = BulkBufs {
+            mr,
+            write,
+            fi_addr: peer.fi_addr,
+            regions,
+            next: 0,
+            offset: 0,
+        };
+        let entry = Op {
+            sink: OpSink::Bulk(sink),
+            timeout,
+            peer,
+        };
+        if self.ops.insert_at(
+            id,
+            Completes::OnTransport,
+            deadline,
+            outstanding,
+            entry,
+            Some(bufs),
+        ) {
+            self.post_bulk(id);
+        }
+    }
+
+    /// Posts the remaining regions of bulk op `id`; on `-FI_EAGAIN` queues it for later.
+    fn post_bulk(&mut self, id: u64) -> bool {
+        let mut failed: Vec<NetError> = Vec::new();
+        let mut again = false;
+        if let Some(Some(b)) = self.ops.buffers_mut(id) {
+            while b.next < b.regions.len() {
+                let remote = &b.regions[b.next];
+                let len = N::remote_len(remote);
+                let c = ctx(TAG_OP, id);
+                let r = if b.write {
+                    // SAFETY: the op table owns `b.mr` until every posted region of this op has
+                    // completed (or the endpoint is closed, in Progress::drop); the caller
+                    // checked that the regions fit in the buffer.
+                    unsafe { self.net.post_write(b.fi_addr, &b.mr, b.offset, remote, c) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe {
+                        self.net
+                            .post_read(b.fi_addr, &mut b.mr, b.offset, remote, c)
+                    }
+                };
+                match r {
+                    Ok(()) => {
+                        b.next += 1;
+                        b.offset += len;
+                    }
+                    Err(PostError::Again) => {
+                        again = true;
+                        break;
+                    }
+                    Err(PostError::Failed(e)) => {
+                        // This region and the ones after it will never complete: account for
+                        // them now so the op finishes when the posted ones do.
+                        let left = b.regions.len() - b.next;
+                        b.next = b.regions.len();
+                        failed.push(e);
+                        for _ in 1..left {
+                            failed.push("not posted after an earlier post failed".into());
+                        }
+                    }
+                }
+            }
+        }
+        for e in failed {
+            self.transport_done(id, Err(e));
+        }
+        if again {
+            self.bulk_backlog.push_back(id);
+        }
+        !again
+    }
+
+    fn flush_bulk_backlog(&mut self) -> bool {
+        let mut work = false;
+        while let Some(id) = self.bulk_backlog.pop_front() {
+            if !self.post_bulk(id) {
+                break;
+            }
+            work = true;
+        }
+        work
+    }
+
+    // ---- sends -----------------------------------------------------------------------------
+
+    fn send_error(
+        &mut self,
+        fi_addr: u64,
+        session: u32,
+        request_id: u64,
+        op: u16,
+        code: ErrorCode,
+        msg: &str,
+    ) {
+        let mut body = Vec::new();
+        ErrorBody::encode(code, msg, &mut body);
+        let h = Header {
+            kind: Kind::Error,
+            op,
+            request_id,
+            session,
+            budget_us: 0,
+        };
+        self.send(fi_addr, frame_bytes(&h, &body), None);
+    }
+
+    fn send_cancel(&mut self, id: u64, op: &Op<N>) {
+        if matches!(op.sink, OpSink::Call(_)) {
+            let h = Header {
+                kind: Kind::Cancel,
+                op: 0,
+                request_id: id,
+                session: op.peer.session,
+                budget_us: 0,
+            };
+            self.send(op.peer.fi_addr, frame_bytes(&h, &[]), None);
+        }
+    }
+
+    fn send(&mut self, fi_addr: u64, bytes: Vec<u8>, op: Option<u64>) {
+        if !self.outbox.is_empty() {
+            return self
+                .outbox
+                .push_back(Outgoing::Frame { fi_addr, bytes, op });
+        }
+        match self.take_send_slot(bytes.len(), op) {
+            Ok(Some(slot)) => {
+                self.fill_slot(slot, &bytes);
+                self.post_send(slot, fi_addr, bytes.len());
+            }
+            Ok(None) => self
+                .outbox
+                .push_back(Outgoing::Frame { fi_addr, bytes, op }),
+            Err(source) => self.fail_send(
+                op,
+                RpcError::Transport {
+                    what: "register send buffer",
+                    source,
+                },
+            ),
+        }
+    }
+
+    fn take_send_slot(&mut self, len: usize, op: Option<u64>) -> Result<Option<usize>, NetError> {
+        if len > self.config.eager_size {
+            let mr = self.net.register(len, false)?;
+            return Ok(Some(self.put_slot(SendSlot {
+                mr,
+                op,
+                oversized: true,
+            })));
+        }
+        if let Some(slot) = self.free_sends.pop() {
+            if let Some(s) = self.sends[slot].as_mut() {
+                s.op = op;
+            }
+            return Ok(Some(slot));
+        }
+        if self.registered_sends >= self.config.send_buffers {
+            return Ok(None);
+        }
+        let mr = self.net.register(self.config.eager_size, false)?;
+        self.registered_sends += 1;
+        Ok(Some(self.put_slot(SendSlot {
+            mr,
+            op,
+            oversized: false,
+        })))
+    }
+
+    fn put_slot(&mut self, s: SendSlot<N>) -> usize {
+        if let Some(i) = self.sends.iter().position(Option::is_none) {
+            self.sends[i] = Some(s);
+            i
+        } else {
+            self.sends.push(Some(s));
+            self.sends.len() - 1
+        }
+    }
+
+    fn fill_slot(&mut self, slot: usize, bytes: &[u8]) {
+        if let Some(s) = self.sends[slot].as_mut() {
+            N::bytes_mut(&mut s.mr)[..bytes.len()].copy_from_slice(bytes);
+        }
+    }
+
+    /// Posts slot `slot`; returns false on `-FI_EAGAIN` (queued for retry).
+    fn post_send(&mut self, slot: usize, fi_addr: u64, len: usize) -> bool {
+        let Some(s) = self.sends[slot].as_ref() else {
+            return true;
+        };
+        // SAFETY: `sends[slot]` owns the buffer until its completion is read (`on_send_done`)
+        // or the endpoint is closed (Progress::drop closes it before freeing `sends`).
+        let r = unsafe {
+            self.net
+                .post_send(fi_addr, &s.mr, len, ctx(TAG_SEND, slot as u64))
+        };
+        match r {
+            Ok(()) => true,
+            Err(PostError::Again) => {
+                self.outbox
+                    .push_front(Outgoing::Slot { slot, fi_addr, len });
+                false
+            }
+            Err(PostError::Failed(source)) => {
+                let op = self.release_slot(slot);
+                self.fail_send(
+                    op,
+                    RpcError::Transport {
+                        what: "send",
+                        source,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self) -> bool {
+        let mut work = false;
+        while let Some(out) = self.outbox.pop_front() {
+            match out {
+                Outgoing::Slot { slot, fi_addr, len } => {
+                    if !self.post_send(slot, fi_addr, len) {
+                        return work;
+                    }
+                }
+                Outgoing::Frame { fi_addr, bytes, op } => {
+                    match self.take_send_slot(bytes.len(), op) {
+                        Ok(Some(slot)) => {
+                            self.fill_slot(slot, &bytes);
+                            if !self.post_send(slot, fi_addr, bytes.len()) {
+                                return work;
+                            }
+                        }
+                        Ok(None) => {
+                            self.outbox
+                                .push_front(Outgoing::Frame { fi_addr, bytes, op });
+                            return work;
+                        }
+                        Err(source) => self.fail_send(
+                            op,
+                            RpcError::Transport {
+                                what: "register send buffer",
+                                source,
+                            },
+                        ),
+                    }
+                }
+            }
+            work = true;
+        }
+        work
+    }
+
+    fn release_slot(&mut self, slot: usize) -> Option<u64> {
+        let s = self.sends.get_mut(slot)?;
+        let op = s.as_mut().and_then(|s| s.op.take());
+        if s.as_ref().is_some_and(|s| s.oversized) {
+            *s = None;
+        } else {
+            self.free_sends.push(slot);
+        }
+        op
+    }
+
+    fn fail_send(&mut self, op: Option<u64>, error: RpcError) {
+        if let Some(id) = op {
+            if let Some(op) = self.ops.cancel(id) {
+                op.fail(error);
+            }
+        }
+    }
+
+    // ---- receives --------------------------------------------------------------------------
+
+    fn post_recvs(&mut self) -> Result<(), RpcError> {
+        while let Some(&slot) = self.repost.last() {
+            let Some(mr) = self.recvs[slot].as_mut() else {
+                self.repost.pop();
+                continue;
+            };
+            // SAFETY: `recvs[slot]` owns the buffer until the completion for this context is
+            // read (`on_recv`), or the endpoint is closed (Progress::drop) before it is freed.
+            match unsafe { self.net.post_recv(mr, ctx(TAG_RECV, slot as u64)) } {
+                Ok(()) => {
+                    self.repost.pop();
+                }
+                Err(PostError::Again) => return Ok(()),
+                Err(PostError::Failed(source)) => {
+                    return Err(RpcError::Transport {
+                        what: "post receive",
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_cq(&mut self) -> bool {
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        if let Err(e) = self.net.poll(&mut events) {
+            // A failing CQ is not recoverable: stop, failing everything pending with it.
+            eprintln!("diaspora-rpc: CQ read failed, stopping the engine: {e}");
+            self.stopping = true;
+        }
+        let work = !events.is_empty();
+        for ev in events.drain(..) {
+            let tag = ev.ctx >> TAG_SHIFT;
+            let index = ev.ctx & ((1 << TAG_SHIFT) - 1);
+            match tag {
+                TAG_RECV => self.on_recv(index as usize, ev),
+                TAG_SEND => {
+                    let op = self.release_slot(index as usize);
+                    if let Some(source) = ev.error {
+                        self.fail_send(
+                            op,
+                            RpcError::Transport {
+                                what: "send",
+                                source,
+                            },
+                        );
+                    }
+                }
+                TAG_OP => {
+                    let r = match ev.error {
+                        Some(e) => Err(e),
+                        None => Ok(()),
+                    };
+                    self.transport_done(index, r);
+                }
+                _ => {}
+            }
+        }
+        self.events = events;
+        work
+    }
+
+    fn transport_done(&mut self, id: u64, result: Result<(), NetError>) {
+        let Transport::Done {
+            buffers,
+            sink,
+            error,
+        } = self.ops.on_transport(id, result)
+        else {
+            return;
+        };
+        let Some(b) = buffers else { return };
+        let buf = self.shared.wrap(b.mr);
+        match sink {
+            Some(op) => match (op.sink, error) {
+                (OpSink::Bulk(s), None) => s.complete(Ok(buf)),
+                (OpSink::Bulk(s), Some(source)) => {
+                    let what = if b.write { "write" } else { "read" };
+                    let error = RpcError::Transport { what, source };
+                    s.complete(Err(BulkError {
+                        error,
+                        buffer: Some(buf),
+                    }));
+                }
+                (other, _) => Op {
+                    sink: other,
+                    timeout: op.timeout,
+                    peer: op.peer,
+                }
+                .fail(RpcError::EngineStopped),
+            },
+            // Timed out or cancelled earlier: the transport is done now, free the buffer.
+            None => drop(buf),
+        }
+    }
+
+    fn on_recv(&mut self, slot: usize, ev: NetEvent) {
+        let Some(mr) = self.recvs.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        self.repost.push(slot);
+        if ev.error.is_some() {
+            // Truncated by the transport (larger than a receive buffer) or the peer vanished.
+            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let len = ev.len.min(N::bytes(&mr).len());
+            self.on_frame(&N::bytes(&mr)[..len]);
+        }
+        self.recvs[slot] = Some(mr);
+    }
+
+    fn on_frame(&mut self, bytes: &[u8]) {
+        let stats = &self.shared.stats;
+        let frame = match wire::decode(bytes, self.shared.max_body) {
+            Ok((frame, _)) => frame,
+            Err(e) => {
+                // Answer when the header says who to answer; drop otherwise.
+                match wire::frame::peek_ids(bytes)
+                    .and_then(|(id, s, op)| Some((id, s, op, *self.sessions.get(&s)?)))
+                {
+                    Some((id, session, op, fi_addr)) => {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        self.send_error(fi_addr, session, id, op, e.code, &e.to_string());
+                    }
+                    None => {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                return;
+            }
+        };
+        let h = frame.header;
+        match h.kind {
+            Kind::Request if h.op == OP_HELLO => self.on_hello(&h, frame.body),
+            Kind::Request => self.on_request(&h, frame.body),
+            Kind::Response | Kind::Error => self.on_response(&h, frame.body),
+            Kind::Cancel => {
+                stats.cancels.fetch_add(1, Ordering::Relaxed);
+                self.in_flight.remove(&(h.session, h.request_id));
+            }
+        }
+    }
+
+    fn on_hello(&mut self, h: &Header, body: &[u8]) {
+        let mut r = Reader::new(body);
+        let parsed = (|| {
+            let provider = r.str(MAX_PROVIDER)?;
+            let raw = r.bytes(MAX_RAW_ADDRESS)?;
+            r.finish()?;
+            Ok::<_, wire::WireError>((provider, raw))
+        })();
+        let (provider, raw) = match parsed {
+            Ok(v) => v,
+            Err(_) => {
+                // No usable return address: nothing to answer to.
+                self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if self.sessions.len() >= self.config.max_sessions {
+            // Refusing costs nothing: no AV entry, no answer (the caller times out).
+            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let fi_addr = match self.net.insert_peer(raw) {
+            Ok(a) => a,
+            Err(_) => {
+                self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if provider != self.net.provider() {
+            let msg = format!(
+                "this engine uses {}, the caller {provider}",
+                self.net.provider()
+            );
+            self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return self.send_error(
+                fi_addr,
+                0,
+                h.request_id,
+                h.op,
+                ErrorCode::ProviderMismatch,
+                &msg,
+            );
+        }
+        if self.stopping {
+            return self.send_error(
+                fi_addr,
+                0,
+                h.request_id,
+                h.op,
+                ErrorCode::ShuttingDown,
+                "shutting down",
+            );
+        }
+        let session = self.next_session;
+        self.next_session = self.next_session.wrapping_add(1).max(1);
+        self.sessions.insert(session, fi_addr);
+        let mut out = Vec::new();
+        Writer::new(&mut out)
+            .u32(session)
+            .u32(self.shared.max_body as u32);
+        let resp = Header {
+            kind: Kind::Response,
+            op: OP_HELLO,
+            request_id: h.request_id,
+            session,
+            budget_us: 0,
+        };
+        self.send(fi_addr, frame_bytes(&resp, &out), None);
+    }
+
+    fn on_request(&mut self, h: &Header, body: &[u8]) {
+        let Some(&fi_addr) = self.sessions.get(&h.session) else {
+            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let reply_err = |p: &mut Self, code: ErrorCode, msg: &str| {
+            p.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            p.send_error(fi_addr, h.session, h.request_id, h.op, code, msg);
+        };
+        if self.stopping {
+            return reply_err(self, ErrorCode::ShuttingDown, "the engine is shutting down");
+        }
+        let Some(handler) = self.shared.handlers.read().get(&h.op).cloned() else {
+            return reply_err(
+                self,
+                ErrorCode::UnknownOp,
+                &format!("no handler for op {}", h.op),
+            );
+        };
+        if self.in_flight.len() >= self.config.max_requests_in_flight {
+            return reply_err(self, ErrorCode::Overloaded, "too many requests in flight");
+        }
+        if !self.in_flight.insert((h.session, h.request_id)) {
+            return; // a duplicate of a request being served
+        }
+        self.shared.stats.served.fetch_add(1, Ordering::Relaxed);
+        let deadline =
+            (h.budget_us > 0).then(|| Instant::now() + Duration::from_micros(h.budget_us.into()));
+        let request = Request {
+            op: h.op,
+            body: body.to_vec(),
+            peer: Peer {
+                fi_addr,
+                session: 0,
+            },
+            deadline,
+        };
+        let responder = Responder {
+            shared: self.shared.clone(),
+            session: h.session,
+            peer: fi_addr,
+            request_id: h.request_id,
+            op: h.op,
+            answered: false,
+        };
+        self.config.handler_pool.push_work(
+            move || {
+                if request.deadline.is_some_and(|d| Instant::now() >= d) {
+                    return responder.fail_with(
+                        ErrorCode::DeadlineExceeded,
+                        "deadline passed before the handler ran",
+                    );
+                }
+                // A panic drops the responder while unwinding, which answers HandlerPanicked.
+                let _ =
+                    std::panic::catch_unwind(AssertUnwindSafe(move || handler(request, responder)));
+            },
+            0,
+        );
+    }
+
+    fn on_response(&mut self, h: &Header, body: &[u8]) {
+        let op = match self.ops.on_response(h.request_id) {
+            Response::Deliver(op) => op,
+            Response::Late => {
+                self.shared.stats.late.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Response::Unknown => {
+                self.shared.stats.unknown.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let remote_error = || match ErrorBody::decode(body) {
+            Ok(e) => RpcError::Remote {
+                code: e.code,
+                message: e.message,
+            },
+            Err(e) => RpcError::Wire(e),
+        };
+        match op.sink {
+            OpSink::Call(sink) => match h.kind {
+                Kind::Response => sink.complete(Ok(body.to_vec())),
+                _ => sink.complete(Err(remote_error())),
+            },
+            OpSink::Connect { fi_addr, sink } => {
+                if h.kind != Kind::Response {
+                    let e = match remote_error() {
+                        RpcError::Remote {
+                            code: ErrorCode::ProviderMismatch,
+                            message,
+                        } => RpcError::ProviderMismatch {
+                            local: self.net.provider().to_owned(),
+                            remote: message,
+                        },
+                        e => e,
+                    };
+                    return sink.complete(Err(e));
+                }
+                let mut r = Reader::new(body);
+                match (r.u32(), r.u32()) {
+                    (Ok(session), Ok(_max_body)) => sink.complete(Ok(Peer { fi_addr, session })),
+                    (Err(e), _) | (_, Err(e)) => sink.complete(Err(RpcError::Wire(e))),
+                }
+            }
+            OpSink::Bulk(_) => {}
+        }
+    }
+
+    // ---- deadlines and shutdown ------------------------------------------------------------
+
+    fn expire(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.ops.expire(now, &mut expired);
+        for (id, op) in expired.drain(..) {
+            self.send_cancel(id, &op);
+            let t = op.timeout.unwrap_or_default();
+            op.fail(RpcError::Timeout(t));
+        }
+        self.expired = expired;
+    }
+
+    fn drain(&mut self) {
+        for (_, op) in self.ops.shutdown() {
+            op.fail(RpcError::ShuttingDown);
+        }
+        // Let posted sends and transfers finish so their buffers are released by their
+        // completions, bounded by drain_timeout.
+        let until = Instant::now() + self.config.drain_timeout;
+        while Instant::now() < until {
+            let _ = self.take_commands();
+            self.flush_outbox();
+            let busy = self.poll_cq();
+            let sends_posted = self.free_sends.len() < self.registered_sends
+                || self.sends.iter().flatten().any(|s| s.oversized);
+            if !busy && !sends_posted && self.ops.is_empty() && self.outbox.is_empty() {
+                break;
+            }
+            if !busy {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+impl<N: Net> Drop for Progress<N> {
+    fn drop(&mut self) {
+        // Close the endpoint first: after this no posted operation touches any buffer, so the
+        // fields (receive buffers, send buffers, the op table's bulk buffers) may be freed.
+        self.net.close();
+        let (sinks, _buffers) = self.ops.close();
+        for op in sinks {
+            op.fail(RpcError::ShuttingDown);
+        }
+    }
+}
+
+fn frame_bytes(h: &Header, body: &[u8]) -> Vec<u8> {
+    wire::encode(h, body)
+}
+
+fn budget_us(timeout: Option<Duration>) -> u32 {
+    match timeout {
+        None => 0,
+        Some(t) => t.as_micros().clamp(1, u32::MAX as u128) as u32,
+    }
+}
+
+fn pin_to(cpu: usize) -> Result<(), RpcError> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(RpcError::InvalidArgument(format!(
+            "cpu {cpu} is beyond CPU_SETSIZE"
+        )));
+    }
+    // SAFETY: `cpu` is below CPU_SETSIZE, checked above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a live cpu_set_t and we pass its size; 0 means the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(RpcError::InvalidArgument(format!(
+            "cannot pin the progress thread to cpu {cpu}: {e}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+//! diaspora-rpc: the RPC + bulk engine of diaspora-rs.
+//!
+//! - [`wire`]: the versioned, checksummed frame and body codec (pure, no I/O).
+//! - [`op_table`]: the sans-IO table of in-flight operations: ids, deadlines, cancellation,
+//!   late responses, and ownership of every buffer until the transport is done with it.
+//! - [`Engine`]: one progress thread owning one endpoint; [`Handle`]s submit calls and bulk
+//!   transfers to it; handlers run on a [`diaspora_api::ThreadPool`].
+//!
+//! See `README.md` next to this crate for the protocol and the threading model.
+
+// Tests unwrap freely: a panic there is a test failure with its message.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod address;
+mod completion;
+mod config;
+mod engine;
+mod error;
+#[cfg(test)]
+mod mock_net;
+pub mod net;
+pub mod op_table;
+pub mod wire;
+
+pub use address::{Address, AddressError};
+pub use completion::Pending;
+pub use config::{EngineConfig, WaitStrategy};
+pub use engine::{
+    Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, StatsSnapshot,
+    OP_HELLO,
+};
+pub use error::{BulkError, EngineError, RpcError};
