@@ -26,6 +26,9 @@ pub enum WaitStrategy {
 pub struct EngineConfig {
     /// libfabric provider: `tcp;ofi_rxm` (default) or `shm`.
     pub provider: String,
+    /// libfabric domain (for example `lo` to keep tcp on loopback); `None` lets libfabric
+    /// choose.
+    pub domain: Option<String>,
     /// Wait strategy; `None` picks the provider's default ([`WaitStrategy::default_for`]).
     pub wait: Option<WaitStrategy>,
     /// Pin the progress thread to this CPU (`sched_setaffinity`).
@@ -55,6 +58,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             provider: "tcp;ofi_rxm".into(),
+            domain: None,
             wait: None,
             cpu: None,
             eager_size: 8 * 1024,

@@ -11,22 +11,23 @@
 // Tests unwrap freely: a panic there is a test failure with its message.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod address;
 mod completion;
 mod config;
 mod engine;
 mod error;
+mod fabric_net;
 #[cfg(test)]
 mod mock_net;
 pub mod net;
 pub mod op_table;
 pub mod wire;
 
-pub use address::{Address, AddressError};
 pub use completion::Pending;
 pub use config::{EngineConfig, WaitStrategy};
+pub use diaspora_fabric::{Address, AddressError, RemoteRegion};
 pub use engine::{
     Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, StatsSnapshot,
     OP_HELLO,
 };
 pub use error::{BulkError, EngineError, RpcError};
+pub use fabric_net::{FabricMr, FabricNet, OpenError};

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::address::Address;
 use crate::completion::{pair, Pending, Sink};
 use crate::config::EngineConfig;
 use crate::error::{BulkError, EngineError, RpcError};
+use crate::fabric_net::FabricNet;
 use crate::net::Net;
 use crate::wire::{ErrorCode, HEADER_LEN};
+use diaspora_fabric::Address;
 
 /// Op code reserved for the engine's own HELLO handshake.
 pub const OP_HELLO: u16 = 0;
@@ -52,7 +53,7 @@ pub struct Request {
 
 /// Answers one request, once. Dropping it unanswered sends an error reply
 /// (`HandlerFailed`, or `HandlerPanicked` when dropped by a panic).
-pub struct Responder<N: Net> {
+pub struct Responder<N: Net = FabricNet> {
     shared: Arc<Shared<N>>,
     session: u32,
     peer: u64,
@@ -115,11 +116,11 @@ impl<N: Net> Drop for Responder<N> {
 
 /// A handler: runs on the engine's handler pool, answers through the [`Responder`] (now or
 /// later, from any thread).
-pub type HandlerFn<N> = dyn Fn(Request, Responder<N>) + Send + Sync + 'static;
+pub type HandlerFn<N = FabricNet> = dyn Fn(Request, Responder<N>) + Send + Sync + 'static;
 
 /// A registered buffer owned by the caller: moved into a bulk operation and handed back by
 /// its completion, so no one can touch or free it while a transfer may use it.
-pub struct Buffer<N: Net> {
+pub struct Buffer<N: Net = FabricNet> {
     mr: Option<N::Mr>,
     shared: Arc<Shared<N>>,
 }
@@ -186,7 +187,7 @@ impl<N: Net> std::fmt::Debug for Buffer<N> {
 
 /// Outcome of a bulk transfer: the buffer back, or the error (with the buffer when the
 /// transport is done with it).
-pub type BulkPending<N> = Pending<Buffer<N>, BulkError<Buffer<N>>>;
+pub type BulkPending<N = FabricNet> = Pending<Buffer<N>, BulkError<Buffer<N>>>;
 
 /// Counters of what the progress thread refused or dropped.
 #[derive(Debug, Default)]
@@ -197,6 +198,7 @@ pub(crate) struct Stats {
     pub(crate) unknown: AtomicU64,
     pub(crate) served: AtomicU64,
     pub(crate) cancels: AtomicU64,
+    pub(crate) released_late: AtomicU64,
 }
 
 /// A snapshot of an engine's counters.
@@ -215,6 +217,8 @@ pub struct StatsSnapshot {
     pub served: u64,
     /// CANCEL frames received.
     pub cancels: u64,
+    /// Buffers of timed-out or cancelled transfers freed when their late completion arrived.
+    pub released_late: u64,
 }
 
 pub(crate) enum Cmd<N: Net> {
@@ -355,7 +359,7 @@ impl<N: Net> Shared<N> {
 /// A cloneable handle that submits work to an engine's progress thread (handlers capture one
 /// to issue bulk transfers). It does not keep the progress thread running: once the
 /// [`Engine`] shuts down, every operation fails with [`RpcError::ShuttingDown`].
-pub struct Handle<N: Net> {
+pub struct Handle<N: Net = FabricNet> {
     shared: Arc<Shared<N>>,
 }
 
@@ -370,14 +374,28 @@ impl<N: Net> Clone for Handle<N> {
 /// One progress thread with its own endpoint, and the owner of its lifetime. Dropping it (or
 /// [`shutdown`](Engine::shutdown)) fails pending operations with
 /// [`RpcError::ShuttingDown`], drains the transport, closes the endpoint, then frees buffers.
-pub struct Engine<N: Net> {
+pub struct Engine<N: Net = FabricNet> {
     handle: Handle<N>,
     address: Address,
     thread: Option<JoinHandle<()>>,
 }
 
+impl Engine<FabricNet> {
+    /// Opens an endpoint on `config.provider` (restricted to `config.domain` if set) and
+    /// starts its progress thread.
+    pub fn new(config: EngineConfig) -> Result<Engine<FabricNet>, EngineError> {
+        let net = FabricNet::open(&config.provider, config.domain.as_deref()).map_err(|e| {
+            EngineError::Open {
+                provider: config.provider.clone(),
+                source: Box::new(e),
+            }
+        })?;
+        Engine::with_net(net, config)
+    }
+}
+
 impl<N: Net> Engine<N> {
-    /// Starts a progress thread that owns `net`.
+    /// Starts a progress thread that owns `net` (any transport: see [`Net`]).
     pub fn with_net(net: N, mut config: EngineConfig) -> Result<Engine<N>, EngineError> {
         if config.eager_size < HEADER_LEN + 64 || config.eager_size > 1 << 20 {
             let reason = format!("{} is outside 96 ..= 1 MiB", config.eager_size);
@@ -714,6 +732,7 @@ impl<N: Net> Handle<N> {
             unknown: s.unknown.load(Ordering::Relaxed),
             served: s.served.load(Ordering::Relaxed),
             cancels: s.cancels.load(Ordering::Relaxed),
+            released_late: s.released_late.load(Ordering::Relaxed),
         }
     }
 

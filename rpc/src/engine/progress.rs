@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 
 use super::waker::Sleeper;
 use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, Shared, OP_HELLO};
-use crate::address::{Address, MAX_PROVIDER, MAX_RAW_ADDRESS};
+use diaspora_fabric::address::MAX_ADDRESS_LEN as MAX_RAW_ADDRESS;
+use diaspora_fabric::Address;
+
+/// Longest provider name a HELLO may carry.
+const MAX_PROVIDER: usize = 64;
 use crate::completion::Sink;
 use crate::config::{EngineConfig, WaitStrategy};
 use crate::error::{BulkError, RpcError};
@@ -243,7 +247,8 @@ impl<N: Net> Progress<N> {
         }
         self.shared.waker.set_sleeping();
         let queued = !self.shared.queue.lock().cmds.is_empty();
-        if queued || !self.net.try_wait() {
+        let has_fd = self.net.wait_fd().is_some();
+        if queued || (has_fd && !self.net.try_wait()) {
             self.shared.waker.set_awake();
             return;
         }
@@ -384,7 +389,7 @@ impl<N: Net> Progress<N> {
     }
 
     fn connect(&mut self, id: u64, addr: Address, timeout: Duration, sink: Sink<Peer>) {
-        let fi_addr = match self.net.insert_peer(addr.raw()) {
+        let fi_addr = match self.net.insert_peer(addr.bytes()) {
             Ok(a) => a,
             Err(source) => {
                 return sink.complete(Err(RpcError::Transport {
@@ -822,7 +827,13 @@ impl<N: Net> Progress<N> {
                 .fail(RpcError::EngineStopped),
             },
             // Timed out or cancelled earlier: the transport is done now, free the buffer.
-            None => drop(buf),
+            None => {
+                self.shared
+                    .stats
+                    .released_late
+                    .fetch_add(1, Ordering::Relaxed);
+                drop(buf);
+            }
         }
     }
 
@@ -1068,6 +1079,20 @@ impl<N: Net> Progress<N> {
     fn drain(&mut self) {
         for (_, op) in self.ops.shutdown() {
             op.fail(RpcError::ShuttingDown);
+        }
+        // Regions never posted will never complete: account for them so their ops leave.
+        while let Some(id) = self.bulk_backlog.pop_front() {
+            let left = match self.ops.buffers_mut(id) {
+                Some(Some(b)) => {
+                    let left = b.regions.len() - b.next;
+                    b.next = b.regions.len();
+                    left
+                }
+                _ => 0,
+            };
+            for _ in 0..left {
+                self.transport_done(id, Err("not posted before shutdown".into()));
+            }
         }
         // Let posted sends and transfers finish so their buffers are released by their
         // completions, bounded by drain_timeout.

@@ -202,6 +202,7 @@ fn a_timed_out_read_keeps_its_buffer_until_the_transport_completes() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(world.registered("client"), before);
+    assert_eq!(client.stats().released_late, 1);
 }
 
 #[test]

@@ -1,0 +1,235 @@
+//! [`Net`] on `diaspora-fabric`: one domain, CQ, AV and RDM endpoint, opened for one progress
+//! thread (`FI_THREAD_DOMAIN`).
+
+use std::os::fd::RawFd;
+
+use diaspora_fabric::{
+    Access, Av, Cq, CqOptions, Domain, Endpoint, Error as FiError, Fabric, Hints, Info,
+    MemoryRegion, PageBuf, PeerAddr, RemoteRegion,
+};
+
+use crate::net::{Net, NetError, NetEvent, PostError};
+
+/// A registered, page-aligned buffer.
+pub type FabricMr = MemoryRegion<PageBuf>;
+
+/// One endpoint with its own domain, CQ and AV.
+pub struct FabricNet {
+    provider: String,
+    address: Vec<u8>,
+    // Field order is drop order: endpoint, then AV and CQ, then domain and fabric (each also
+    // keeps its parent alive, so the order is only for clarity).
+    ep: Option<Endpoint>,
+    av: Av,
+    cq: Cq,
+    domain: Domain,
+    _fabric: Fabric,
+    peers: Vec<PeerAddr>,
+    completions: Vec<diaspora_fabric::Completion>,
+}
+
+/// Why a [`FabricNet`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}: {source}")]
+pub struct OpenError {
+    /// The step that failed.
+    pub step: &'static str,
+    /// The libfabric error.
+    #[source]
+    pub source: FiError,
+}
+
+fn step(step: &'static str) -> impl FnOnce(FiError) -> OpenError {
+    move |source| OpenError { step, source }
+}
+
+impl FabricNet {
+    /// Opens `provider` (optionally restricted to a domain, for example `lo`).
+    pub fn open(provider: &str, domain: Option<&str>) -> Result<FabricNet, OpenError> {
+        let mut hints = Hints::provider(provider);
+        if let Some(d) = domain {
+            hints = hints.with_domain(d);
+        }
+        let info = Info::get(&hints).map_err(step("fi_getinfo"))?;
+        let fabric = Fabric::open(&info).map_err(step("fi_fabric"))?;
+        let domain = Domain::open(&fabric).map_err(step("fi_domain"))?;
+        let cq = Cq::open(&domain, &CqOptions::default()).map_err(step("fi_cq_open"))?;
+        let av = Av::open(&domain).map_err(step("fi_av_open"))?;
+        let ep = Endpoint::open(&domain, &cq, &av).map_err(step("fi_endpoint"))?;
+        let address = ep.address().map_err(step("fi_getname"))?;
+        Ok(FabricNet {
+            provider: domain.caps().provider.clone(),
+            address: address.bytes().to_vec(),
+            ep: Some(ep),
+            av,
+            cq,
+            domain,
+            _fabric: fabric,
+            peers: Vec::new(),
+            completions: Vec::with_capacity(64),
+        })
+    }
+
+    fn ep(&self) -> Result<&Endpoint, PostError> {
+        self.ep
+            .as_ref()
+            .ok_or_else(|| PostError::Failed("the endpoint is closed".into()))
+    }
+
+    fn peer(&self, peer: u64) -> Result<PeerAddr, PostError> {
+        usize::try_from(peer)
+            .ok()
+            .and_then(|i| self.peers.get(i).copied())
+            .ok_or_else(|| {
+                PostError::Failed(format!("no peer {peer} in the address vector").into())
+            })
+    }
+}
+
+fn post(r: Result<(), FiError>) -> Result<(), PostError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(FiError::Again { .. }) => Err(PostError::Again),
+        Err(e) => Err(PostError::Failed(Box::new(e))),
+    }
+}
+
+fn failed(e: FiError) -> PostError {
+    PostError::Failed(Box::new(e))
+}
+
+impl Net for FabricNet {
+    type Mr = FabricMr;
+    type Remote = RemoteRegion;
+
+    fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    fn local_address(&self) -> Vec<u8> {
+        self.address.clone()
+    }
+
+    fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError> {
+        let addr = diaspora_fabric::Address::new(&self.provider, raw.to_vec())?;
+        let p = self.av.insert(&addr)?;
+        self.peers.push(p);
+        Ok((self.peers.len() - 1) as u64)
+    }
+
+    fn register(&mut self, len: usize, remote: bool) -> Result<FabricMr, NetError> {
+        let buf = PageBuf::new(len.max(1)).ok_or("cannot allocate a page-aligned buffer")?;
+        let access = if remote {
+            Access::ALL
+        } else {
+            Access::SEND | Access::RECV | Access::READ | Access::WRITE
+        };
+        let mut mr = MemoryRegion::register(&self.domain, buf, access)?;
+        if let Some(ep) = &self.ep {
+            mr.bind(ep)?;
+        }
+        Ok(mr)
+    }
+
+    fn bytes(mr: &FabricMr) -> &[u8] {
+        mr.as_slice()
+    }
+
+    fn bytes_mut(mr: &mut FabricMr) -> &mut [u8] {
+        mr.as_mut_slice()
+    }
+
+    fn remote(mr: &FabricMr) -> Result<RemoteRegion, NetError> {
+        Ok(mr.remote()?)
+    }
+
+    fn remote_len(remote: &RemoteRegion) -> usize {
+        usize::try_from(remote.len()).unwrap_or(usize::MAX)
+    }
+
+    unsafe fn post_recv(&mut self, mr: &mut FabricMr, ctx: u64) -> Result<(), PostError> {
+        let seg = mr.local_all().map_err(failed)?;
+        // SAFETY: forwarded contract: the caller keeps `mr` alive until the completion.
+        post(unsafe { self.ep()?.post_recv(&seg, ctx) })
+    }
+
+    unsafe fn post_send(
+        &mut self,
+        peer: u64,
+        mr: &FabricMr,
+        len: usize,
+        ctx: u64,
+    ) -> Result<(), PostError> {
+        let dest = self.peer(peer)?;
+        let seg = mr.local(0..len).map_err(failed)?;
+        // SAFETY: forwarded contract.
+        post(unsafe { self.ep()?.post_send(&seg, dest, ctx) })
+    }
+
+    unsafe fn post_read(
+        &mut self,
+        peer: u64,
+        mr: &mut FabricMr,
+        offset: usize,
+        remote: &RemoteRegion,
+        ctx: u64,
+    ) -> Result<(), PostError> {
+        let dest = self.peer(peer)?;
+        let end = offset.saturating_add(Self::remote_len(remote));
+        let seg = mr.local(offset..end).map_err(failed)?;
+        // SAFETY: forwarded contract.
+        post(unsafe {
+            self.ep()?
+                .post_read(&[seg], dest, std::slice::from_ref(remote), ctx)
+        })
+    }
+
+    unsafe fn post_write(
+        &mut self,
+        peer: u64,
+        mr: &FabricMr,
+        offset: usize,
+        remote: &RemoteRegion,
+        ctx: u64,
+    ) -> Result<(), PostError> {
+        let dest = self.peer(peer)?;
+        let end = offset.saturating_add(Self::remote_len(remote));
+        let seg = mr.local(offset..end).map_err(failed)?;
+        // SAFETY: forwarded contract.
+        post(unsafe {
+            self.ep()?
+                .post_write(&[seg], dest, std::slice::from_ref(remote), ctx)
+        })
+    }
+
+    fn poll(&mut self, out: &mut Vec<NetEvent>) -> Result<(), NetError> {
+        self.completions.clear();
+        self.cq.read(&mut self.completions, 64)?;
+        for c in self.completions.drain(..) {
+            let error = c.result.err().map(|e| Box::new(e) as NetError);
+            out.push(NetEvent {
+                ctx: c.op_id,
+                len: c.len,
+                error,
+            });
+        }
+        Ok(())
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        self.cq.wait_fd()
+    }
+
+    fn try_wait(&mut self) -> bool {
+        // fi_trywait on a CQ without a wait object (shm) crashes inside libfabric 1.17: only
+        // call it when there is an fd to sleep on.
+        match self.cq.wait_fd() {
+            Some(_) => self.cq.trywait().unwrap_or(false),
+            None => true,
+        }
+    }
+
+    fn close(&mut self) {
+        self.ep = None;
+    }
+}
