@@ -16,6 +16,7 @@ mod driver;
 pub mod error;
 pub mod options;
 mod producer;
+pub mod remote;
 pub mod service;
 mod timer;
 mod topic;
@@ -27,3 +28,19 @@ pub use options::FabricOptions;
 pub use producer::FabricProducer;
 pub use service::Service;
 pub use topic::FabricTopic;
+
+use std::sync::Arc;
+
+use diaspora_api::{DriverBackend, Result, Value};
+
+/// Registers the "fabric" driver in the API's registry (idempotent).
+pub fn register() {
+    diaspora_api::register_driver("fabric", create);
+}
+
+fn create(options: &Value) -> Result<Arc<dyn DriverBackend>> {
+    let options = FabricOptions::from_json(options)?;
+    let timeout = options.timeout;
+    let service = remote::RemoteService::connect(options)?;
+    Ok(Arc::new(FabricDriver::with_service(service, timeout)))
+}

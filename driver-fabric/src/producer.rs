@@ -103,7 +103,7 @@ pub struct FabricProducer {
 
 /// A random 64-bit producer id (no dependency: std's randomly keyed hasher, the clock and the
 /// process id).
-fn random_id() -> u64 {
+pub(crate) fn random_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
