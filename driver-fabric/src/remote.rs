@@ -53,6 +53,9 @@ const STAGING_GRAIN: usize = 64 << 10;
 /// Free staging and landing buffers kept for reuse.
 const POOL_KEEP: usize = 16;
 
+/// A registered buffer and the generation of the engines that registered it.
+type Pooled = (u64, Buffer);
+
 /// Why the driver could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -96,6 +99,27 @@ pub enum RemoteError {
     },
 }
 
+/// Starts this client's progress threads.
+fn start_engines(options: &FabricOptions, provider: &str) -> Result<Vec<Engine>, RemoteError> {
+    let mut engines = Vec::new();
+    for i in 0..options.progress_threads {
+        let mut c = EngineConfig::for_provider(provider);
+        c.wait = options.wait.map(|w| match w {
+            WaitOption::Spin => WaitStrategy::Spin,
+            WaitOption::Block => WaitStrategy::Block,
+            WaitOption::SpinThenBlock => WaitStrategy::SpinThenBlock {
+                spindown: Duration::from_millis(10),
+            },
+        });
+        c.thread_name = format!("{PROGRESS_THREAD}{i}");
+        engines.push(Engine::new(c).map_err(|source| RemoteError::Engine {
+            provider: provider.to_owned(),
+            source,
+        })?);
+    }
+    Ok(engines)
+}
+
 fn read_group(path: &Path) -> Result<GroupFile, RemoteError> {
     let text = std::fs::read_to_string(path).map_err(|source| RemoteError::ReadGroup {
         path: path.display().to_string(),
@@ -115,6 +139,8 @@ struct Session {
 
 struct Conn {
     group: GroupFile,
+    /// Bumped whenever the engines are replaced.
+    generation: u64,
     /// The group file must be re-read before the next connection.
     stale: bool,
     limits: Limits,
@@ -125,10 +151,16 @@ struct Conn {
 /// The service of a `diaspora-server` group.
 pub struct RemoteService {
     options: FabricOptions,
-    engines: Vec<Engine>,
+    /// The current progress threads; replaced when the servers restart (an engine that
+    /// talked to a dead server may not reach its successor: see the README).
+    engines: parking_lot::RwLock<Arc<Vec<Engine>>>,
+    /// Engines replaced after a restart, kept until this service drops (answers of their
+    /// last calls may still arrive).
+    retired: Mutex<Vec<Arc<Vec<Engine>>>>,
     client_id: u64,
     conn: Mutex<Conn>,
-    pool: Mutex<Vec<Buffer>>,
+    /// Free registered buffers, with the generation of the engines that registered them.
+    pool: Mutex<Vec<Pooled>>,
     /// Serializes connection attempts (so a burst of requests opens one session).
     connecting: Mutex<()>,
     /// This service, for callbacks.
@@ -161,33 +193,14 @@ impl RemoteService {
                 }));
             }
         }
-        let provider = group.provider.clone();
-        let mut engines = Vec::new();
-        for i in 0..options.progress_threads {
-            let mut c = EngineConfig::for_provider(&provider);
-            c.wait = options.wait.map(|w| match w {
-                WaitOption::Spin => WaitStrategy::Spin,
-                WaitOption::Block => WaitStrategy::Block,
-                WaitOption::SpinThenBlock => WaitStrategy::SpinThenBlock {
-                    spindown: Duration::from_millis(10),
-                },
-            });
-            c.thread_name = format!("{PROGRESS_THREAD}{i}");
-            c.recv_buffers = 16;
-            c.send_buffers = 64;
-            c.max_sessions = 16;
-            engines.push(Engine::new(c).map_err(|source| {
-                Error::driver(RemoteError::Engine {
-                    provider: provider.clone(),
-                    source,
-                })
-            })?);
-        }
+        let engines = start_engines(&options, &group.provider).map_err(Error::driver)?;
         let service = Arc::new_cyclic(|me| RemoteService {
             me: me.clone(),
             client_id: crate::producer::random_id(),
-            engines,
+            engines: parking_lot::RwLock::new(Arc::new(engines)),
+            retired: Mutex::new(Vec::new()),
             conn: Mutex::new(Conn {
+                generation: 0,
                 group,
                 stale: false,
                 limits: Limits::default(),
@@ -260,9 +273,18 @@ impl RemoteService {
         if stale {
             match read_group(&self.options.group_file) {
                 Ok(g) => {
+                    let restarted = g.epoch != self.conn.lock().group.epoch;
+                    if restarted {
+                        let fresh = start_engines(&self.options, &g.provider)
+                            .map_err(|e| self.retryable(pl, e))?;
+                        let old = std::mem::replace(&mut *self.engines.write(), Arc::new(fresh));
+                        self.retired.lock().push(old);
+                        self.pool.lock().clear();
+                    }
                     let mut conn = self.conn.lock();
-                    if g.epoch != conn.group.epoch {
+                    if restarted {
                         conn.sessions.clear();
+                        conn.generation += 1;
                     }
                     conn.group = g;
                     conn.stale = false;
@@ -287,7 +309,8 @@ impl RemoteService {
         if left.is_zero() {
             return Err(self.retryable(pl, "deadline passed before connecting"));
         }
-        let handle = &self.engines[engine];
+        let engines = self.engines();
+        let handle = &engines[engine];
         let peer = match handle.connect(&addr, left).wait() {
             Ok(p) => p,
             Err(e) => {
@@ -336,6 +359,12 @@ impl RemoteService {
         Ok(s)
     }
 
+    /// The longest one attempt of a call may take: a third of the driver's deadline, at
+    /// least 250 ms (plus the long poll of fetches, which the server holds on purpose).
+    fn attempt_timeout(&self) -> Duration {
+        (self.options.timeout / 3).max(Duration::from_millis(250)) + crate::consumer::LONG_POLL
+    }
+
     fn limits(&self) -> Limits {
         self.conn.lock().limits
     }
@@ -373,7 +402,7 @@ impl RemoteService {
         let deadline = Instant::now() + self.options.timeout;
         let s = self.session(0, ADMIN, deadline)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.engines[0]
+        match self.engines()[0]
             .call(
                 &s.peer,
                 M::OP.code(),
@@ -429,25 +458,34 @@ impl RemoteService {
     }
 
     /// A registered buffer of at least `len` bytes, from the pool when one fits.
-    fn buffer(&self, engine: usize, len: usize) -> Result<Buffer, RpcError> {
+    fn buffer(&self, engine: usize, len: usize) -> Result<Pooled, RpcError> {
         {
+            let generation = self.conn.lock().generation;
             let mut pool = self.pool.lock();
+            pool.retain(|(g, _)| *g == generation);
             if let Some(i) = pool
                 .iter()
-                .position(|b| b.len() >= len && b.len() <= len * 4)
+                .position(|(_, b)| b.len() >= len && b.len() <= len * 4)
             {
                 return Ok(pool.swap_remove(i));
             }
         }
         let size = len.div_ceil(STAGING_GRAIN).max(1) * STAGING_GRAIN;
-        self.engines[engine].register(size)
+        self.engines()[engine]
+            .register(size)
+            .map(|b| (self.conn.lock().generation, b))
     }
 
-    fn give_back(&self, b: Buffer) {
+    fn give_back(&self, b: Pooled) {
+        let generation = self.conn.lock().generation;
         let mut pool = self.pool.lock();
-        if pool.len() < POOL_KEEP {
+        if pool.len() < POOL_KEEP && b.0 == generation {
             pool.push(b);
         }
+    }
+
+    fn engines(&self) -> Arc<Vec<Engine>> {
+        self.engines.read().clone()
     }
 
     /// Runs `f` with the session now if it is open, else on the timer thread after
@@ -477,7 +515,7 @@ impl RemoteService {
         topic: &str,
         partition: usize,
         op: u16,
-        body: impl FnOnce(&RemoteService, usize) -> Result<(Vec<u8>, Option<Buffer>), ServiceError>
+        body: impl FnOnce(&RemoteService, usize) -> Result<(Vec<u8>, Option<Pooled>), ServiceError>
             + Send
             + 'static,
         deadline: Instant,
@@ -490,7 +528,7 @@ impl RemoteService {
             Ok(pl) => pl,
             Err(e) => return done(Err(e)),
         };
-        let engine = partition % self.engines.len();
+        let engine = partition % self.options.progress_threads;
         let me = self.clone();
         self.with_session(engine, pl, deadline, move |s| {
             let s = match s {
@@ -505,11 +543,14 @@ impl RemoteService {
             if left.is_zero() {
                 return done(Err(me.retryable(pl, "deadline passed")));
             }
-            let pending = me.engines[engine].call(&s.peer, op, body, Some(left));
+            // One attempt gets a part of the deadline, so that a dead session is detected
+            // in time to re-read the group file and resend to a restarted server.
+            let attempt = left.min(me.attempt_timeout());
+            let pending = me.engines()[engine].call(&s.peer, op, body, Some(attempt));
             let me2 = me.clone();
             pending.on_complete(move |r| match r {
                 Ok(body) => {
-                    let out = decode(&me2, pl, body, keep.as_ref());
+                    let out = decode(&me2, pl, body, keep.as_ref().map(|(_, b)| b));
                     if let Some(b) = keep {
                         me2.give_back(b);
                     }
@@ -685,6 +726,7 @@ impl Service for RemoteService {
                     .buffer(engine, landing_len)
                     .map_err(|e| ServiceError::refused(Error::driver(e)))?;
                 let region = landing
+                    .1
                     .remote()
                     .map_err(|e| ServiceError::refused(Error::driver(e)))?;
                 let req = Fetch {
@@ -738,6 +780,7 @@ impl Service for RemoteService {
                     .buffer(engine, total as usize)
                     .map_err(|e| ServiceError::refused(Error::driver(e)))?;
                 let region = landing
+                    .1
                     .remote()
                     .map_err(|e| ServiceError::refused(Error::driver(e)))?;
                 let region = region.slice(0, total).ok_or_else(|| {
@@ -852,12 +895,27 @@ impl RemoteService {
     }
 }
 
+impl Drop for RemoteService {
+    fn drop(&mut self) {
+        // The last reference may go away in an answer's callback, on one of our progress
+        // threads: an engine cannot stop (join) its own thread, so let another thread do it.
+        if on_progress_thread() {
+            let engines = std::mem::take(&mut *self.engines.write());
+            let retired = std::mem::take(&mut *self.retired.lock());
+            let pool = std::mem::take(&mut *self.pool.lock());
+            let _ = std::thread::Builder::new()
+                .name("diaspora-client-drop".into())
+                .spawn(move || drop((pool, engines, retired)));
+        }
+    }
+}
+
 /// Encodes a `ProduceBatch`, staging the table (when not inline) and the data.
 fn encode_batch(
     me: &RemoteService,
     engine: usize,
     b: &OutBatch,
-) -> Result<(Vec<u8>, Option<Buffer>), ServiceError> {
+) -> Result<(Vec<u8>, Option<Pooled>), ServiceError> {
     let limits = me.limits();
     let mut table = BatchTable::default();
     let mut at = 0usize;
@@ -882,7 +940,7 @@ fn encode_batch(
         let mut staging = me
             .buffer(engine, region_len)
             .map_err(|e| ServiceError::refused(Error::driver(e)))?;
-        let out = staging.as_mut_slice();
+        let out = staging.1.as_mut_slice();
         let mut pos = 0;
         if !inline {
             out[..encoded.len()].copy_from_slice(&encoded);
@@ -895,6 +953,7 @@ fn encode_batch(
             }
         }
         let region = staging
+            .1
             .remote()
             .map_err(|e| ServiceError::refused(Error::driver(e)))?
             .slice(0, region_len as u64)
