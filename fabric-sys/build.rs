@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
+    println!("cargo:rerun-if-changed=helpers.h");
+    println!("cargo:rerun-if-changed=helpers.c");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
@@ -31,9 +33,9 @@ fn main() {
     let mut builder = bindgen::Builder::default()
         .header("wrapper.h")
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
-        .allowlist_function("fi_.*")
+        .allowlist_function("fi_.*|diaspora_fi_.*")
         .allowlist_type("fi_.*|fid_.*|fid")
-        .allowlist_var("FI_.*|FI_EAGAIN|FI_.*")
+        .allowlist_var("FI_.*")
         .allowlist_type("fi_addr_t")
         .derive_default(true)
         .derive_debug(true)
@@ -56,6 +58,7 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let mut cc = cc::Build::new();
     cc.file(shim_c.with_extension("c"))
+        .file(manifest.join("helpers.c"))
         .include(&manifest)
         .warnings(false);
     for path in &lib.include_paths {

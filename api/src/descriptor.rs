@@ -261,6 +261,39 @@ mod tests {
     }
 
     #[test]
+    fn location_is_kept_by_every_view() {
+        let base = DataDescriptor::new(Bytes::from_static(b"where-it-is"), 100);
+        assert_eq!(base.location().as_ref(), b"where-it-is");
+        let views = [
+            base.sub_view(3, 4).expect("fits"),
+            base.strided_view(0, 2, 5, 5).expect("fits"),
+            base.unstructured_view(&[(9, 1), (0, 2)]).expect("fits"),
+            base.sub_view(0, 0).expect("fits"),
+        ];
+        for v in &views {
+            assert_eq!(v.location(), base.location(), "{v:?}");
+            assert_eq!(v.total_size(), 100);
+        }
+        assert!(DataDescriptor::null().location().is_empty());
+    }
+
+    #[test]
+    fn is_empty_means_nothing_selected() {
+        assert!(DataDescriptor::null().is_empty());
+        assert!(DataDescriptor::new(Bytes::from_static(b"l"), 0).is_empty());
+        let full = d(10);
+        assert!(!full.is_empty());
+        assert!(full.sub_view(4, 0).expect("fits").is_empty());
+        assert!(full.strided_view(0, 0, 4, 1).expect("fits").is_empty());
+        assert!(full.unstructured_view(&[]).expect("fits").is_empty());
+        assert!(!full.sub_view(9, 1).expect("fits").is_empty());
+        assert!(!full
+            .unstructured_view(&[(0, 0), (2, 1)])
+            .expect("fits")
+            .is_empty());
+    }
+
+    #[test]
     fn adjacent_ranges_merge() {
         let v = d(10).unstructured_view(&[(0, 2), (2, 3)]).expect("fits");
         assert_eq!(v.flatten(), &[Segment { offset: 0, len: 5 }]);

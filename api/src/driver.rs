@@ -11,7 +11,8 @@ use serde_json::Value;
 use crate::data::DataView;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventId};
-use crate::future::Future;
+use crate::future::{Future, Waitable};
+use crate::losses::Losses;
 use crate::metadata::IntoMetadata;
 use crate::metadata::Metadata;
 use crate::options::{ConsumerOptions, ProducerOptions};
@@ -77,6 +78,13 @@ pub trait ProducerBackend: Send + Sync {
 pub trait ConsumerBackend: Send + Sync {
     /// The next event (or the end-of-stream marker).
     fn pull(&self) -> Future<Event>;
+
+    /// Acknowledges every event of `partition` up to and including `id`, which must have been
+    /// delivered or reported failed ([`crate::Error::EventFailed`]) by this consumer.
+    fn acknowledge(&self, partition: usize, id: EventId) -> Result<()> {
+        let _ = (partition, id);
+        Err(Error::Unsupported("acknowledging by position"))
+    }
 }
 
 /// Creates a driver from its options.
@@ -276,6 +284,7 @@ impl TopicHandle {
         Ok(Producer {
             inner: self.inner.producer(name, options)?,
             policies: self.inner.policies().clone(),
+            rejected: Arc::new(Losses::new()),
         })
     }
 
@@ -305,10 +314,17 @@ impl TopicHandle {
 }
 
 /// Pushes events into a topic. Dropping a producer flushes it.
+///
+/// Nothing is lost silently: [`Producer::flush`] fails with [`Error::EventsLost`] if any event
+/// pushed since the previous flush was not stored, whether `push` rejected it at once (invalid
+/// JSON, validator) or it failed later (storage error, topic completed), and even if its push
+/// future was dropped unread. Clones share that record.
 #[derive(Clone)]
 pub struct Producer {
     inner: Arc<dyn ProducerBackend>,
     policies: TopicPolicies,
+    /// Events `push` rejected since the last flush.
+    rejected: Arc<Losses>,
 }
 
 impl Producer {
@@ -339,21 +355,79 @@ impl Producer {
     ) -> Future<EventId> {
         let metadata = match metadata.into_metadata() {
             Ok(m) => m,
-            Err(e) => return Future::failed(e),
+            Err(e) => return Future::failed(self.rejected.reject(e)),
         };
         // Whatever the validator, what is stored must parse back with `Metadata::json`.
         if let Err(e) = metadata.check() {
-            return Future::failed(e);
+            return Future::failed(self.rejected.reject(e));
         }
-        if let Err(e) = self.policies.validator.validate(&metadata, &data) {
-            return Future::failed(e);
+        match crate::catch_panic("the topic's validator", || {
+            self.policies.validator.validate(&metadata, &data)
+        }) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => return Future::failed(self.rejected.reject(e)),
         }
         self.inner.push(metadata, data, partition)
     }
 
     /// Sends all queued events; the future completes when they are stored.
+    ///
+    /// It fails with [`Error::EventsLost`] (how many, and the first reason) if any event pushed
+    /// since the previous flush was not stored, including events whose push future already
+    /// reported the failure. Each loss is reported by one flush.
     pub fn flush(&self) -> Future<()> {
-        self.inner.flush()
+        let rejected = self.rejected.take();
+        let flushed = self.inner.flush();
+        match rejected {
+            None => flushed,
+            Some((count, reason)) => Future::pending(Box::new(WithRejections {
+                flushed,
+                rejected: Some((count, reason)),
+                record: self.rejected.clone(),
+            })),
+        }
+    }
+}
+
+/// A driver's flush, plus the events the API rejected before it reached the driver.
+struct WithRejections {
+    flushed: Future<()>,
+    rejected: Option<(u64, Arc<Error>)>,
+    record: Arc<Losses>,
+}
+
+impl Waitable<()> for WithRejections {
+    fn wait_until(&mut self, deadline: Option<std::time::Instant>) -> Option<Result<()>> {
+        let flushed = match self.flushed.wait_until(deadline) {
+            Ok(None) => return None,
+            Ok(Some(())) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let Some((count, reason)) = self.rejected.take() else {
+            return Some(Err(Error::FutureConsumed));
+        };
+        Some(Err(match flushed {
+            Ok(()) => Error::EventsLost {
+                count,
+                source: reason,
+            },
+            Err(Error::EventsLost {
+                count: lost,
+                source,
+            }) => Error::EventsLost {
+                count: lost.saturating_add(count),
+                source,
+            },
+            Err(other) => {
+                // Reported by the next flush instead.
+                self.record.record(count, reason);
+                other
+            }
+        }))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.flushed.is_ready()
     }
 }
 
@@ -373,6 +447,14 @@ impl Consumer {
     /// The next event; the end-of-stream marker once a completed topic is exhausted.
     pub fn pull(&self) -> Future<Event> {
         self.inner.pull()
+    }
+
+    /// Acknowledges every event of `partition` up to and including `id`, like
+    /// [`Event::acknowledge`]. This is how a consumer moves past an event it could not receive:
+    /// a pull that fails with [`Error::EventFailed`] names the partition and id to acknowledge.
+    /// `id` must already have been delivered or reported by this consumer.
+    pub fn acknowledge(&self, partition: usize, id: EventId) -> Result<()> {
+        self.inner.acknowledge(partition, id)
     }
 }
 

@@ -110,6 +110,38 @@ pub enum Error {
     /// Stored data failed an integrity check; the event is not served.
     #[error("corrupted data: {0}")]
     Corrupted(String),
+    /// User code (a selector, allocator, validator, serializer) or a background job panicked;
+    /// the operation it was part of failed instead of hanging.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// What was running ("the data selector", "the job storing a batch"...).
+        what: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// `flush()`: events accepted by `push` since the previous flush were not stored (their
+    /// push futures failed too, with the same reason).
+    #[error("{count} event(s) pushed since the previous flush were not stored: {source}")]
+    EventsLost {
+        /// How many events were lost.
+        count: u64,
+        /// Why (the first failure).
+        #[source]
+        source: Arc<Error>,
+    },
+    /// A consumer could not deliver one event (damaged on disk, or a user callback failed on
+    /// it) and moved past it: the next pull returns the following event. Acknowledging `id`
+    /// of `partition` (see `Consumer::acknowledge`) skips it for good.
+    #[error("partition {partition} event {id}: {source}")]
+    EventFailed {
+        /// Partition of the event.
+        partition: usize,
+        /// Id of the event.
+        id: u64,
+        /// Why it could not be delivered.
+        #[source]
+        source: Box<Error>,
+    },
     /// An error raised by a driver, in its own family.
     #[error(transparent)]
     Driver(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -140,10 +172,13 @@ impl Error {
         }
     }
 
-    /// Returns the innermost error when this one is [`Error::Shared`].
+    /// Returns the innermost error: the cause behind [`Error::Shared`], [`Error::EventsLost`]
+    /// and [`Error::EventFailed`].
     pub fn root(&self) -> &Error {
         match self {
             Error::Shared(inner) => inner.root(),
+            Error::EventsLost { source, .. } => source.root(),
+            Error::EventFailed { source, .. } => source.root(),
             e => e,
         }
     }

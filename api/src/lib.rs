@@ -28,8 +28,10 @@ pub mod dylib;
 pub mod error;
 pub mod event;
 pub mod future;
+pub mod losses;
 pub mod metadata;
 pub mod options;
+pub mod panic;
 pub mod policy;
 pub mod thread_pool;
 
@@ -44,11 +46,13 @@ pub use driver::{
 pub use error::{Error, Result};
 pub use event::{Acknowledger, Event, EventId, NO_MORE_EVENTS};
 pub use future::{Completion, Future, Waitable};
+pub use losses::Losses;
 pub use metadata::{IntoMetadata, Metadata};
 pub use options::{
     default_allocator, select_all, BatchSize, ConsumerOptions, DataAllocator, DataSelector,
     Ordering, ProducerOptions,
 };
+pub use panic::{catch_panic, panic_message};
 pub use policy::{
     partition_selector_from_spec, serializer_from_spec, validator_from_spec, JsonSerializer,
     JsonValidator, PartitionSelector, RoundRobinSelector, Serializer, TopicPolicies, Validator,

@@ -296,10 +296,11 @@ impl TopicPolicies {
         num_partitions: usize,
         requested: Option<usize>,
     ) -> Result<usize> {
-        match self
-            .partition_selector
-            .select(metadata, num_partitions, requested)?
-        {
+        let selected = crate::catch_panic("the topic's partition selector", || {
+            self.partition_selector
+                .select(metadata, num_partitions, requested)
+        })??;
+        match selected {
             p if p < num_partitions => Ok(p),
             p => Err(Error::InvalidPartition {
                 index: p,

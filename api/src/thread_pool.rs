@@ -3,6 +3,11 @@
 //! `ThreadPool::inline()` has zero threads: work runs on the submitting thread, which is the
 //! lowest-latency choice for a single-threaded application. `ThreadPool::new(n)` runs work on
 //! `n` workers, highest priority first.
+//!
+//! A job that panics is stopped there and nothing else: the worker survives (the pool keeps
+//! its size) and later jobs run. Jobs that complete futures must turn their own panics into
+//! errors for those futures (see [`crate::catch_panic`]); the pool only guarantees that a
+//! panic never takes a worker, or the submitting thread of an inline pool, down with it.
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -75,7 +80,7 @@ impl ThreadPoolBackend for InlinePool {
         0
     }
     fn push_work(&self, job: Job, _priority: u64) {
-        job()
+        run_job(job)
     }
 }
 
@@ -147,8 +152,13 @@ fn worker_loop(s: &Shared) {
                 s.cond.wait(&mut q);
             }
         };
-        job();
+        run_job(job);
     }
+}
+
+/// Runs a job; a panic ends the job, not the thread (the panic hook has already reported it).
+fn run_job(job: Job) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
 }
 
 impl ThreadPoolBackend for WorkerPool {
@@ -158,7 +168,7 @@ impl ThreadPoolBackend for WorkerPool {
     fn push_work(&self, job: Job, priority: u64) {
         if self.threads.is_empty() {
             // Spawning failed: degrade to inline rather than lose work.
-            return job();
+            return run_job(job);
         }
         let mut q = self.shared.queue.lock();
         let seq = q.1;
@@ -221,6 +231,73 @@ mod tests {
         );
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("job ran");
+    }
+
+    /// Waits (bounded) until `n` reaches `target`.
+    fn reaches(n: &AtomicUsize, target: usize) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while n.load(Ordering::SeqCst) < target {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    #[test]
+    fn panicking_jobs_keep_the_pool_size_and_later_jobs_run() {
+        let p = ThreadPool::new(2);
+        for i in 0..6 {
+            p.push_work(move || panic!("job {i} panics on purpose"), 0);
+        }
+        assert_eq!(p.size(), 2);
+        // Both workers are alive: two jobs that each wait for the other can only finish if
+        // they run at the same time on two threads.
+        let running = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let (running, tx) = (running.clone(), tx.clone());
+            p.push_work(
+                move || {
+                    running.fetch_add(1, Ordering::SeqCst);
+                    let _ = tx.send(reaches(&running, 2));
+                },
+                0,
+            );
+        }
+        for _ in 0..2 {
+            let both = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("a job after the panics ran");
+            assert!(both, "only one worker survived the panicking jobs");
+        }
+        let n = Arc::new(AtomicUsize::new(0));
+        for _ in 0..100 {
+            let n = n.clone();
+            p.push_work(
+                move || {
+                    n.fetch_add(1, Ordering::SeqCst);
+                },
+                0,
+            );
+        }
+        assert!(reaches(&n, 100), "later jobs did not all run");
+    }
+
+    #[test]
+    fn inline_pool_contains_a_panicking_job() {
+        let p = ThreadPool::inline();
+        p.push_work(|| panic!("inline job panics on purpose"), 0);
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        p.push_work(
+            move || {
+                n2.fetch_add(1, Ordering::SeqCst);
+            },
+            0,
+        );
+        assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 
     #[test]

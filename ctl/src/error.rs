@@ -49,6 +49,14 @@ pub enum CliError {
         /// Number of problems.
         problems: usize,
     },
+    /// `consume` skipped events it could not read (each reported on stderr).
+    #[error("topic {topic}: {count} damaged event(s) reported and skipped")]
+    DamagedEvents {
+        /// The topic.
+        topic: String,
+        /// How many events were skipped.
+        count: u64,
+    },
     /// The command does not apply to this driver.
     #[error("{command} is only available with the files driver (got \"{driver}\")")]
     WrongDriver {

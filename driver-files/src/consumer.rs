@@ -5,6 +5,16 @@
 //! fetch and reads exactly that into the buffer the allocator provides (positioned reads, no
 //! intermediate copy). With no selector the data file is never read. With a thread pool, the next
 //! refill is prefetched while the application processes the current one.
+//!
+//! Memory is bounded in bytes: a refill stops adding events once it holds [`MAX_REFILL_META`]
+//! of metadata or [`MAX_REFILL_DATA`] of selected data (a larger single event still goes, alone),
+//! a prefetch starts only while less than half of [`MAX_BUFFERED_BYTES`] are buffered, and no
+//! refill adds anything once that much is.
+//!
+//! An event that cannot be delivered (damaged on disk, or a data selector, allocator or
+//! deserializer that fails or panics on it) fails its own pull with [`Error::EventFailed`],
+//! naming its partition and id; the consumer has already moved past it, so the next pull
+//! returns the following event, and [`ConsumerBackend::acknowledge`] can acknowledge it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,6 +36,10 @@ use crate::topic::TopicShared;
 const ADAPTIVE_RECORDS: usize = 4_096;
 /// A refill stops adding events once it holds this much selected data (at least one event).
 const MAX_REFILL_DATA: u64 = 64 << 20;
+/// A refill stops adding events once it holds this much metadata (at least one event).
+pub(crate) const MAX_REFILL_META: u64 = 16 << 20;
+/// No refill starts while the events already buffered hold this many bytes.
+pub(crate) const MAX_BUFFERED_BYTES: u64 = MAX_REFILL_DATA;
 /// Runs of events averaging more selected data than this are read event by event: large
 /// events gain nothing from one big read, which would only add page faults on a huge buffer.
 const SPAN_READ_MAX_AVG: u64 = 16 << 10;
@@ -48,12 +62,32 @@ struct Cursor {
 }
 
 #[derive(Default)]
-struct Queue {
+pub(crate) struct Queue {
     events: VecDeque<Result<Event>>,
-    prefetching: bool,
+    /// Metadata and data bytes of the buffered events.
+    pub(crate) bytes: u64,
+    pub(crate) prefetching: bool,
 }
 
-struct Inner {
+/// Bytes an event holds in memory while buffered.
+fn event_bytes(e: &Result<Event>) -> u64 {
+    e.as_ref()
+        .map_or(0, |e| e.metadata().as_bytes().len() as u64 + e.data().len())
+}
+
+/// `e` as the failure of event `id` of partition `p` (the consumer has moved past it).
+fn event_failed(p: usize, id: u64, e: Error) -> Error {
+    match e {
+        e @ Error::EventFailed { .. } => e,
+        e => Error::EventFailed {
+            partition: p,
+            id,
+            source: Box::new(e),
+        },
+    }
+}
+
+pub(crate) struct Inner {
     topic: Arc<TopicShared>,
     acker: Arc<Acks>,
     selector: Option<DataSelector>,
@@ -64,12 +98,14 @@ struct Inner {
     max_buffered: usize,
     pool: ThreadPool,
     cursor: Mutex<Cursor>,
-    queue: Mutex<Queue>,
+    pub(crate) queue: Mutex<Queue>,
+    /// Bytes of metadata read from the metadata files so far (memory-bound tests).
+    pub(crate) meta_read: std::sync::atomic::AtomicU64,
 }
 
 /// The files driver's [`ConsumerBackend`].
 pub struct FilesConsumer {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl FilesConsumer {
@@ -107,6 +143,7 @@ impl FilesConsumer {
                     rr: 0,
                 }),
                 queue: Mutex::new(Queue::default()),
+                meta_read: std::sync::atomic::AtomicU64::new(0),
                 acker: Arc::new(Acks(acks)),
                 selector: options.data_selector,
                 allocator: options.data_allocator,
@@ -128,7 +165,9 @@ impl Inner {
         }
         // Checked before reading: if the topic was complete and nothing is left, it is the end.
         let complete = self.topic.is_complete();
-        self.refill();
+        if let Err(e) = diaspora_api::catch_panic("the consumer's read", || self.refill()) {
+            return Some(Err(e));
+        }
         if let Some(e) = self.pop() {
             return Some(e);
         }
@@ -138,14 +177,24 @@ impl Inner {
     fn pop(self: &Arc<Self>) -> Option<Result<Event>> {
         let mut q = self.queue.lock();
         let e = q.events.pop_front()?;
-        if self.pool.size() > 0 && !q.prefetching && q.events.len() < self.records_per_refill / 2 {
+        q.bytes = q.bytes.saturating_sub(event_bytes(&e));
+        if self.pool.size() > 0
+            && !q.prefetching
+            && q.events.len() < self.records_per_refill / 2
+            && q.bytes < MAX_BUFFERED_BYTES / 2
+        {
             q.prefetching = true;
             let me = self.clone();
             drop(q);
             self.pool.push_work(
                 move || {
-                    me.refill();
-                    me.queue.lock().prefetching = false;
+                    // A panic here is a driver bug; it is reported by the next pull.
+                    let r = diaspora_api::catch_panic("the consumer's prefetch", || me.refill());
+                    let mut q = me.queue.lock();
+                    if let Err(e) = r {
+                        q.events.push_back(Err(e));
+                    }
+                    q.prefetching = false;
                 },
                 0,
             );
@@ -156,8 +205,11 @@ impl Inner {
     /// Reads the next run of events of the first partition (round robin) that has some.
     fn refill(&self) {
         let mut cur = self.cursor.lock();
-        if self.queue.lock().events.len() >= self.max_buffered {
-            return;
+        {
+            let q = self.queue.lock();
+            if q.events.len() >= self.max_buffered || q.bytes >= MAX_BUFFERED_BYTES {
+                return;
+            }
         }
         let np = self.partitions.len();
         for k in 0..np {
@@ -166,7 +218,9 @@ impl Inner {
             if !events.is_empty() {
                 cur.rr = (slot + 1) % np;
                 // Appended under the cursor lock: the queue keeps partition order.
-                self.queue.lock().events.extend(events);
+                let mut q = self.queue.lock();
+                q.bytes += events.iter().map(event_bytes).sum::<u64>();
+                q.events.extend(events);
                 return;
             }
         }
@@ -183,12 +237,12 @@ impl Inner {
                 reason,
             }) if index == *next => {
                 *next += 1; // never served; reported once, then skipped
-                return vec![Err(FilesError::CorruptRecord {
+                let e = FilesError::CorruptRecord {
                     path,
                     index,
                     reason,
-                }
-                .into())];
+                };
+                return vec![Err(event_failed(p, index, e.into()))];
             }
             Err(e) => return vec![Err(e.into())],
         };
@@ -208,10 +262,11 @@ impl Inner {
             // A checksummed record pointing outside its files: never served, reported, skipped.
             let id = *next;
             *next += 1;
-            return vec![Err(Error::Corrupted(format!(
+            let e = Error::Corrupted(format!(
                 "topic {} partition {p} event {id}: record points outside the metadata or data file",
                 self.topic.name
-            )))];
+            ));
+            return vec![Err(event_failed(p, id, e))];
         }
         let take = self.records_within_budget(&records[..sane]);
         let records = &records[..take];
@@ -219,9 +274,10 @@ impl Inner {
             Ok(s) => s,
             Err(e) => return vec![Err(e.into())],
         };
+        self.meta_read
+            .fetch_add(span.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let base = records[0].meta_offset;
         let first_id = *next;
-        *next += take as u64;
         // Phase 1: metadata (checked) and, per event, the selected part of the data.
         let prepared: Vec<Result<Prepared>> = records
             .iter()
@@ -250,23 +306,30 @@ impl Inner {
         } else {
             None
         };
+        // Every read of the run succeeded: from here on each event is delivered or reported.
+        *next += take as u64;
         prepared
             .into_iter()
-            .map(|r| r.and_then(|pr| self.finish(pr, data_run.as_ref(), records[0].data_offset)))
+            .enumerate()
+            .map(|(j, r)| {
+                r.and_then(|pr| self.finish(pr, data_run.as_ref(), records[0].data_offset))
+                    .map_err(|e| event_failed(p, first_id + j as u64, e))
+            })
             .collect()
     }
 
-    /// How many records fit in one refill's data budget (at least one).
+    /// How many records fit in one refill's metadata and data budgets (at least one).
     fn records_within_budget(&self, records: &[IndexRecord]) -> usize {
-        if self.selector.is_none() {
-            return records.len();
-        }
-        let mut total = 0u64;
+        let reads_data = self.selector.is_some();
+        let (mut meta, mut data) = (0u64, 0u64);
         records
             .iter()
             .position(|r| {
-                total += r.data_len;
-                total > MAX_REFILL_DATA
+                meta += u64::from(r.meta_len);
+                if reads_data {
+                    data = data.saturating_add(r.data_len);
+                }
+                meta > MAX_REFILL_META || data > MAX_REFILL_DATA
             })
             .unwrap_or(records.len())
             .max(1)
@@ -284,17 +347,20 @@ impl Inner {
         if crc32fast::hash(&raw) != rec.meta_crc {
             return Err(self.corrupt(p, id, "metadata"));
         }
-        let metadata = self.topic.policies.serializer.deserialize(raw)?;
+        let metadata =
+            diaspora_api::catch_panic("the topic's serializer (deserializing)", || {
+                self.topic.policies.serializer.deserialize(raw)
+            })??;
         let selection = match &self.selector {
             None => DataDescriptor::null(),
             Some(select) => {
                 let mut location = Vec::with_capacity(16);
                 location.extend_from_slice(&rec.data_offset.to_le_bytes());
                 location.extend_from_slice(&(p as u64).to_le_bytes());
-                let wanted = select(
-                    &metadata,
-                    &DataDescriptor::new(Bytes::from(location), rec.data_len),
-                );
+                let whole = DataDescriptor::new(Bytes::from(location), rec.data_len);
+                let wanted = diaspora_api::catch_panic("the consumer's data selector", || {
+                    select(&metadata, &whole)
+                })?;
                 if wanted
                     .flatten()
                     .iter()
@@ -358,7 +424,10 @@ impl Inner {
             let buf = match &self.allocator {
                 None => log.read_data_new(&rec, segments)?,
                 Some(alloc) => {
-                    let mut buf = alloc(&metadata, &selection);
+                    let mut buf =
+                        diaspora_api::catch_panic("the consumer's data allocator", || {
+                            alloc(&metadata, &selection)
+                        })?;
                     if buf.len() as u64 != selection.size() {
                         return Err(Error::AllocatorSize {
                             expected: selection.size(),
@@ -439,8 +508,16 @@ impl Waitable<Event> for PullWaiter {
         }
     }
 
+    /// Reads ahead if nothing is buffered: true when an event (or the end marker) is there.
     fn is_ready(&self) -> bool {
-        !self.inner.queue.lock().events.is_empty()
+        if !self.inner.queue.lock().events.is_empty() {
+            return true;
+        }
+        // As in `try_next`: a topic complete before the read has nothing more to wait for.
+        let complete = self.inner.topic.is_complete();
+        // A panicking read is reported by the wait, which reads again.
+        let read = diaspora_api::catch_panic("the consumer's read", || self.inner.refill());
+        read.is_err() || complete || !self.inner.queue.lock().events.is_empty()
     }
 }
 
@@ -453,5 +530,29 @@ impl ConsumerBackend for FilesConsumer {
                 inner: self.inner.clone(),
             })),
         }
+    }
+
+    fn acknowledge(&self, partition: usize, id: EventId) -> Result<()> {
+        let inner = &self.inner;
+        let Some(slot) = inner.partitions.iter().position(|&p| p == partition) else {
+            return Err(Error::option(
+                "partition",
+                format!(
+                    "this consumer does not read partition {partition} (it reads {:?})",
+                    inner.partitions
+                ),
+            ));
+        };
+        let next = inner.cursor.lock().next[slot];
+        if id >= next {
+            return Err(Error::option(
+                "id",
+                format!(
+                    "event {id} of partition {partition} was not read by this consumer yet \
+                     (next is {next})"
+                ),
+            ));
+        }
+        inner.acker.acknowledge(partition, id)
     }
 }

@@ -2,9 +2,13 @@
 //! descriptor limit (`ulimit -n`).
 //!
 //! Each [`PartitionLog`](crate::partition::PartitionLog) opens its three files on first use and
-//! keeps them in a [`Slot`]. The cache counts slots holding open files; when a newly opened slot
-//! takes the count past the capacity, the least recently used *other* slot is closed (its files
-//! close once no operation holds them: an append or read in progress keeps its `Arc`). The hit
+//! keeps them in a `Slot`. The cache counts slots holding open files; when a newly opened slot
+//! takes the count past the capacity, another slot is closed (its files close once no operation
+//! holds them: an append or read in progress keeps its `Arc`): a random one among those not used
+//! in the last `capacity / 8` accesses. Least-recently-used eviction would miss on every access
+//! in the common cyclic pattern (one producer spreading events over more partitions than the
+//! cache holds); random eviction keeps part of them hitting, and sparing the recently used keeps
+//! a hot working set smaller than the cache open. The hit
 //! path takes no global lock: one uncontended mutex (the slot's) and one atomic store.
 //!
 //! The process-wide cache ([`FdCache::global`]) holds at most a sixth of the soft
@@ -98,8 +102,8 @@ impl FdCache {
         open.len()
     }
 
-    /// The files in `slot`, opened with `open` if needed (evicting the least recently used
-    /// other slot beyond capacity).
+    /// The files in `slot`, opened with `open` if needed (evicting another slot beyond
+    /// capacity).
     pub(crate) fn get<F: Handles + 'static, E>(
         &self,
         slot: &Arc<Slot<F>>,
@@ -130,12 +134,22 @@ impl FdCache {
         if excess == 0 {
             return;
         }
-        // Least recently used first, never the slot just opened.
+        // Candidates in random order, never the slot just opened: under the common cyclic
+        // access (one producer spreading events over more partitions than the cache holds)
+        // least-recently-used eviction would miss on every access, random eviction keeps about
+        // capacity / partitions of them hitting. Slots used in the last capacity / 8 accesses are
+        // spared, so a hot working set smaller than the cache stays open.
+        let now = self.clock.load(Ordering::Relaxed);
+        let recent = now.saturating_sub((self.capacity as u64 / 8).max(1));
         let mut candidates: Vec<(u64, usize)> = open
             .iter()
             .enumerate()
             .filter(|(_, w)| !Weak::ptr_eq(w, &me))
             .filter_map(|(i, w)| w.upgrade().map(|s| (s.last_used(), i)))
+            .map(|(used, i)| {
+                let spared = u64::from(used >= recent);
+                (spared << 63 | (mix(now ^ i as u64) >> 1), i)
+            })
             .collect();
         candidates.sort_unstable();
         let mut closed = Vec::new();
@@ -157,6 +171,15 @@ impl FdCache {
     }
 }
 
+/// A 64-bit mix (splitmix64's finalizer): a cheap, deterministic pseudo-random order.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 fn default_capacity(nofile: u64) -> usize {
     (nofile / 6).clamp(4, 4096) as usize
 }
@@ -173,37 +196,78 @@ mod tests {
         }
     }
 
-    #[test]
-    fn at_most_capacity_slots_stay_open_and_the_least_recently_used_closes() {
-        let cache = FdCache::new(3);
-        let live = Arc::new(AtomicU64::new(0));
-        let slots: Vec<_> = (0..10).map(|_| Slot::<Counted>::new()).collect();
-        let open = |s: &Arc<Slot<Counted>>| {
+    fn opener<'a>(
+        cache: &'a FdCache,
+        live: &Arc<AtomicU64>,
+        opens: &Arc<AtomicU64>,
+    ) -> impl Fn(&Arc<Slot<Counted>>) -> Arc<Counted> + 'a {
+        let (live, opens) = (live.clone(), opens.clone());
+        move |s| {
             cache
                 .get(s, || {
                     live.fetch_add(1, Ordering::SeqCst);
+                    opens.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, ()>(Counted(live.clone()))
                 })
                 .expect("open")
-        };
+        }
+    }
+
+    #[test]
+    fn at_most_capacity_slots_stay_open_and_files_in_use_survive_eviction() {
+        let cache = FdCache::new(3);
+        let (live, opens) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let open = opener(&cache, &live, &opens);
+        let slots: Vec<_> = (0..10).map(|_| Slot::<Counted>::new()).collect();
         for s in &slots {
             drop(open(s));
             assert!(live.load(Ordering::SeqCst) <= 3);
         }
         assert_eq!(cache.open_count(), 3);
-        // Slots 7, 8, 9 are open; using 7 makes 8 the least recently used.
-        drop(open(&slots[7]));
-        drop(open(&slots[0]));
-        assert!(slots[7].files.lock().is_some());
-        assert!(slots[8].files.lock().is_none());
         // Files in use survive eviction until released.
-        let held = open(&slots[1]);
-        for s in &slots[2..6] {
+        let held = open(&slots[0]);
+        for s in &slots[1..8] {
             drop(open(s));
         }
-        assert_eq!(live.load(Ordering::SeqCst), 4, "3 cached + 1 held");
+        assert!(live.load(Ordering::SeqCst) <= 4, "3 cached + 1 held");
         drop(held);
-        assert_eq!(live.load(Ordering::SeqCst), 3);
+        assert!(live.load(Ordering::SeqCst) <= 3);
+    }
+
+    #[test]
+    fn a_hot_working_set_stays_open_among_cold_accesses() {
+        let cache = FdCache::new(32);
+        let (live, opens) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let open = opener(&cache, &live, &opens);
+        let hot: Vec<_> = (0..2).map(|_| Slot::<Counted>::new()).collect();
+        for _ in 0..50 {
+            for h in &hot {
+                drop(open(h));
+            }
+            drop(open(&Slot::new())); // a cold partition, used once
+        }
+        assert_eq!(
+            opens.load(Ordering::SeqCst),
+            2 + 50,
+            "a hot slot was evicted"
+        );
+        assert!(live.load(Ordering::SeqCst) <= 32);
+    }
+
+    #[test]
+    fn cyclic_access_over_more_slots_than_capacity_still_hits() {
+        let cache = FdCache::new(50);
+        let (live, opens) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let open = opener(&cache, &live, &opens);
+        let slots: Vec<_> = (0..100).map(|_| Slot::<Counted>::new()).collect();
+        for _ in 0..20 {
+            for s in &slots {
+                drop(open(s));
+            }
+        }
+        // LRU would reopen on all 2000 accesses.
+        assert!(opens.load(Ordering::SeqCst) < 1900, "{opens:?} opens");
+        assert!(live.load(Ordering::SeqCst) <= 50);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The files driver of the Diaspora Stream API.
 //!
 //! Topics are directories under `root_path`, partitions are subdirectories holding an index,
-//! a metadata and a data file (see [`format`]). It is crash-safe (a writer killed mid-batch
-//! leaves a torn tail that is detected and cut; checksums guard every record), supports several
+//! a metadata and a data file (see [`format`](mod@format)). It is crash-safe (a writer killed mid-batch
+//! leaves a torn tail that is detected and cut, see [`tail`]; a committed record is never cut and
+//! an event id never reused; checksums guard every record; [`verify`] reports damage and
+//! [`repair`] fixes it explicitly), supports several
 //! processes producing to and consuming from the same topic (file locks), and persists each
 //! consumer's acknowledgements (see [`acks`]).
 //!
@@ -28,6 +30,8 @@ mod producer;
 pub mod repair;
 mod sys;
 pub mod tail;
+#[cfg(test)]
+mod tests;
 pub mod topic;
 pub mod verify;
 

@@ -7,14 +7,21 @@
 //! batches are stored by the thread pool: with strict ordering through a per-partition queue
 //! drained by one job at a time, with loose ordering as independent jobs. At most
 //! `max_num_batches` batches are in flight; `push` blocks beyond that, bounding memory.
+//!
+//! Nothing is lost silently: a batch that cannot be stored fails its events' futures, and is
+//! also counted against the next `flush`, which fails with [`Error::EventsLost`] (how many
+//! events, and the first reason) even when the batch failed before `flush` was called and its
+//! push futures were ignored; so is an event `push` rejects (partition selector, serializer).
+//! A panic while storing (a driver bug) fails the batch the same way; a panic in the serializer
+//! fails that one push.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use diaspora_api::{
-    BatchSize, Completion, DataView, Error, EventId, Future, Metadata, Ordering, ProducerBackend,
-    ProducerOptions, Result, ThreadPool, Waitable,
+    BatchSize, Completion, DataView, Error, EventId, Future, Losses, Metadata, Ordering,
+    ProducerBackend, ProducerOptions, Result, ThreadPool, Waitable,
 };
 use parking_lot::{Condvar, Mutex};
 
@@ -69,6 +76,11 @@ struct Shared {
     state: Mutex<State>,
     cond: Condvar,
     queues: Vec<Mutex<PartitionQueue>>,
+    /// Events rejected by `push` or lost with their batch, until a flush reports them.
+    losses: Losses,
+    /// Test hook: the next store panics as a driver bug would.
+    #[cfg(test)]
+    panic_in_store: std::sync::atomic::AtomicBool,
 }
 
 /// The files driver's [`ProducerBackend`]. Dropping it flushes.
@@ -94,13 +106,26 @@ impl FilesProducer {
                     in_flight_per_partition: vec![0; n],
                     unfinished: Vec::new(),
                 }),
+                losses: Losses::new(),
                 cond: Condvar::new(),
                 queues: (0..n)
                     .map(|_| Mutex::new(PartitionQueue::default()))
                     .collect(),
                 topic,
+                #[cfg(test)]
+                panic_in_store: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+impl FilesProducer {
+    /// Makes the next batch store panic, as a driver bug would.
+    pub(crate) fn inject_store_panic(&self) {
+        self.shared
+            .panic_in_store
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -190,15 +215,39 @@ impl Shared {
 
     fn store(self: &Arc<Self>, batch: SealedBatch) {
         let p = batch.partition;
-        // One stat per batch: a topic marked complete accepts no more events.
-        let result = if self.topic.is_complete() {
-            Err(Error::TopicComplete(self.topic.name.clone()))
-        } else {
-            self.topic.partitions[p]
-                .append(&batch.payload)
-                .map_err(Error::from)
+        let count = batch.payload.len() as u64;
+        // A panic here is a driver bug: it fails this batch, never the worker or a waiter.
+        let result = diaspora_api::catch_panic("the job storing a batch", || {
+            #[cfg(test)]
+            if self
+                .panic_in_store
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                panic!("injected store panic");
+            }
+            // One stat per batch: a topic marked complete accepts no more events.
+            if self.topic.is_complete() {
+                Err(Error::TopicComplete(self.topic.name.clone()))
+            } else {
+                self.topic.partitions[p]
+                    .append(&batch.payload)
+                    .map_err(Error::from)
+            }
+        })
+        .and_then(|r| r);
+        // Release the data before waking anyone. The events are stored (or not) by now: a panic
+        // in a user's buffer owner while dropping it changes neither (the hook reported it).
+        let payload = batch.payload;
+        let _ = diaspora_api::catch_panic("releasing a batch's data", move || drop(payload));
+        let result = match result {
+            Ok(base) => Ok(base),
+            Err(e) => {
+                // Counted before the futures complete, so a flush that waited for them sees it.
+                let e = Arc::new(e);
+                self.losses.record(count, e.clone());
+                Err(Error::Shared(e))
+            }
         };
-        drop(batch.payload); // release the data before waking anyone
         batch.completion.complete(result);
         let job = {
             let mut st = self.state.lock();
@@ -229,7 +278,7 @@ impl Shared {
             .select_partition(&metadata, n, partition)
         {
             Ok(p) => p,
-            Err(e) => return Future::failed(e),
+            Err(e) => return Future::failed(self.losses.reject(e)),
         };
         // Checksummed before taking the lock, so concurrent pushers do not serialize on it.
         let crc = data_crc(&data);
@@ -240,23 +289,23 @@ impl Shared {
             data_bytes: 0,
         });
         let before = batch.payload.meta.len();
-        let serialized = self
-            .topic
-            .policies
-            .serializer
-            .serialize(&metadata, &mut batch.payload.meta);
+        let meta = &mut batch.payload.meta;
+        let serialized = diaspora_api::catch_panic("the topic's serializer", || {
+            self.topic.policies.serializer.serialize(&metadata, meta)
+        })
+        .and_then(|r| r);
         let len = batch.payload.meta.len() - before;
         let len = match (serialized, u32::try_from(len)) {
             (Ok(()), Ok(len)) => len,
             (Err(e), _) => {
                 batch.payload.meta.truncate(before);
-                return Future::failed(e);
+                return Future::failed(self.losses.reject(e));
             }
             (Ok(()), Err(_)) => {
                 batch.payload.meta.truncate(before);
-                return Future::failed(Error::ValidationFailed(
+                return Future::failed(self.losses.reject(Error::ValidationFailed(
                     "serialized metadata exceeds 4 GiB".into(),
-                ));
+                )));
             }
         };
         let index = batch.payload.len() as u64;
@@ -285,38 +334,34 @@ impl Shared {
         st.unfinished.retain(|c| !c.is_complete());
         let waiting = st.unfinished.clone();
         drop(st);
-        if waiting.is_empty() {
-            Future::ready(())
-        } else {
-            Future::pending(Box::new(FlushWaiter {
-                waiting,
-                error: None,
-            }))
+        let mut waiter = FlushWaiter {
+            shared: self.clone(),
+            waiting,
+        };
+        // Already done (or nothing to wait for): the result, with earlier failures, right away.
+        match waiter.wait_until(Some(Instant::now())) {
+            Some(Ok(())) => Future::ready(()),
+            Some(Err(e)) => Future::failed(e),
+            None => Future::pending(Box::new(waiter)),
         }
     }
 }
 
-/// Waits for every batch that was in flight when `flush` was called.
+/// Waits for every batch that was in flight when `flush` was called, then reports every event
+/// lost since the previous flush (including batches that failed before this one was called).
 struct FlushWaiter {
+    shared: Arc<Shared>,
     waiting: Vec<Arc<Completion<u64>>>,
-    error: Option<Error>,
 }
 
 impl Waitable<()> for FlushWaiter {
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<()>> {
         while let Some(c) = self.waiting.last() {
-            match c.wait_until(deadline)? {
-                Ok(_) => {}
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                }
-            }
+            // A failed batch is counted in the losses before its completion is set.
+            let _ = c.wait_until(deadline)?;
             self.waiting.pop();
         }
-        Some(match self.error.take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        })
+        Some(self.shared.losses.take_result())
     }
 
     fn is_ready(&self) -> bool {

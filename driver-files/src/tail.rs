@@ -21,7 +21,7 @@
 //! 5. The next append writes its metadata at `max(metadata file length, end of the last kept
 //!    record)` and its data likewise: never over an existing byte, never inside the range a
 //!    kept record claims. A record end that is impossible (overflowing, or beyond
-//!    [`MAX_FILE_OFFSET`]) is ignored for this: no byte can exist there.
+//!    [`MAX_FILE_OFFSET`](crate::format::MAX_FILE_OFFSET)) is ignored for this: no byte can exist there.
 //!
 //! What a crash can cost: the events of the batches whose index write had not completed (their
 //! futures had not completed either, so no caller was told they were stored). A committed event

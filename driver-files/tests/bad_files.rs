@@ -49,7 +49,7 @@ fn metadata_only_consumers_never_read_the_data_file() {
         )
         .expect("consumer");
     let e = c.pull().wait(1000).expect_err("data is gone");
-    assert!(matches!(e, Error::Corrupted(_)), "{e:?}");
+    assert!(matches!(e.root(), Error::Corrupted(_)), "{e:?}");
     assert!(
         e.to_string().contains("outside the metadata or data file"),
         "{e}"

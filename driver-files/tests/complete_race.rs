@@ -155,27 +155,28 @@ fn spawn_child(root: &Path) -> Child {
 
 #[test]
 fn a_producer_process_racing_with_complete_stores_nothing_after_the_end() {
-    for round in 0..6u64 {
+    for round in 0..20u64 {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = driver(dir.path());
         d.create_topic("t", json!({"num_partitions": 2}))
             .expect("create");
         let t = d.open_topic("t").expect("open");
-        let mut child = spawn_child(dir.path());
         let deadline = Instant::now() + Duration::from_secs(60);
-        // Let the child commit something (however loaded the machine), then complete.
-        while stored(&t) < 50 + 100 * round {
+        let consumer = {
+            let t = d.open_topic("t").expect("open");
+            std::thread::spawn(move || consume_to_end(&t, "live", deadline))
+        };
+        let mut child = spawn_child(dir.path());
+        // Let the child commit something (however loaded the machine), then complete while
+        // it is in full swing.
+        while stored(&t) < 10 + 10 * (round % 5) {
             assert!(Instant::now() < deadline, "child stored nothing");
             assert!(
                 child.try_wait().expect("poll").is_none(),
                 "child exited early"
             );
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
-        let consumer = {
-            let t = d.open_topic("t").expect("open");
-            std::thread::spawn(move || consume_to_end(&t, "live", deadline))
-        };
         t.mark_as_complete().expect("complete");
         let seen = consumer.join().expect("consumer thread");
         assert!(child.wait().expect("wait child").success(), "child failed");

@@ -222,7 +222,9 @@ fn corrupted_records_are_reported_never_served() {
     let (events, errors) = drain(&t, "c");
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(
-        errors.iter().all(|e| matches!(e, Error::Corrupted(_))),
+        errors
+            .iter()
+            .all(|e| matches!(e.root(), Error::Corrupted(_))),
         "{errors:?}"
     );
     assert_eq!(events.iter().map(|e| e.1).collect::<Vec<_>>(), vec![0, 4]);

@@ -107,7 +107,7 @@ fn read_all(t: &TopicHandle, consumer: &str, with_data: bool) -> Vec<Result<u64,
             }
             Ok(None) => break,
             Err(e) => {
-                assert!(matches!(e, Error::Corrupted(_)), "{e:?}");
+                assert!(matches!(e.root(), Error::Corrupted(_)), "{e:?}");
                 out.push(Err(e.to_string()));
             }
         }

@@ -6,6 +6,9 @@
 //! under their own names: bindgen's `wrap_static_fns` compiles one C shim per inline function
 //! (`<name>__extern`) and links the Rust declaration to it.
 //!
+//! Fields whose layout differs between versions have C accessors (`helpers.c`):
+//! `diaspora_fi_domain_attr_{get,set}_data_progress` (2.x puts `data_progress` in a union).
+//!
 //! `FI_VERSION(major, minor)` is a macro; [`fi_version_num`] is its Rust form.
 //!
 //! The safe layer is `diaspora-fabric`.

@@ -37,6 +37,23 @@ fn getinfo_allocinfo_freeinfo_and_shims_link() {
     let rc = unsafe { fi_getinfo(fi_version(), ptr::null(), ptr::null(), 0, hints, &mut info) };
     // -FI_ENODATA is acceptable (no provider), anything else must be success.
     assert!(rc == 0 || rc == -(FI_ENODATA as i32), "fi_getinfo: {rc}");
+    if !info.is_null() {
+        // Call through the shims: fi_fabric is a real symbol, fi_domain / fi_close are
+        // `static inline` in the headers and reached through the generated `__extern` wrappers.
+        let mut fabric: *mut fid_fabric = ptr::null_mut();
+        // SAFETY: info is a valid entry from fi_getinfo; out pointers are valid.
+        let rc = unsafe { fi_fabric((*info).fabric_attr, &mut fabric, ptr::null_mut()) };
+        assert_eq!(rc, 0, "fi_fabric");
+        let mut domain: *mut fid_domain = ptr::null_mut();
+        // SAFETY: fabric was just opened from this info.
+        let rc = unsafe { fi_domain(fabric, info, &mut domain, ptr::null_mut()) };
+        assert_eq!(rc, 0, "fi_domain (shim)");
+        // SAFETY: each fid is open and closed once, child first.
+        unsafe {
+            assert_eq!(fi_close(&mut (*domain).fid), 0, "fi_close(domain) (shim)");
+            assert_eq!(fi_close(&mut (*fabric).fid), 0, "fi_close(fabric) (shim)");
+        }
+    }
     // SAFETY: both were returned by libfabric (NULL is accepted by fi_freeinfo).
     unsafe {
         fi_freeinfo(info);

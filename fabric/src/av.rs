@@ -6,7 +6,7 @@ use std::sync::Arc;
 use fabric_sys as sys;
 
 use crate::address::{Address, MAX_ADDRESS_LEN};
-use crate::domain::{close_fid, Domain, DomainInner};
+use crate::domain::{close_fid, Domain, DomainInner, NotSync};
 use crate::error::{check, Error, FiErrno, Result};
 
 /// A peer in an [`Av`] (`fi_addr_t`).
@@ -40,6 +40,7 @@ impl Drop for AvInner {
 /// An address vector.
 pub struct Av {
     pub(crate) inner: Arc<AvInner>,
+    _not_sync: NotSync,
 }
 
 impl Av {
@@ -58,6 +59,7 @@ impl Av {
                 fid,
                 domain: domain.inner.clone(),
             }),
+            _not_sync: NotSync::default(),
         })
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use fabric_sys as sys;
 
 use crate::context::{ContextMode, ContextSlab};
-use crate::domain::{close_fid, Domain, DomainInner};
+use crate::domain::{close_fid, Domain, DomainInner, NotSync};
 use crate::error::{check, CompletionError, Error, FiErrno, Result};
 use crate::flags;
 
@@ -104,6 +104,7 @@ impl Drop for CqInner {
 /// A completion queue.
 pub struct Cq {
     pub(crate) inner: Arc<CqInner>,
+    _not_sync: NotSync,
 }
 
 impl Cq {
@@ -135,10 +136,11 @@ impl Cq {
                 ctx,
                 wait_fd,
             }),
+            _not_sync: NotSync::default(),
         })
     }
 
-    /// Reads up to `max` (at most [`BATCH`]) completions, appending them to `out`; returns how
+    /// Reads up to `max` (at least 1, at most [`BATCH`]) completions, appending them to `out`; returns how
     /// many. 0 means none is ready. Reading also drives manual progress: call it regularly even
     /// when nothing was posted (a peer's RMA on our memory needs it).
     pub fn read(&self, out: &mut Vec<Completion>, max: usize) -> Result<usize> {
@@ -220,7 +222,8 @@ impl Cq {
     }
 
     /// The CQ's wait fd (`FI_WAIT_FD` + `fi_control(FI_GETWAIT)`), or `None` when the provider
-    /// has none (shm): then poll. Before sleeping on it, call [`Cq::trywait`].
+    /// has none (shm): then poll. Before sleeping on it, call [`Cq::trywait`]. The fd belongs to
+    /// the CQ: do not close it; it is valid while the CQ is open.
     pub fn wait_fd(&self) -> Option<RawFd> {
         self.inner.wait_fd
     }
@@ -228,6 +231,11 @@ impl Cq {
     /// `fi_trywait` on this CQ: `Ok(true)` means it is safe to block on [`Cq::wait_fd`];
     /// `Ok(false)` means completions may be pending (read the CQ first).
     pub fn trywait(&self) -> Result<bool> {
+        if self.inner.wait_fd.is_none() {
+            return Err(Error::Invalid(
+                "fi_trywait needs a CQ with a wait fd (this provider has none: poll it)".into(),
+            ));
+        }
         let mut fid = unsafe_fid(self.inner.fid);
         // SAFETY: a valid fabric and an array of one CQ fid of that fabric.
         let ret = unsafe { sys::fi_trywait(self.inner.domain.fabric.fid, &mut fid, 1) };

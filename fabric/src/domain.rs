@@ -112,7 +112,12 @@ impl DomainInner {
 /// a domain's objects on its progress thread. See `fabric/README.md`.
 pub struct Domain {
     pub(crate) inner: Arc<DomainInner>,
+    _not_sync: NotSync,
 }
+
+/// Makes a handle `!Sync` (it stays `Send`): objects of an `FI_THREAD_DOMAIN` domain must not
+/// be used from two threads at once.
+pub(crate) type NotSync = std::marker::PhantomData<std::cell::Cell<()>>;
 
 impl Domain {
     /// Opens a domain on `fabric`. Refuses providers whose `mr_mode` this layer cannot honour
@@ -139,6 +144,7 @@ impl Domain {
                 keys: KeyAllocator::new(),
                 use_context_slab: caps.needs_context() || fabric.inner.info.force_context(),
             }),
+            _not_sync: NotSync::default(),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::address::Address;
 use crate::av::{Av, AvInner, PeerAddr};
 use crate::context::UNKNOWN_OP;
 use crate::cq::{Cq, CqInner};
-use crate::domain::{close_fid, Domain, DomainInner};
+use crate::domain::{close_fid, Domain, DomainInner, NotSync};
 use crate::error::{check, post_result, Error, FiErrno, Result};
 use crate::flags;
 use crate::mr::LocalSegment;
@@ -45,6 +45,7 @@ impl Drop for EpInner {
 /// An enabled RDM endpoint.
 pub struct Endpoint {
     pub(crate) inner: Arc<EpInner>,
+    _not_sync: NotSync,
 }
 
 impl Endpoint {
@@ -68,6 +69,7 @@ impl Endpoint {
                 _av: av.inner.clone(),
                 domain: d.clone(),
             }),
+            _not_sync: NotSync::default(),
         };
         // SAFETY: valid endpoint and CQ fids of the same domain.
         let rc = unsafe {
@@ -110,6 +112,11 @@ impl Endpoint {
         check(rc, Error::Getname)?;
         buf.truncate(len);
         Ok(Address::new(&self.inner.domain.caps().provider, buf)?)
+    }
+
+    /// Capabilities of the provider entry the endpoint was opened from.
+    pub fn caps(&self) -> &crate::Capabilities {
+        self.inner.domain.caps()
     }
 
     /// The provider's per-operation limits: (local regions, remote regions), capped at

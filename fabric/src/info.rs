@@ -92,10 +92,14 @@ pub struct Hints {
     /// Provider name (`"tcp;ofi_rxm"`, `"shm"`); `None` lets libfabric choose (honours
     /// `FI_PROVIDER`).
     pub provider: Option<String>,
-    /// Domain name (`"lo"` restricts tcp to loopback).
+    /// Domain name filter. Note: tcp;ofi_rxm 1.17 ignores it (`"lo"` still returns `eth0`);
+    /// use [`Hints::source`] (`"127.0.0.1"`) to stay on loopback.
     pub domain: Option<String>,
     /// Fabric name.
     pub fabric: Option<String>,
+    /// Local source address or host name (`fi_getinfo(node, NULL, FI_SOURCE)`), e.g.
+    /// `"127.0.0.1"` keeps tcp on loopback with an ephemeral port. Ignored when `None`.
+    pub source: Option<String>,
     /// Capability bits; default `FI_MSG | FI_RMA | FI_READ | FI_WRITE | FI_REMOTE_READ |
     /// FI_REMOTE_WRITE`.
     pub caps: u64,
@@ -119,6 +123,7 @@ impl Default for Hints {
             provider: None,
             domain: None,
             fabric: None,
+            source: None,
             caps: flags::MSG
                 | flags::RMA
                 | flags::READ
@@ -141,6 +146,12 @@ impl Hints {
             provider: Some(provider.to_owned()),
             ..Hints::default()
         }
+    }
+
+    /// Sets the local source address (`FI_SOURCE`).
+    pub fn with_source(mut self, source: &str) -> Self {
+        self.source = Some(source.to_owned());
+        self
     }
 
     /// Sets the domain name.
@@ -188,7 +199,7 @@ impl Info {
             d.threading = hints.threading.raw();
             d.av_type = sys::FI_AV_TABLE;
             if let Some(p) = hints.data_progress {
-                d.data_progress = p.raw();
+                sys::diaspora_fi_domain_attr_set_data_progress(d, p.raw());
             }
             if let Some(p) = hints.control_progress {
                 d.control_progress = p.raw();
@@ -204,14 +215,26 @@ impl Info {
                 f.name = strdup(name)?;
             }
         }
+        let node = match &hints.source {
+            Some(s) => Some(
+                CString::new(s.as_str())
+                    .map_err(|_nul| Error::Invalid(format!("source {s:?} contains NUL")))?,
+            ),
+            None => None,
+        };
+        let (node_ptr, flags) = match &node {
+            Some(n) => (n.as_ptr(), flags::SOURCE),
+            None => (ptr::null(), 0),
+        };
         let mut out: *mut sys::fi_info = ptr::null_mut();
-        // SAFETY: valid hints and out pointer; NULL node/service.
+        // SAFETY: valid hints and out pointer; node is NULL or a NUL-terminated string that
+        // outlives the call; NULL service.
         let rc = unsafe {
             sys::fi_getinfo(
                 sys::fi_version(),
+                node_ptr,
                 ptr::null(),
-                ptr::null(),
-                0,
+                flags,
                 guard.head,
                 &mut out,
             )
@@ -367,7 +390,8 @@ impl Capabilities {
                     .map(|d| Progress::from_raw(d.control_progress))
                     .unwrap_or(Progress::Unspec),
                 data_progress: da
-                    .map(|d| Progress::from_raw(d.data_progress))
+                    // SAFETY: d is a valid domain_attr (the caller's contract).
+                    .map(|d| Progress::from_raw(sys::diaspora_fi_domain_attr_get_data_progress(d)))
                     .unwrap_or(Progress::Unspec),
                 inject_size: tx.map(|t| t.inject_size).unwrap_or(0),
                 max_msg_size: ep.map(|e| e.max_msg_size).unwrap_or(0),

@@ -6,6 +6,36 @@
 //! Handles close in dependency order whatever the drop order: each child holds an `Arc` to its
 //! parent (MR -> EP -> CQ/AV -> domain -> fabric). See `fabric/README.md` for the API, the MR
 //! rules and the threading contract.
+//!
+//! Handles are `Send` (they can move to a progress thread):
+//!
+//! ```
+//! fn send<T: Send>() {}
+//! send::<diaspora_fabric::Fabric>();
+//! send::<diaspora_fabric::Domain>();
+//! send::<diaspora_fabric::Cq>();
+//! send::<diaspora_fabric::Av>();
+//! send::<diaspora_fabric::Endpoint>();
+//! send::<diaspora_fabric::MemoryRegion<diaspora_fabric::PageBuf>>();
+//! send::<diaspora_fabric::Info>();
+//! ```
+//!
+//! but the objects of a domain are not `Sync` (`FI_THREAD_DOMAIN`: one thread at a time):
+//!
+//! ```compile_fail
+//! fn sync<T: Sync>() {}
+//! sync::<diaspora_fabric::Endpoint>();
+//! ```
+//!
+//! ```compile_fail
+//! fn sync<T: Sync>() {}
+//! sync::<diaspora_fabric::Cq>();
+//! ```
+//!
+//! ```compile_fail
+//! fn sync<T: Sync>() {}
+//! sync::<diaspora_fabric::MemoryRegion<Vec<u8>>>();
+//! ```
 
 pub mod address;
 pub mod av;

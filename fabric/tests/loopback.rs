@@ -19,6 +19,9 @@ fn info_reports_capabilities_of_each_provider() {
         eprintln!("{p}: {c:#?}");
         assert_eq!(c.provider, p);
         assert!(!c.fabric_name.is_empty() && !c.domain_name.is_empty());
+        if p.starts_with("tcp") {
+            assert_eq!(c.domain_name, "lo", "loopback only");
+        }
         assert!(c.max_msg_size > 0 && c.inject_size > 0, "{c:?}");
         assert!(c.tx_size > 0 && c.rx_size > 0, "{c:?}");
         assert!(c.tx_iov_limit >= 1 && c.rma_iov_limit >= 1, "{c:?}");
@@ -85,6 +88,10 @@ fn addresses_roundtrip_as_text_and_refuse_other_providers() {
 fn pair(p: &str, force_ctx: bool) -> Option<(Node, Node)> {
     let mut h = hints(p);
     h.force_context_storage = force_ctx;
+    pair_with(h)
+}
+
+fn pair_with(h: diaspora_fabric::Hints) -> Option<(Node, Node)> {
     let info = info(&h)?;
     let a = Node::new(&info);
     let b = Node::new(&info);
@@ -165,10 +172,15 @@ fn send_recv_with_layer_context_storage() {
 }
 
 fn read_write(p: &str, force_ctx: bool) {
-    let Some((mut a, mut b)) = pair(p, force_ctx) else {
+    let Some((a, b)) = pair(p, force_ctx) else {
         return;
     };
+    read_write_on(a, b);
+}
+
+fn read_write_on(mut a: Node, mut b: Node) {
     let (to_b, _to_a) = connect(&a, &b);
+    let p = a.domain.caps().provider.clone();
     const LEN: usize = 1 << 20;
     let data = pattern(LEN, 7);
     let mut tbuf = PageBuf::new(LEN).expect("alloc");
@@ -195,7 +207,7 @@ fn read_write(p: &str, force_ctx: bool) {
     let c = wait_for(&mut [&mut a, &mut b], 0, 1);
     c.result.clone().expect("read completes");
     assert!(c.is_read());
-    assert!(local.as_slice() == &data[..], "read data differs");
+    assert!(local.as_slice() == &data[..], "{p}: read data differs");
 
     // Write a new pattern into the middle of the target.
     let mut local = local;
@@ -218,7 +230,10 @@ fn read_write(p: &str, force_ctx: bool) {
         t[..LEN / 4] == data[..LEN / 4],
         "bytes before the write changed"
     );
-    assert!(t[LEN / 4..LEN / 4 * 3] == fresh[..], "written bytes differ");
+    assert!(
+        t[LEN / 4..LEN / 4 * 3] == fresh[..],
+        "{p}: written bytes differ"
+    );
     assert!(
         t[LEN / 4 * 3..] == data[LEN / 4 * 3..],
         "bytes after the write changed"
@@ -229,6 +244,37 @@ fn read_write(p: &str, force_ctx: bool) {
 fn rma_read_and_write_of_registered_buffers() {
     for p in providers() {
         read_write(&p, false);
+    }
+}
+
+/// Asking for neither `FI_MR_VIRT_ADDR` nor `FI_MR_PROV_KEY` makes shm (which accepts that)
+/// use offset addressing and application-requested keys: both rule branches on a real provider
+/// (tcp returns neither bit anyway).
+#[test]
+fn rma_with_offset_addressing_and_requested_keys() {
+    use diaspora_fabric::flags;
+    for p in providers() {
+        let mut h = hints(&p);
+        h.mr_mode = flags::MR_LOCAL | flags::MR_ALLOCATED | flags::MR_ENDPOINT;
+        let Some((a, b)) = pair_with(h) else { continue };
+        let policy = a.domain.mr_policy();
+        assert_eq!(
+            policy.bits() & (flags::MR_VIRT_ADDR | flags::MR_PROV_KEY),
+            0,
+            "{p}"
+        );
+        let m = MemoryRegion::register(&b.domain, vec![0u8; 64], Access::REMOTE_READ).expect("reg");
+        let r = m.remote_range(16..32).expect("remote");
+        assert_eq!(r.addr(), 16, "{p}: offset addressing");
+        let m2 =
+            MemoryRegion::register(&b.domain, vec![0u8; 64], Access::REMOTE_READ).expect("reg");
+        assert_ne!(
+            m.key(),
+            m2.key(),
+            "{p}: requested keys are unique in a domain"
+        );
+        drop((m, m2));
+        read_write_on(a, b);
     }
 }
 
@@ -249,8 +295,12 @@ fn many_region_read_gathers_in_order() {
         let (liov, riov) = a.ep.iov_limits();
         eprintln!("{p}: iov limits local {liov} remote {riov}");
         let data = pattern(64 * 1024, 3);
-        let target =
-            MemoryRegion::register(&b.domain, data.clone(), Access::REMOTE_READ).expect("reg");
+        let target = MemoryRegion::register(
+            &b.domain,
+            data.clone(),
+            Access::REMOTE_READ | Access::REMOTE_WRITE,
+        )
+        .expect("reg");
         let remote = target.remote().expect("remote");
         let n_remote = riov.min(4);
         let n_local = liov.min(4);
@@ -283,6 +333,44 @@ fn many_region_read_gathers_in_order() {
             .flat_map(|&o| data[o as usize..(o + chunk) as usize].to_vec())
             .collect();
         assert!(got == want, "{p}: gathered bytes differ");
+        // Scatter them back, reversed, with one fi_writemsg: local segment i goes to the
+        // remote slices in reverse order.
+        let mut wlocals: Vec<_> = (0..n_local)
+            .map(|i| {
+                let mut m = MemoryRegion::register(&a.domain, vec![0u8; per_local], Access::WRITE)
+                    .expect("reg");
+                m.as_mut_slice()
+                    .copy_from_slice(&pattern(per_local, 50 + i as u8));
+                m
+            })
+            .collect();
+        let wsegs: Vec<_> = wlocals
+            .iter_mut()
+            .map(|m| m.local_all().expect("seg"))
+            .collect();
+        let back: Vec<RemoteRegion> = remotes.iter().rev().copied().collect();
+        // SAFETY: `wlocals` outlive the wait for completion 7.
+        retry(&mut [&mut a, &mut b], |a| unsafe {
+            a.ep.post_write(&wsegs, to_b, &back, 7)
+        });
+        wait_for(&mut [&mut a, &mut b], 0, 7)
+            .result
+            .expect("scatter write");
+        for _ in 0..100 {
+            b.poll();
+        }
+        let sent: Vec<u8> = wlocals.iter().flat_map(|m| m.as_slice().to_vec()).collect();
+        let mut expect = data.clone();
+        let mut cursor = 0;
+        for &o in offsets.iter().rev() {
+            let o = o as usize;
+            expect[o..o + chunk as usize].copy_from_slice(&sent[cursor..cursor + chunk as usize]);
+            cursor += chunk as usize;
+        }
+        assert!(
+            target.as_slice() == &expect[..],
+            "{p}: scattered bytes differ"
+        );
         // Over the limit is refused before libfabric sees it.
         let too_many: Vec<_> = vec![remote.slice(0, 1).expect("s"); riov + 1];
         let one = locals[0].local(0..riov + 1).expect("seg");
@@ -448,5 +536,77 @@ fn bad_arguments_are_refused_before_libfabric() {
         // A short (hostile) address is refused or mapped, never read past.
         let short = Address::new(&p, vec![1]).expect("addr");
         let _ = a.av.insert(&short);
+    }
+}
+
+/// tcp;ofi_rxm: the receiver sleeps in poll(2) on the CQ's wait fd after `fi_trywait` says it
+/// may, and wakes when the peer's message arrives (the sender drives its own progress in
+/// another thread).
+#[test]
+fn cq_wait_fd_wakes_a_sleeping_receiver() {
+    for p in providers() {
+        if !p.starts_with("tcp") {
+            eprintln!("{p}: no wait fd, nothing to test");
+            continue;
+        }
+        let Some((mut a, b)) = pair(&p, false) else {
+            continue;
+        };
+        let (to_b, _) = connect(&a, &b);
+        let fd = b.cq.wait_fd().expect("tcp wait fd");
+        let rmr = MemoryRegion::register(&b.domain, vec![0u8; 64], Access::RECV).expect("reg");
+        // SAFETY: rmr outlives the wait below.
+        unsafe {
+            b.ep.post_recv(&rmr.local_all().expect("seg"), 1)
+                .expect("recv")
+        };
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut smr =
+                MemoryRegion::register(&a.domain, vec![0u8; 4], Access::SEND).expect("reg");
+            smr.as_mut_slice().copy_from_slice(b"wake");
+            // SAFETY: smr outlives the wait for completion 2.
+            retry(&mut [&mut a], |a| unsafe {
+                a.ep.post_send(&smr.local_all().expect("seg"), to_b, 2)
+            });
+            wait_for(&mut [&mut a], 0, 2).result.expect("send");
+            // Keep progressing until the receiver is done with us (the Node drops here).
+            a
+        });
+        let start = std::time::Instant::now();
+        let (mut sleeps, mut woken) = (0, 0);
+        let mut done = Vec::new();
+        loop {
+            b.cq.read(&mut done, 8).expect("read");
+            if let Some(c) = done.iter().find(|c| c.op_id == 1) {
+                c.result.clone().expect("recv ok");
+                break;
+            }
+            assert!(
+                start.elapsed() < util::DEADLINE,
+                "{p}: no message (slept {sleeps}, woken {woken})"
+            );
+            if b.cq.trywait().expect("trywait") {
+                sleeps += 1;
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; bounded timeout.
+                let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+                if n > 0 {
+                    woken += 1;
+                }
+            }
+        }
+        let a = sender.join().expect("sender");
+        eprintln!("{p}: slept {sleeps} times, woken by the fd {woken} times");
+        assert!(
+            sleeps >= 1 && woken >= 1,
+            "{p}: the receiver never slept on / woke from the fd"
+        );
+        assert_eq!(&rmr.as_slice()[..4], b"wake");
+        drop(a);
     }
 }

@@ -26,11 +26,18 @@ struct Slot<T> {
     cv: Condvar,
 }
 
+/// Drives an engine's progress on the waiting thread (inline progress).
+pub(crate) trait Drive: Send + Sync {
+    /// Makes progress until `done()` or `deadline`.
+    fn drive(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>);
+}
+
 /// The caller's side of an operation in flight.
 #[must_use = "an operation's outcome must be waited for or explicitly ignored"]
 pub struct Pending<T, E = RpcError> {
     slot: Arc<Slot<Result<T, E>>>,
     id: u64,
+    driver: Option<Arc<dyn Drive>>,
 }
 
 /// The engine's side: completing it wakes the waiter or runs its callback.
@@ -47,7 +54,11 @@ pub(crate) fn pair<T, E: From<RpcError>>() -> (Sink<T, E>, Pending<T, E>) {
         Sink {
             slot: Some(slot.clone()),
         },
-        Pending { slot, id: 0 },
+        Pending {
+            slot,
+            id: 0,
+            driver: None,
+        },
     )
 }
 
@@ -89,6 +100,12 @@ impl<T, E> Pending<T, E> {
         self
     }
 
+    /// Makes `wait` drive progress on the waiting thread.
+    pub(crate) fn with_driver(mut self, driver: Option<Arc<dyn Drive>>) -> Self {
+        self.driver = driver;
+        self
+    }
+
     /// The operation's request id (to [`cancel`](crate::Engine::cancel) it).
     pub fn id(&self) -> u64 {
         self.id
@@ -102,6 +119,9 @@ impl<T, E> Pending<T, E> {
     /// Waits for the outcome. The engine enforces the operation's deadline, so this returns
     /// by then (or when the engine stops).
     pub fn wait(self) -> Result<T, E> {
+        if let Some(d) = &self.driver {
+            d.drive(&|| self.is_done(), None);
+        }
         let mut st = self.slot.state.lock();
         loop {
             if let State::Done(_) = &*st {
@@ -116,6 +136,9 @@ impl<T, E> Pending<T, E> {
     /// Waits at most `timeout`; gives the `Pending` back if the outcome is not there yet.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, E>, Self> {
         let deadline = Instant::now() + timeout;
+        if let Some(d) = &self.driver {
+            d.drive(&|| self.is_done(), Some(deadline));
+        }
         {
             let mut st = self.slot.state.lock();
             loop {

@@ -502,3 +502,40 @@ fn addresses_of_another_provider_are_refused() {
         assert_eq!(&back, e.address());
     }
 }
+
+#[test]
+fn inline_progress_calls_and_reads_across_processes() {
+    for p in providers() {
+        let peer_proc = PeerProc::spawn(&p);
+        let mut c = EngineConfig::for_provider(&p);
+        c.inline_progress = true;
+        let e = Engine::new(c).expect("engine");
+        let peer = e
+            .connect(&peer_proc.addr, Duration::from_secs(10))
+            .wait()
+            .expect("connect");
+        for i in 0..100u32 {
+            let body = i.to_le_bytes().to_vec();
+            assert_eq!(
+                e.call(&peer, 1, body.clone(), SEC5).wait().expect("echo"),
+                body
+            );
+        }
+        let mut buf = e.register(1 << 20).expect("register");
+        for _ in 0..10 {
+            buf = e
+                .read(
+                    &peer,
+                    vec![peer_proc.region.slice(0, 1 << 20).expect("slice")],
+                    buf,
+                    SEC5,
+                )
+                .wait()
+                .expect("read");
+            check_pattern(buf.as_slice(), 0);
+        }
+        drop(buf);
+        e.shutdown();
+        assert!(peer_proc.finish().success(), "{p}");
+    }
+}

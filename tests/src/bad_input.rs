@@ -25,7 +25,13 @@ pub fn malformed_json_metadata(f: &dyn DriverFixture) {
         );
     }
     let ok = producer.push(r#"{"ok":true}"#, ());
-    flush(&producer);
+    let e = wait_for_err(producer.flush(), "flush after 4 rejected pushes");
+    assert!(
+        matches!(e, Error::EventsLost { count: 4, .. })
+            && matches!(e.root(), Error::InvalidJson(_)),
+        "flush must report the 4 rejected events: {e:?}"
+    );
+    flush(&producer); // reported once
     assert_eq!(
         wait_for(ok, "valid push"),
         0,
@@ -74,7 +80,13 @@ pub fn unparseable_metadata_is_refused(f: &dyn DriverFixture) {
         );
         assert!(matches!(e.root(), Error::InvalidJson(_)), "{e:?}");
         let ok = producer.push(r#"{"x":1e300}"#, ());
-        flush(&producer);
+        let e = wait_for_err(producer.flush(), "flush after 7 rejected pushes");
+        assert!(
+            matches!(e, Error::EventsLost { count: 7, .. })
+                && matches!(e.root(), Error::InvalidJson(_)),
+            "flush must report the 7 rejected events: {e:?}"
+        );
+        flush(&producer); // reported once
         assert_eq!(wait_for(ok, "valid push"), 0, "failed pushes take no id");
         let consumer = topic.consumer("c").expect("consumer");
         let e = pull(&consumer);
@@ -107,7 +119,12 @@ pub fn validator_rejects_and_persists(f: &dyn DriverFixture) {
         "expected ValidationFailed after reopening, got {e:?}"
     );
     let ok = producer.push(json!({"x": 1}), ());
-    flush(&producer);
+    let e = wait_for_err(producer.flush(), "flush after a rejected push");
+    assert!(
+        matches!(e, Error::EventsLost { count: 1, .. })
+            && matches!(e.root(), Error::ValidationFailed(_)),
+        "flush must report the rejected event: {e:?}"
+    );
     assert_eq!(wait_for(ok, "valid push"), 0);
 }
 
@@ -252,7 +269,12 @@ pub fn push_to_out_of_range_partition(f: &dyn DriverFixture) {
             "push_to({index}): expected InvalidPartition {{ {index}, 2 }}, got {e:?}"
         );
     }
-    wait_for(flushed, "flush after rejected pushes");
+    let e = wait_for_err(flushed, "flush after rejected pushes");
+    assert!(
+        matches!(e, Error::EventsLost { count: 2, .. })
+            && matches!(e.root(), Error::InvalidPartition { .. }),
+        "flush must report the 2 rejected events: {e:?}"
+    );
     assert_eq!(wait_for(good, "push_to(1)"), 0);
 }
 

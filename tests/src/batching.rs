@@ -1,10 +1,13 @@
 //! Producer/consumer options (batch size, in-flight batches, ordering, thread pools) change
 //! performance, never what is delivered; flush resolves push futures to sequential ids.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
 
 use diaspora_api::{
-    json, BatchSize, ConsumerOptions, Ordering, ProducerOptions, ThreadPool, TopicHandle,
+    json, BatchSize, ConsumerOptions, EventId, Future, Job, Ordering, ProducerOptions, ThreadPool,
+    ThreadPoolBackend, TopicHandle,
 };
 
 use crate::util::{assert_nothing_more, create_topic, flush, meta_u64, pattern, pull_n, wait_for};
@@ -226,4 +229,179 @@ pub fn flush_resolves_push_futures_per_partition(f: &dyn DriverFixture) {
         let i = meta_u64(&e, "i");
         assert_eq!((e.partition() as u64, e.id()), (i % 3, i / 3), "event {i}");
     }
+}
+
+/// A thread pool that holds every job until the test runs it, on the test's thread: it makes
+/// "this batch is still in flight" deterministic.
+#[derive(Default)]
+struct GatedPool {
+    jobs: Mutex<VecDeque<Job>>,
+    /// Once open, jobs run as they are submitted.
+    open: AtomicBool,
+}
+
+impl ThreadPoolBackend for GatedPool {
+    fn size(&self) -> usize {
+        1
+    }
+    fn push_work(&self, job: Job, _priority: u64) {
+        if self.open.load(AtomicOrdering::SeqCst) {
+            job();
+        } else {
+            self.jobs.lock().expect("gated pool lock").push_back(job);
+        }
+    }
+}
+
+/// Opens the gate and runs what it holds when dropped, also when the case fails, so that
+/// nothing (a producer's flush on drop) waits forever on a held job. Declare it after the
+/// producer: it is dropped first.
+struct OpenOnDrop(Arc<GatedPool>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open.store(true, AtomicOrdering::SeqCst);
+        loop {
+            let job = self.0.jobs.lock().map(|mut q| q.pop_front());
+            match job {
+                Ok(Some(job)) => job(),
+                _ => return,
+            }
+        }
+    }
+}
+
+impl GatedPool {
+    fn queued(&self) -> usize {
+        self.jobs.lock().expect("gated pool lock").len()
+    }
+    /// Runs the queued job at `index` (jobs it submits are queued, not run).
+    fn run(&self, index: usize) {
+        let job = self.jobs.lock().expect("gated pool lock").remove(index);
+        job.expect("a queued job")();
+    }
+}
+
+/// Producer storing through a [`GatedPool`], one event per batch, many batches in flight.
+fn gated_producer(topic: &TopicHandle, pool: &Arc<GatedPool>) -> diaspora_api::Producer {
+    topic
+        .producer_with(
+            "gated",
+            ProducerOptions {
+                batch_size: BatchSize::Fixed(1),
+                max_num_batches: 1_000,
+                ordering: Ordering::Loose,
+                thread_pool: Some(ThreadPool::from_backend(pool.clone())),
+            },
+        )
+        .expect("producer")
+}
+
+/// Runs every queued job, `last` last; before that, the flush must stay pending.
+fn release_all_checking(pool: &GatedPool, flushed: &mut Future<()>, last: usize) {
+    let n = pool.queued();
+    assert!(n > 1);
+    pool.jobs.lock().expect("lock").swap(last, n - 1);
+    while pool.queued() > 1 {
+        assert!(
+            !flushed.is_ready(),
+            "flush ready with {} batches in flight",
+            pool.queued()
+        );
+        assert!(flushed.wait(0).expect("no error").is_none());
+        pool.run(0);
+    }
+    assert!(!flushed.is_ready(), "flush ready with one batch in flight");
+    pool.run(0);
+    assert!(
+        flushed.is_ready(),
+        "flush not ready once every batch is stored"
+    );
+    assert_eq!(flushed.wait(0).expect("flush succeeded"), Some(()));
+}
+
+/// `flush()` waits for every in-flight batch, also beyond 64 of them, and `is_ready()` of the
+/// flush future is false until the last one is stored.
+pub fn flush_waits_for_every_batch_beyond_64(f: &dyn DriverFixture) {
+    const N: u64 = 150;
+    let driver = f.driver();
+    let topic = create_topic(&driver, "many", 1);
+    let pool = Arc::new(GatedPool::default());
+    let producer = gated_producer(&topic, &pool);
+    let _gate = OpenOnDrop(pool.clone());
+    let mut all: Vec<Future<EventId>> = Vec::new();
+    for (round, last) in [(0u64, N as usize / 2), (1, 0)] {
+        let futures: Vec<_> = (0..N)
+            .map(|i| producer.push(json!({"i": round * N + i}), ()))
+            .collect();
+        assert_eq!(pool.queued() as u64, N, "one job per full batch");
+        let mut flushed = producer.flush();
+        release_all_checking(&pool, &mut flushed, last);
+        assert!(
+            futures.iter().all(|f| f.is_ready()),
+            "every push is complete once flush is"
+        );
+        all.extend(futures);
+    }
+    let ids: BTreeSet<u64> = all.into_iter().map(|f| wait_for(f, "push")).collect();
+    assert_eq!(ids, (0..2 * N).collect(), "every event got its own id");
+    let consumer = topic.consumer("c").expect("consumer");
+    assert_eq!(pull_n(&consumer, 2 * N as usize).len() as u64, 2 * N);
+    assert_nothing_more(&consumer, "all events consumed");
+}
+
+/// With a fixed batch size, a full batch is stored without any flush, and not before it is full.
+pub fn full_fixed_batch_is_stored_without_flush(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let topic = create_topic(&driver, "full", 1);
+    let pool = Arc::new(GatedPool::default());
+    let producer = topic
+        .producer_with(
+            "fixed",
+            ProducerOptions {
+                batch_size: BatchSize::Fixed(4),
+                thread_pool: Some(ThreadPool::from_backend(pool.clone())),
+                ..Default::default()
+            },
+        )
+        .expect("producer");
+    let gate = OpenOnDrop(pool.clone());
+    let mut futures: Vec<_> = (0..3u64)
+        .map(|i| producer.push(json!({"i": i}), ()))
+        .collect();
+    assert_eq!(pool.queued(), 0, "a batch of 3 of 4 is not sent");
+    assert!(futures.iter().all(|f| !f.is_ready()));
+    futures.push(producer.push(json!({"i": 3}), ()));
+    assert_eq!(pool.queued(), 1, "the full batch is sent at once");
+    pool.run(0);
+    for (i, fut) in futures.into_iter().enumerate() {
+        assert!(fut.is_ready(), "push {i}: stored without flush");
+        assert_eq!(wait_for(fut, "push"), i as u64);
+    }
+    let consumer = topic.consumer("c").expect("consumer");
+    let got: Vec<u64> = pull_n(&consumer, 4)
+        .iter()
+        .map(|e| meta_u64(e, "i"))
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    drop(gate);
+    // The same with the driver's own threads: the batch completes without flush.
+    let producer = topic
+        .producer_with(
+            "fixed-threads",
+            ProducerOptions {
+                batch_size: BatchSize::Fixed(4),
+                thread_pool: Some(ThreadPool::new(2)),
+                ..Default::default()
+            },
+        )
+        .expect("producer");
+    let ids: Vec<u64> = (4..8u64)
+        .map(|i| producer.push(json!({"i": i}), ()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|f| wait_for(f, "push of a full batch"))
+        .collect();
+    assert_eq!(ids, vec![4, 5, 6, 7]);
+    drop(producer);
 }

@@ -353,3 +353,68 @@ pub fn large_event_round_trip(f: &dyn DriverFixture) {
         "last 4 KiB of the large event"
     );
 }
+
+/// Multi-segment selections (strided on even events, unstructured and unordered on odd ones)
+/// read into a custom allocator's buffer put every byte at its place in that buffer.
+pub fn custom_allocator_receives_multi_segment_selections(f: &dyn DriverFixture) {
+    let (_driver, topic) = setup(f);
+    let buffers: Arc<Mutex<Vec<(usize, usize)>>> = Arc::new(Mutex::new(Vec::new()));
+    let recorded = buffers.clone();
+    let allocator: DataAllocator = Arc::new(move |_: &Metadata, d: &DataDescriptor| {
+        // Pre-filled with a marker so unwritten or misplaced bytes are detected.
+        let buf = BytesMut::from(vec![0xEEu8; d.size() as usize].as_slice());
+        recorded
+            .lock()
+            .expect("allocator lock")
+            .push((buf.as_ptr() as usize, buf.len()));
+        buf
+    });
+    const RANGES: [(u64, u64); 4] = [(900, 50), (10, 20), (500, 1), (31, 7)];
+    let sel: DataSelector = Arc::new(|m: &Metadata, d: &DataDescriptor| {
+        let even = m.json().ok().and_then(|v| v["i"].as_u64()).unwrap_or(1) & 1 == 0;
+        let view = if even {
+            d.strided_view(3, 5, 7, 11)
+        } else {
+            d.unstructured_view(&RANGES)
+        };
+        view.unwrap_or_else(|_| DataDescriptor::null())
+    });
+    let consumer = topic
+        .consumer_with(
+            "alloc-multi",
+            ConsumerOptions {
+                data_selector: Some(sel),
+                data_allocator: Some(allocator),
+                ..Default::default()
+            },
+        )
+        .expect("consumer with allocator");
+    let events = pull_n(&consumer, EVENTS as usize);
+    let buffers = buffers.lock().expect("lock").clone();
+    for (i, e) in (0..EVENTS).zip(events) {
+        let full = pattern(i, SIZE);
+        let expected: Vec<u8> = if i % 2 == 0 {
+            (0..5)
+                .flat_map(|b| full[3 + 18 * b..10 + 18 * b].to_vec())
+                .collect()
+        } else {
+            RANGES
+                .iter()
+                .flat_map(|&(o, l)| full[o as usize..(o + l) as usize].to_vec())
+                .collect()
+        };
+        assert!(
+            e.data().to_vec() == expected,
+            "event {i}: selected bytes at the wrong offsets"
+        );
+        let segs = e.data().segments();
+        assert_eq!(segs.len(), 1, "event {i}: one allocator buffer");
+        let ptr = segs[0].as_ptr() as usize;
+        assert!(
+            buffers
+                .iter()
+                .any(|&(p, len)| p == ptr && len == expected.len()),
+            "event {i}: data is not in a buffer provided by the allocator"
+        );
+    }
+}

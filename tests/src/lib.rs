@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
                 push_to_is_honoured,
                 consumer_partition_subset,
                 partition_list_matches_options,
+                consumer_serves_partitions_round_robin,
             }
             ack_resume {
                 resume_after_restart,
@@ -85,6 +86,7 @@ macro_rules! conformance_tests {
                 multi_segment_push_reads_back_concatenated,
                 empty_data_with_select_all,
                 large_event_round_trip,
+                custom_allocator_receives_multi_segment_selections,
             }
             completion {
                 end_marker_after_all_events,
@@ -97,6 +99,7 @@ macro_rules! conformance_tests {
                 pull_timeout_then_retry_succeeds,
                 wait_zero_on_empty_topic,
                 future_is_consumed_once,
+                pending_pull_becomes_ready,
             }
             concurrency {
                 concurrent_producers,
@@ -110,6 +113,8 @@ macro_rules! conformance_tests {
                 producer_options_from_json,
                 flush_resolves_push_futures_single_partition,
                 flush_resolves_push_futures_per_partition,
+                flush_waits_for_every_batch_beyond_64,
+                full_fixed_batch_is_stored_without_flush,
             }
             bad_input {
                 malformed_json_metadata,

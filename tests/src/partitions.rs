@@ -164,3 +164,49 @@ pub fn partition_list_matches_options(f: &dyn DriverFixture) {
         );
     }
 }
+
+/// A consumer of several partitions serves them round robin: while every partition has events,
+/// none gets more than one batch ahead of another (none starves).
+pub fn consumer_serves_partitions_round_robin(f: &dyn DriverFixture) {
+    const PER_PARTITION: u64 = 40;
+    const BATCH: usize = 5;
+    let driver = f.driver();
+    let topic = create_topic(&driver, "fair", 3);
+    let producer = topic.producer().expect("producer");
+    for i in 0..PER_PARTITION * 3 {
+        drop(producer.push_to((i % 3) as usize, json!({"i": i}), ()));
+    }
+    flush(&producer);
+    let consumer = topic
+        .consumer_with(
+            "c",
+            ConsumerOptions {
+                batch_size: diaspora_api::BatchSize::Fixed(BATCH),
+                ..Default::default()
+            },
+        )
+        .expect("consumer");
+    let mut counts = [0u64; 3];
+    for (k, e) in pull_n(&consumer, (PER_PARTITION * 3) as usize)
+        .into_iter()
+        .enumerate()
+    {
+        counts[e.partition()] += 1;
+        assert_eq!(
+            e.id(),
+            counts[e.partition()] - 1,
+            "partition {}: in order",
+            e.partition()
+        );
+        let (max, min) = (
+            counts.iter().max().copied().unwrap_or(0),
+            counts.iter().min().copied().unwrap_or(0),
+        );
+        assert!(
+            max - min <= BATCH as u64,
+            "after {} events, per-partition counts {counts:?}: a partition is starved",
+            k + 1
+        );
+    }
+    assert_nothing_more(&consumer, "all events consumed");
+}

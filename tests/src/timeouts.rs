@@ -88,3 +88,31 @@ pub fn future_is_consumed_once(f: &dyn DriverFixture) {
     assert_eq!(e.id(), 0);
     assert!(matches!(pull.wait(0), Err(Error::FutureConsumed)));
 }
+
+/// `is_ready()` of a pending pull: false while the topic is empty, true (within the bound) once
+/// an event is stored, after which `wait(0)` returns it without blocking.
+pub fn pending_pull_becomes_ready(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let topic = create_topic(&driver, "ready", 1);
+    let consumer = topic.consumer("c").expect("consumer");
+    let mut fut = consumer.pull();
+    assert!(!fut.is_ready(), "nothing to pull yet");
+    assert!(fut.wait(0).expect("no error").is_none());
+    assert!(!fut.is_ready(), "still nothing to pull");
+    let producer = topic.producer().expect("producer");
+    drop(producer.push(json!({"i": 7}), ()));
+    flush(&producer);
+    let deadline = Instant::now() + Duration::from_millis(TIMEOUT_MS as u64);
+    while !fut.is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "a pull with an event to deliver never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let e = fut
+        .wait(0)
+        .expect("no error")
+        .expect("a ready future returns without waiting");
+    assert_eq!(meta_u64(&e, "i"), 7);
+}

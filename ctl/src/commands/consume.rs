@@ -1,10 +1,16 @@
 //! `consume`: pulls events and prints `<partition> <id> <metadata-json> [<data-length>]` lines.
+//!
+//! An event the consumer cannot deliver (damaged on disk) is reported on stderr as
+//! `damaged event: partition P event I: reason` and skipped; its acknowledgement moves past it
+//! like any other event's, so a rerun does not stop there again. The command then exits with
+//! status 1 once everything else was consumed.
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 
 use diaspora_api::{
-    select_all, validate_consumer_name, validate_topic_name, ConsumerOptions, Event, Value,
+    select_all, validate_consumer_name, validate_topic_name, Consumer, ConsumerOptions, Error,
+    Event, EventId, Value,
 };
 
 use crate::cli::ConsumeArgs;
@@ -32,8 +38,9 @@ pub fn run(args: ConsumeArgs, mut scan: PreScan) -> Result<(), CliError> {
 
     let mut out = BufWriter::new(std::io::stdout().lock());
     // The last event seen in each partition: acknowledging it covers the earlier ones.
-    let mut last: BTreeMap<usize, Event> = BTreeMap::new();
+    let mut last: BTreeMap<usize, Seen> = BTreeMap::new();
     let mut consumed = 0u64;
+    let mut damaged = 0u64;
     let pulled: Result<(), CliError> = loop {
         if args.count.is_some_and(|count| consumed >= count) {
             break Ok(());
@@ -48,6 +55,20 @@ pub fn run(args: ConsumeArgs, mut scan: PreScan) -> Result<(), CliError> {
         let event = match pull.wait(timeout_ms) {
             Ok(Some(event)) => event,
             Ok(None) => break Ok(()), // timed out
+            Err(Error::EventFailed {
+                partition,
+                id,
+                source,
+            }) => {
+                // Lines already printed come first, then the report; the consumer has moved on.
+                if let Err(e) = out.flush() {
+                    break Err(CliError::output(e));
+                }
+                eprintln!("damaged event: partition {partition} event {id}: {source}");
+                damaged += 1;
+                last.insert(partition, Seen::Failed(id));
+                continue;
+            }
             Err(e) => break Err(CliError::api("pull failed", e)),
         };
         if event.is_no_more_events() {
@@ -57,31 +78,50 @@ pub fn run(args: ConsumeArgs, mut scan: PreScan) -> Result<(), CliError> {
             break Err(e);
         }
         consumed += 1;
-        last.insert(event.partition(), event);
+        last.insert(event.partition(), Seen::Event(event));
     };
     let flushed = out.flush().map_err(CliError::output);
     // Events whose line may not have reached the reader are not acknowledged.
     if let Err(e) = pulled.and(flushed) {
         if !matches!(e, CliError::BrokenPipe | CliError::Io { .. }) {
-            acknowledge(&last, args.no_ack)?;
+            acknowledge(&consumer, &last, args.no_ack)?;
         }
         return Err(e);
     }
-    acknowledge(&last, args.no_ack)
+    acknowledge(&consumer, &last, args.no_ack)?;
+    if damaged > 0 {
+        return Err(CliError::DamagedEvents {
+            topic: args.topic.name,
+            count: damaged,
+        });
+    }
+    Ok(())
 }
 
-fn acknowledge(last: &BTreeMap<usize, Event>, no_ack: bool) -> Result<(), CliError> {
+/// The last thing pulled from a partition.
+enum Seen {
+    /// A delivered event.
+    Event(Event),
+    /// The id of an event reported damaged.
+    Failed(EventId),
+}
+
+fn acknowledge(
+    consumer: &Consumer,
+    last: &BTreeMap<usize, Seen>,
+    no_ack: bool,
+) -> Result<(), CliError> {
     if no_ack {
         return Ok(());
     }
-    for event in last.values() {
-        event.acknowledge().map_err(|e| {
+    for (&partition, seen) in last {
+        let (id, acked) = match seen {
+            Seen::Event(event) => (event.id(), event.acknowledge()),
+            Seen::Failed(id) => (*id, consumer.acknowledge(partition, *id)),
+        };
+        acked.map_err(|e| {
             CliError::api(
-                format!(
-                    "cannot acknowledge event {} of partition {}",
-                    event.id(),
-                    event.partition()
-                ),
+                format!("cannot acknowledge event {id} of partition {partition}"),
                 e,
             )
         })?;

@@ -20,11 +20,11 @@ pub fn providers() -> Vec<String> {
     }
 }
 
-/// Loopback hints for a provider (tcp restricted to the `lo` domain).
+/// Loopback hints for a provider (tcp bound to 127.0.0.1, an ephemeral port).
 pub fn hints(provider: &str) -> Hints {
     let h = Hints::provider(provider);
     if provider.starts_with("tcp") {
-        h.with_domain("lo")
+        h.with_source("127.0.0.1")
     } else {
         h
     }

@@ -5,7 +5,7 @@ mod progress;
 mod waker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -304,6 +304,17 @@ pub(crate) struct Shared<N: Net> {
     max_body: usize,
     provider: String,
     late_drop: Mutex<()>,
+    /// The progress state: whoever holds the lock drives progress (the progress thread, or a
+    /// caller waiting with inline progress).
+    core: Mutex<Option<progress::Progress<N>>>,
+    /// Epoll set of the CQ fd and the eventfd, for whoever drives.
+    sleeper: waker::Sleeper,
+    /// Epoll set of the eventfd alone: where the progress thread parks while a caller drives.
+    parker: waker::Sleeper,
+    /// Callers currently driving (or waiting to drive) progress inline.
+    inline_waiters: AtomicUsize,
+    /// `EngineConfig::inline_progress`.
+    inline: bool,
 }
 
 impl<N: Net> Shared<N> {
@@ -316,7 +327,7 @@ impl<N: Net> Shared<N> {
             }
             q.cmds.push(cmd);
         }
-        self.waker.wake();
+        self.kick();
         Ok(())
     }
 
@@ -334,7 +345,54 @@ impl<N: Net> Shared<N> {
             Some(cmds) => cmds
                 .into_iter()
                 .for_each(|c| c.fail(RpcError::ShuttingDown)),
-            None => self.waker.wake(),
+            None => self.kick(),
+        }
+    }
+
+    fn kick(&self) {
+        if self.inline {
+            if let Some(mut core) = self.core.try_lock() {
+                if let Some(p) = core.as_mut() {
+                    p.iterate();
+                    return;
+                }
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// Drives progress on the calling thread until `done()` or `deadline` (inline progress).
+    fn drive_inline(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.inline_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.inline_waiters);
+        let mut core = self.core.lock();
+        loop {
+            if done() || deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let Some(p) = core.as_mut() else { return };
+            if p.stopping() {
+                return; // the progress thread drains and closes
+            }
+            if p.iterate() {
+                continue;
+            }
+            match p.idle() {
+                progress::Idle::Spin => std::hint::spin_loop(),
+                progress::Idle::Sleep(mut t) => {
+                    if let Some(d) = deadline {
+                        t = t.min(d.saturating_duration_since(Instant::now()));
+                    }
+                    self.sleeper.sleep(&self.waker, t);
+                    self.waker.set_awake();
+                }
+            }
         }
     }
 
@@ -353,6 +411,12 @@ impl<N: Net> Shared<N> {
             mr: Some(mr),
             shared: self.clone(),
         }
+    }
+}
+
+impl<N: Net> crate::completion::Drive for Shared<N> {
+    fn drive(&self, done: &dyn Fn() -> bool, deadline: Option<Instant>) {
+        self.drive_inline(done, deadline)
     }
 }
 
@@ -427,12 +491,20 @@ impl<N: Net> Engine<N> {
         }
         let address = Address::new(&provider, net.local_address())
             .map_err(|e| EngineError::Setup(RpcError::InvalidArgument(e.to_string())))?;
+        let waker = waker::Waker::new()?;
+        let sleeper = waker::Sleeper::new(&waker, net.wait_fd())?;
+        let parker = waker::Sleeper::new(&waker, None)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 cmds: Vec::new(),
                 closed: false,
             }),
-            waker: waker::Waker::new()?,
+            waker,
+            core: Mutex::new(None),
+            sleeper,
+            parker,
+            inline_waiters: AtomicUsize::new(0),
+            inline: config.inline_progress,
             handlers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
@@ -440,12 +512,11 @@ impl<N: Net> Engine<N> {
             provider,
             late_drop: Mutex::new(()),
         });
-        let sleeper = waker::Sleeper::new(&shared.waker, net.wait_fd())?;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(config.thread_name.clone())
-            .spawn(move || progress::run(net, config, thread_shared, sleeper, ready_tx))
+            .spawn(move || progress::run(net, config, thread_shared, ready_tx))
             .map_err(EngineError::Spawn)?;
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -535,7 +606,7 @@ impl<N: Net> Handle<N> {
                 local: self.shared.provider.clone(),
                 remote: addr.provider().to_owned(),
             }));
-            return pending.with_id(id);
+            return pending.with_id(id).with_driver(self.driver());
         }
         self.shared.submit_or_fail(Cmd::Connect {
             id,
@@ -543,7 +614,7 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        pending.with_id(id)
+        pending.with_id(id).with_driver(self.driver())
     }
 
     /// Sends a request for `op` with `body` and returns its pending response body. With a
@@ -569,7 +640,7 @@ impl<N: Net> Handle<N> {
                 sink,
             }),
         }
-        pending.with_id(id)
+        pending.with_id(id).with_driver(self.driver())
     }
 
     /// Sends many requests in one hand-off to the progress thread.
@@ -594,7 +665,7 @@ impl<N: Net> Handle<N> {
                     sink,
                 }),
             }
-            out.push(pending.with_id(id));
+            out.push(pending.with_id(id).with_driver(self.driver()));
         }
         self.shared.submit_all(cmds);
         out
@@ -635,7 +706,7 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        pending.with_id(id)
+        pending.with_id(id).with_driver(self.driver())
     }
 
     /// Registers a zeroed buffer of `len` bytes that peers may read and write.
@@ -697,11 +768,11 @@ impl<N: Net> Handle<N> {
                 error,
                 buffer: Some(buf),
             }));
-            return pending.with_id(id);
+            return pending.with_id(id).with_driver(self.driver());
         }
         let Some(mr) = buf.take() else {
             sink.complete(Err(RpcError::InvalidArgument("empty buffer".into()).into()));
-            return pending.with_id(id);
+            return pending.with_id(id).with_driver(self.driver());
         };
         let cmd = Cmd::Bulk(BulkCmd {
             id,
@@ -713,7 +784,13 @@ impl<N: Net> Handle<N> {
             sink,
         });
         self.shared.submit_or_fail(cmd);
-        pending.with_id(id)
+        pending.with_id(id).with_driver(self.driver())
+    }
+
+    fn driver(&self) -> Option<Arc<dyn crate::completion::Drive>> {
+        self.shared
+            .inline
+            .then(|| self.shared.clone() as Arc<dyn crate::completion::Drive>)
     }
 
     /// Cancels the operation with this id: its caller gets [`RpcError::Cancelled`] (buffers of

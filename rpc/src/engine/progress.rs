@@ -16,7 +16,6 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::waker::Sleeper;
 use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, Shared, OP_HELLO};
 use diaspora_fabric::address::MAX_ADDRESS_LEN as MAX_RAW_ADDRESS;
 use diaspora_fabric::Address;
@@ -105,7 +104,6 @@ pub(super) struct Progress<N: Net> {
     shared: Arc<Shared<N>>,
     config: EngineConfig,
     wait: WaitStrategy,
-    sleeper: Sleeper,
     ops: Table<N>,
     recvs: Vec<Option<N::Mr>>,
     repost: Vec<usize>,
@@ -123,25 +121,41 @@ pub(super) struct Progress<N: Net> {
     last_work: Instant,
 }
 
-/// The thread's entry point.
+/// What an idle driver should do next.
+pub(super) enum Idle {
+    /// Poll again now (work may be pending, or the strategy spins).
+    Spin,
+    /// Sleep in the epoll set (CQ fd + eventfd) for at most this long; the waker is already
+    /// marked sleeping.
+    Sleep(Duration),
+}
+
+/// The thread's entry point: builds the core, publishes it in `shared.core`, then drives it
+/// until shutdown. The lock is held for one iteration at a time and never while sleeping, so a
+/// caller waiting with inline progress can take over.
 pub(super) fn run<N: Net>(
     net: N,
     config: EngineConfig,
     shared: Arc<Shared<N>>,
-    sleeper: Sleeper,
     ready: Sender<Result<(), RpcError>>,
 ) {
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut p = match Progress::new(net, config, shared.clone(), sleeper) {
-            Ok(p) => p,
+        match Progress::new(net, config, shared.clone()) {
+            Ok(p) => *shared.core.lock() = Some(p),
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
             }
         };
         let _ = ready.send(Ok(()));
-        p.run();
+        drive_thread(&shared);
     }));
+    if result.is_err() {
+        // A panic while holding the core poisons nothing (parking_lot), but the core may be
+        // half-updated: drop it (its Drop closes the endpoint before freeing buffers).
+        let core = shared.core.lock().take();
+        drop(core);
+    }
     // Whatever happened, refuse new work and fail what is still queued (a panic drops the
     // op table's sinks during unwinding, which fails them with EngineStopped).
     let leftover = {
@@ -149,26 +163,51 @@ pub(super) fn run<N: Net>(
         q.closed = true;
         std::mem::take(&mut q.cmds)
     };
-    let error = if result.is_ok() {
-        RpcError::ShuttingDown
-    } else {
-        RpcError::EngineStopped
-    };
     for cmd in leftover {
-        cmd.fail(match &error {
-            RpcError::ShuttingDown => RpcError::ShuttingDown,
-            _ => RpcError::EngineStopped,
+        cmd.fail(if result.is_ok() {
+            RpcError::ShuttingDown
+        } else {
+            RpcError::EngineStopped
         });
     }
 }
 
+fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
+    loop {
+        if shared.inline_waiters.load(Ordering::SeqCst) > 0 {
+            // A caller is driving progress itself: stay out of its way.
+            shared.parker.sleep(&shared.waker, Duration::from_millis(1));
+            continue;
+        }
+        let mut guard = shared.core.lock();
+        let Some(p) = guard.as_mut() else { return };
+        let work = p.iterate();
+        if p.stopping {
+            p.drain();
+            let core = guard.take();
+            drop(guard);
+            drop(core);
+            return;
+        }
+        if work {
+            continue;
+        }
+        match p.idle() {
+            Idle::Spin => {
+                drop(guard);
+                std::thread::yield_now();
+            }
+            Idle::Sleep(t) => {
+                drop(guard);
+                shared.sleeper.sleep(&shared.waker, t);
+                shared.waker.set_awake();
+            }
+        }
+    }
+}
+
 impl<N: Net> Progress<N> {
-    fn new(
-        net: N,
-        config: EngineConfig,
-        shared: Arc<Shared<N>>,
-        sleeper: Sleeper,
-    ) -> Result<Self, RpcError> {
+    fn new(net: N, config: EngineConfig, shared: Arc<Shared<N>>) -> Result<Self, RpcError> {
         if let Some(cpu) = config.cpu {
             pin_to(cpu)?;
         }
@@ -179,7 +218,6 @@ impl<N: Net> Progress<N> {
             net,
             shared,
             wait,
-            sleeper,
             ops: OpTable::new(),
             recvs: Vec::new(),
             repost: Vec::new(),
@@ -214,53 +252,52 @@ impl<N: Net> Progress<N> {
         Ok(p)
     }
 
-    fn run(&mut self) {
-        loop {
-            let mut work = self.take_commands();
-            work |= self.flush_outbox();
-            work |= self.flush_bulk_backlog();
-            work |= self.poll_cq();
-            let _ = self.post_recvs();
-            self.expire(Instant::now());
-            if self.stopping {
-                return self.drain();
-            }
-            if work {
-                self.last_work = Instant::now();
-            } else {
-                self.idle();
-            }
+    /// One pass: commands, retried posts, completions, deadlines. True if anything happened.
+    pub(super) fn iterate(&mut self) -> bool {
+        let mut work = self.take_commands();
+        work |= self.flush_outbox();
+        work |= self.flush_bulk_backlog();
+        work |= self.poll_cq();
+        let _ = self.post_recvs();
+        self.expire(Instant::now());
+        if work {
+            self.last_work = Instant::now();
         }
+        work
+    }
+
+    /// True once a shutdown was asked for; the thread then runs [`drain`](Self::drain).
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping
     }
 
     // ---- waiting ---------------------------------------------------------------------------
 
-    fn idle(&mut self) {
+    /// Decides how to wait after an iteration without work.
+    pub(super) fn idle(&mut self) -> Idle {
         let block = match self.wait {
             WaitStrategy::Spin => false,
             WaitStrategy::Block => true,
             WaitStrategy::SpinThenBlock { spindown } => self.last_work.elapsed() >= spindown,
         };
         if !block {
-            std::thread::yield_now();
-            return;
+            return Idle::Spin;
         }
         self.shared.waker.set_sleeping();
         let queued = !self.shared.queue.lock().cmds.is_empty();
         let has_fd = self.net.wait_fd().is_some();
         if queued || (has_fd && !self.net.try_wait()) {
             self.shared.waker.set_awake();
-            return;
+            return Idle::Spin;
         }
         let mut timeout = Duration::from_millis(100);
-        if self.net.wait_fd().is_none() {
+        if !has_fd {
             timeout = self.config.idle_poll;
         }
         if let Some(d) = self.ops.next_deadline() {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
-        self.sleeper.sleep(&self.shared.waker, timeout);
-        self.shared.waker.set_awake();
+        Idle::Sleep(timeout)
     }
 
     // ---- commands --------------------------------------------------------------------------
@@ -1076,7 +1113,7 @@ impl<N: Net> Progress<N> {
         self.expired = expired;
     }
 
-    fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         for (_, op) in self.ops.shutdown() {
             op.fail(RpcError::ShuttingDown);
         }

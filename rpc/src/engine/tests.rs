@@ -23,8 +23,15 @@ fn config() -> EngineConfig {
 }
 
 fn pair(world: &World) -> (E, E, Peer) {
+    pair_with(world, false)
+}
+
+/// A server and a client; with `inline`, the client's callers drive progress themselves.
+fn pair_with(world: &World, inline: bool) -> (E, E, Peer) {
     let server = E::with_net(world.endpoint("server"), config()).unwrap();
-    let client = E::with_net(world.endpoint("client"), config()).unwrap();
+    let mut c = config();
+    c.inline_progress = inline;
+    let client = E::with_net(world.endpoint("client"), c).unwrap();
     let peer = client
         .connect(server.address(), Duration::from_secs(5))
         .wait()
@@ -372,4 +379,66 @@ fn connecting_to_another_provider_is_refused() {
     let addr = crate::Address::new("shm", b"server".to_vec()).unwrap();
     let r = client.connect(&addr, Duration::from_secs(1)).wait();
     assert!(matches!(r, Err(RpcError::ProviderMismatch { .. })), "{r:?}");
+}
+
+#[test]
+fn inline_progress_serves_calls_bulk_transfers_deadlines_and_shutdown() {
+    let world = World::default();
+    let (server, client, peer) = pair_with(&world, true);
+    server
+        .register_handler(1, |req, resp| resp.respond(req.body))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .register_handler(2, move |_, resp| tx.send(resp).unwrap())
+        .unwrap();
+    for i in 0..50u8 {
+        assert_eq!(client.call(&peer, 1, vec![i], SEC).wait().unwrap(), vec![i]);
+    }
+    let batch = client.call_batch((0..16u8).map(|i| (peer, 1, vec![i])), SEC);
+    for (i, p) in batch.into_iter().enumerate().rev() {
+        assert_eq!(p.wait().unwrap(), vec![i as u8]);
+    }
+    // Waiting from several threads at once.
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let client = &client;
+            s.spawn(move || {
+                for i in 0..20u8 {
+                    assert_eq!(
+                        client.call(&peer, 1, vec![t, i], SEC).wait().unwrap(),
+                        vec![t, i]
+                    );
+                }
+            });
+        }
+    });
+    let mut src = server.register(64).unwrap();
+    src.as_mut_slice().fill(3);
+    let buf = client
+        .read(
+            &peer,
+            vec![src.remote().unwrap()],
+            client.register(64).unwrap(),
+            SEC,
+        )
+        .wait()
+        .unwrap();
+    assert!(buf.as_slice().iter().all(|&b| b == 3));
+    let t0 = Instant::now();
+    let r = client
+        .call(&peer, 2, vec![], Some(Duration::from_millis(50)))
+        .wait();
+    assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let _held = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    let p = client.call(&peer, 2, vec![], None);
+    let p = p.wait_timeout(Duration::from_millis(20)).unwrap_err();
+    let handle = client.handle();
+    client.shutdown();
+    assert!(matches!(p.wait(), Err(RpcError::ShuttingDown)));
+    assert!(matches!(
+        handle.call(&peer, 1, vec![], None).wait(),
+        Err(RpcError::ShuttingDown)
+    ));
 }

@@ -1,0 +1,109 @@
+//! Item 9 of issue 5: a consumer's refill is bounded in bytes of metadata, whatever its size.
+
+use std::sync::atomic::Ordering;
+
+use diaspora_api::{json, ConsumerBackend, ConsumerOptions, ThreadPool};
+
+use super::{settle, topic_with};
+use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_META};
+use crate::topic::TopicShared;
+
+fn big_meta(i: usize, pad: usize) -> String {
+    format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(pad))
+}
+
+/// Pulling one event of 150 events with 2 MiB of metadata each reads at most the cap
+/// (it used to read the metadata of the whole partition, 300 MiB, in one refill).
+#[test]
+fn one_pull_reads_at_most_the_metadata_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    for i in 0..150 {
+        drop(producer.push(big_meta(i, 2 << 20), ()));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let consumer = FilesConsumer::new(shared, "c", ConsumerOptions::default()).expect("consumer");
+    let e = settle(consumer.pull(), "pull").expect("event 0");
+    assert_eq!(e.id(), 0);
+    assert_eq!(e.metadata().json().expect("json")["i"], 0);
+    let read = consumer.inner.meta_read.load(Ordering::SeqCst);
+    assert!(
+        read <= MAX_REFILL_META,
+        "one refill read {read} bytes of metadata, the cap is {MAX_REFILL_META}"
+    );
+    assert!(read >= 2 << 20, "the first event was read: {read}");
+    // The rest is still delivered, in order.
+    for i in 1..150u64 {
+        let e = settle(consumer.pull(), "pull").expect("event");
+        assert_eq!(e.id(), i);
+    }
+}
+
+/// With a prefetching thread pool, what is buffered stays bounded in bytes too (prefetch used
+/// to read ahead up to 4096 events, whatever their size).
+#[test]
+fn prefetch_buffers_a_bounded_number_of_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    for i in 0..150 {
+        drop(producer.push(big_meta(i, 2 << 20), ()));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let options = ConsumerOptions {
+        thread_pool: Some(ThreadPool::new(1)),
+        ..Default::default()
+    };
+    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    let bound = MAX_BUFFERED_BYTES + MAX_REFILL_META;
+    for i in 0..40u64 {
+        let e = settle(consumer.pull(), "pull").expect("event");
+        assert_eq!(e.id(), i);
+        drop(e);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let q = consumer.inner.queue.lock();
+            assert!(
+                q.bytes <= bound,
+                "after {i} pulls, {} bytes buffered (bound {bound})",
+                q.bytes
+            );
+            if !q.prefetching {
+                break;
+            }
+            drop(q);
+            assert!(std::time::Instant::now() < deadline, "prefetch never ended");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// An event whose metadata alone exceeds the cap is still delivered, by a refill of its own.
+#[test]
+fn event_larger_than_the_cap_is_delivered_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    let huge = MAX_REFILL_META as usize + 1000;
+    drop(producer.push(json!({"i": 0}), ()));
+    drop(producer.push(big_meta(1, huge), ()));
+    drop(producer.push(json!({"i": 2}), ()));
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let consumer = FilesConsumer::new(shared, "c", ConsumerOptions::default()).expect("consumer");
+    let small = settle(consumer.pull(), "pull 0").expect("event 0");
+    assert_eq!(small.id(), 0);
+    let first_read = consumer.inner.meta_read.load(Ordering::SeqCst);
+    assert!(
+        first_read < 1000,
+        "the first refill stops before the huge event: {first_read}"
+    );
+    let e = settle(consumer.pull(), "pull 1").expect("event 1");
+    assert_eq!(e.id(), 1);
+    assert_eq!(e.metadata().as_bytes().len(), big_meta(1, huge).len());
+    let e = settle(consumer.pull(), "pull 2").expect("event 2");
+    assert_eq!(e.id(), 2);
+}

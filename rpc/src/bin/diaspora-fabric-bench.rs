@@ -1,0 +1,622 @@
+//! Raw libfabric vs the engine, in one process and one run.
+//!
+//! ```text
+//! cargo run --release -p diaspora-rpc --bin diaspora-fabric-bench -- [--secs S] [--providers 'tcp;ofi_rxm,shm']
+//! ```
+//!
+//! For each provider it starts a target process (this binary with `--target`) that exposes an
+//! 8 MiB buffer twice: through an [`Engine`] (whose progress thread serves it) and through a
+//! raw endpoint driven by a plain loop (no engine), which also echoes raw messages. Then:
+//!
+//! - **bulk read**: 4 KiB, 64 KiB, 1 MiB, 8 MiB with 1 and 8 in flight: raw `fi_read` posted
+//!   and polled directly on the safe layer (`Endpoint::post_read` + `Cq::read`) against the raw
+//!   target, and `Handle::read` through the engine (submission queue + progress thread)
+//!   against the engine target;
+//! - **request/response**: 64 B and 4 KiB with 1 and 16 in flight: raw send/recv ping-pong and
+//!   engine `Handle::call` round trips.
+//!
+//! Every figure is printed with the engine/raw ratio. Waiting: tcp blocks on the CQ fd
+//! (`fi_trywait` + `poll`), shm spins, on both the raw and the engine side (the engine's
+//! default wait strategy per provider).
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diaspora_fabric::{
+    Access, Address, Av, Completion, Cq, CqOptions, Domain, Endpoint, Fabric, Hints, Info,
+    MemoryRegion, PageBuf, PeerAddr, RemoteRegion,
+};
+use diaspora_rpc::{Engine, EngineConfig};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const EXPOSED: usize = 8 << 20;
+const READ_SIZES: [usize; 4] = [4 << 10, 64 << 10, 1 << 20, 8 << 20];
+const READ_QD: [usize; 2] = [1, 8];
+const RPC_SIZES: [usize; 2] = [64, 4096];
+const RPC_INFLIGHT: [usize; 2] = [1, 16];
+const MSG_BUF: usize = 8192;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("diaspora-fabric-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--target") {
+        let provider = args.get(1).ok_or("--target needs a provider")?;
+        return target(provider);
+    }
+    let mut secs = 1.0f64;
+    let mut providers = vec!["tcp;ofi_rxm".to_owned(), "shm".to_owned()];
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--secs" => secs = it.next().ok_or("--secs needs a value")?.parse()?,
+            "--providers" => {
+                providers = it
+                    .next()
+                    .ok_or("--providers needs a value")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect()
+            }
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let dur = Duration::from_secs_f64(secs);
+    println!("# diaspora-fabric-bench: {secs} s per case; read figures in GiB/s, rpc figures in round trips/s");
+    println!(
+        "{:<12} {:<5} {:>6} {:>3} {:>10} {:>10} {:>10} {:>7} {:>7}",
+        "provider", "test", "size", "qd", "raw", "engine", "inline", "eng/raw", "inl/raw"
+    );
+    for p in &providers {
+        bench_provider(p, dur)?;
+    }
+    Ok(())
+}
+
+fn domain_for(provider: &str) -> Option<&'static str> {
+    provider.starts_with("tcp").then_some("lo")
+}
+
+// ---- a raw endpoint (no engine) ----------------------------------------------------------
+
+struct RawEp {
+    ep: Endpoint,
+    av: Av,
+    cq: Cq,
+    domain: Domain,
+    _fabric: Fabric,
+    block: bool,
+}
+
+impl RawEp {
+    fn open(provider: &str) -> Res<RawEp> {
+        let mut hints = Hints::provider(provider);
+        if let Some(d) = domain_for(provider) {
+            hints = hints.with_domain(d);
+        }
+        let info = Info::get(&hints)?;
+        let fabric = Fabric::open(&info)?;
+        let domain = Domain::open(&fabric)?;
+        let cq = Cq::open(&domain, &CqOptions::default())?;
+        let av = Av::open(&domain)?;
+        let ep = Endpoint::open(&domain, &cq, &av)?;
+        let block = cq.wait_fd().is_some();
+        Ok(RawEp {
+            ep,
+            av,
+            cq,
+            domain,
+            _fabric: fabric,
+            block,
+        })
+    }
+
+    fn reg(&self, len: usize) -> Res<MemoryRegion<PageBuf>> {
+        let buf = PageBuf::new(len).ok_or("page buffer")?;
+        let mut mr = MemoryRegion::register(&self.domain, buf, Access::ALL)?;
+        mr.bind(&self.ep)?;
+        Ok(mr)
+    }
+
+    fn poll(&self, out: &mut Vec<Completion>) -> Res<()> {
+        self.cq.read(out, 64)?;
+        Ok(())
+    }
+
+    /// Nothing completed: block on the CQ fd (tcp) or yield (shm).
+    fn idle(&self) {
+        match (self.block, self.cq.wait_fd()) {
+            (true, Some(fd)) if self.cq.trywait().unwrap_or(false) => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+            }
+            _ => std::thread::yield_now(),
+        }
+    }
+}
+
+fn check(c: &Completion) -> Res<()> {
+    match &c.result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("completion failed: {e}").into()),
+    }
+}
+
+/// Retries a post while it returns -FI_EAGAIN, driving progress meanwhile.
+fn post_retry(
+    raw: &RawEp,
+    done: &mut Vec<Completion>,
+    mut post: impl FnMut() -> diaspora_fabric::Result<()>,
+) -> Res<()> {
+    loop {
+        match post() {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() => raw.poll(done)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+// ---- the target process ------------------------------------------------------------------
+
+fn target(provider: &str) -> Res<()> {
+    let mut config = EngineConfig::for_provider(provider);
+    config.domain = domain_for(provider).map(str::to_owned);
+    config.handler_pool = diaspora_api::ThreadPool::new(1);
+    let engine = Engine::new(config)?;
+    engine.register_handler(1, |req, resp| resp.respond(req.body))?;
+    let mut ebuf = engine.register(EXPOSED)?;
+    ebuf.as_mut_slice().fill(0xab);
+    let raw = RawEp::open(provider)?;
+    let mut rbuf = raw.reg(EXPOSED)?;
+    rbuf.as_mut_slice().fill(0xcd);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ENGINE {}", engine.address())?;
+    writeln!(out, "EREGION {}", hex(&encode(&ebuf.remote()?)))?;
+    writeln!(out, "RAW {}", raw.ep.address()?)?;
+    writeln!(out, "RREGION {}", hex(&encode(&rbuf.remote()?)))?;
+    writeln!(out, "READY")?;
+    out.flush()?;
+    drop(out);
+
+    let active = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (peer_tx, peer_rx) = std::sync::mpsc::channel::<Address>();
+    let (a2, s2) = (active.clone(), stop.clone());
+    let echo = std::thread::spawn(move || {
+        if let Err(e) = raw_echo(raw, rbuf, peer_rx, a2, s2) {
+            eprintln!("diaspora-fabric-bench target: raw echo failed: {e}");
+        }
+    });
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        if let Some(a) = line.strip_prefix("RAWPEER ") {
+            peer_tx.send(a.parse()?)?;
+        } else if line == "RAW ON" {
+            active.store(true, Ordering::SeqCst);
+        } else if line == "RAW OFF" {
+            active.store(false, Ordering::SeqCst);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = echo.join();
+    drop(ebuf);
+    engine.shutdown();
+    Ok(())
+}
+
+/// Serves the raw side: keeps driving progress (reads of `_exposed` need it) and echoes every
+/// message back. While not `active` it sleeps between polls so it does not steal the cores
+/// from the engine cases.
+fn raw_echo(
+    raw: RawEp,
+    _exposed: MemoryRegion<PageBuf>,
+    peer_rx: std::sync::mpsc::Receiver<Address>,
+    active: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Res<()> {
+    let slots = 32;
+    let bufs: Vec<MemoryRegion<PageBuf>> =
+        (0..slots).map(|_| raw.reg(MSG_BUF)).collect::<Res<_>>()?;
+    let mut done = Vec::new();
+    for (i, b) in bufs.iter().enumerate() {
+        let seg = b.local_all()?;
+        // SAFETY: `bufs` lives until this function returns, after the endpoint stops being
+        // polled; the buffer is not touched until its completion.
+        post_retry(&raw, &mut done, || unsafe {
+            raw.ep.post_recv(&seg, i as u64)
+        })?;
+    }
+    let mut peer: Option<PeerAddr> = None;
+    while !stop.load(Ordering::SeqCst) {
+        if peer.is_none() {
+            if let Ok(a) = peer_rx.try_recv() {
+                peer = Some(raw.av.insert(&a)?);
+            }
+        }
+        done.clear();
+        raw.poll(&mut done)?;
+        let mut pending = std::mem::take(&mut done);
+        for c in pending.drain(..) {
+            check(&c)?;
+            let id = c.op_id as usize;
+            if id < slots {
+                // A request: echo it from the same buffer (slot id + slots marks the send).
+                let p = peer.ok_or("message before RAWPEER")?;
+                let seg = bufs[id].local(0..c.len)?;
+                // SAFETY: the buffer is reposted only after this send completes.
+                post_retry(&raw, &mut done, || unsafe {
+                    raw.ep.post_send(&seg, p, (id + slots) as u64)
+                })?;
+            } else if id < 2 * slots {
+                let i = id - slots;
+                let seg = bufs[i].local_all()?;
+                // SAFETY: as above.
+                post_retry(&raw, &mut done, || unsafe {
+                    raw.ep.post_recv(&seg, i as u64)
+                })?;
+            }
+        }
+        if !done.is_empty() {
+            continue; // completions read while retrying posts
+        }
+        if active.load(Ordering::Relaxed) {
+            raw.idle();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(())
+}
+
+fn encode(r: &RemoteRegion) -> Vec<u8> {
+    let mut v = Vec::new();
+    r.encode_into(&mut v);
+    v
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Res<Vec<u8>> {
+    (0..s.len() / 2)
+        .map(|i| {
+            Ok(u8::from_str_radix(
+                s.get(2 * i..2 * i + 2).ok_or("hex")?,
+                16,
+            )?)
+        })
+        .collect()
+}
+
+// ---- the measuring process ---------------------------------------------------------------
+
+fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["--target", provider])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("stdout")?).lines();
+    let (mut eaddr, mut eregion, mut raddr, mut rregion) = (None, None, None, None);
+    for line in lines.by_ref() {
+        let line = line?;
+        let (k, v) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match k {
+            "ENGINE" => eaddr = Some(v.parse::<Address>()?),
+            "EREGION" => eregion = Some(RemoteRegion::decode(&unhex(v)?)?.0),
+            "RAW" => raddr = Some(v.parse::<Address>()?),
+            "RREGION" => rregion = Some(RemoteRegion::decode(&unhex(v)?)?.0),
+            "READY" => break,
+            _ => {}
+        }
+    }
+    let (eaddr, eregion) = (eaddr.ok_or("ENGINE")?, eregion.ok_or("EREGION")?);
+    let (raddr, rregion) = (raddr.ok_or("RAW")?, rregion.ok_or("RREGION")?);
+
+    let raw = RawEp::open(provider)?;
+    let rpeer = raw.av.insert(&raddr)?;
+    // Diagnostic: BENCH_RAW_TO_ENGINE=1 points the raw initiator at the engine target.
+    let (rpeer, rregion) = if std::env::var_os("BENCH_RAW_TO_ENGINE").is_some() {
+        (raw.av.insert(&eaddr)?, eregion)
+    } else {
+        (rpeer, rregion)
+    };
+    writeln!(stdin, "RAWPEER {}", raw.ep.address()?)?;
+    let mut config = EngineConfig::for_provider(provider);
+    config.domain = domain_for(provider).map(str::to_owned);
+    config.handler_pool = diaspora_api::ThreadPool::new(1);
+    let engine = Engine::new(config.clone())?;
+    let epeer = engine.connect(&eaddr, Duration::from_secs(10)).wait()?;
+    config.inline_progress = true;
+    config.thread_name = "diaspora-progress-inline".into();
+    let inline = Engine::new(config)?;
+    let ipeer = inline.connect(&eaddr, Duration::from_secs(10)).wait()?;
+
+    let raw_bufs: Vec<_> = (0..8).map(|_| raw.reg(EXPOSED)).collect::<Res<_>>()?;
+    let mut raw_bufs = Some(raw_bufs);
+    let mut engine_bufs: Vec<_> = (0..8)
+        .map(|_| engine.register(EXPOSED))
+        .collect::<Result<_, _>>()?;
+    let mut inline_bufs: Vec<_> = (0..8)
+        .map(|_| inline.register(EXPOSED))
+        .collect::<Result<_, _>>()?;
+
+    for size in READ_SIZES {
+        for qd in READ_QD {
+            writeln!(stdin, "RAW ON")?;
+            let bufs = raw_bufs.take().ok_or("raw buffers")?;
+            let (bufs, raw_gib) = raw_read(&raw, bufs, rpeer, &rregion, size, qd, dur)?;
+            raw_bufs = Some(bufs);
+            writeln!(stdin, "RAW OFF")?;
+            let (bufs, eng_gib) =
+                engine_read(&engine, engine_bufs, &epeer, &eregion, size, qd, dur)?;
+            engine_bufs = bufs;
+            let (bufs, inl_gib) =
+                engine_read(&inline, inline_bufs, &ipeer, &eregion, size, qd, dur)?;
+            inline_bufs = bufs;
+            println!(
+                "{:<12} {:<5} {:>6} {:>3} {:>10.3} {:>10.3} {:>10.3} {:>6.0}% {:>6.0}%",
+                provider,
+                "read",
+                human(size),
+                qd,
+                raw_gib,
+                eng_gib,
+                inl_gib,
+                100.0 * eng_gib / raw_gib,
+                100.0 * inl_gib / raw_gib
+            );
+        }
+    }
+    for size in RPC_SIZES {
+        for inflight in RPC_INFLIGHT {
+            writeln!(stdin, "RAW ON")?;
+            let raw_rate = raw_pingpong(&raw, rpeer, size, inflight, dur)?;
+            writeln!(stdin, "RAW OFF")?;
+            let eng_rate = engine_rpc(&engine, &epeer, size, inflight, dur)?;
+            let inl_rate = engine_rpc(&inline, &ipeer, size, inflight, dur)?;
+            println!(
+                "{:<12} {:<5} {:>6} {:>3} {:>10.0} {:>10.0} {:>10.0} {:>6.0}% {:>6.0}%",
+                provider,
+                "rpc",
+                human(size),
+                inflight,
+                raw_rate,
+                eng_rate,
+                inl_rate,
+                100.0 * eng_rate / raw_rate,
+                100.0 * inl_rate / raw_rate
+            );
+        }
+    }
+    drop(engine_bufs);
+    drop(inline_bufs);
+    engine.shutdown();
+    inline.shutdown();
+    drop(raw_bufs);
+    drop(stdin);
+    let _ = child.wait();
+    Ok(())
+}
+
+fn human(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{}MiB", n >> 20)
+    } else if n >= 1 << 10 {
+        format!("{}KiB", n >> 10)
+    } else {
+        format!("{n}B")
+    }
+}
+
+type RawBufs = Vec<MemoryRegion<PageBuf>>;
+
+fn raw_read(
+    raw: &RawEp,
+    bufs: RawBufs,
+    peer: PeerAddr,
+    remote: &RemoteRegion,
+    size: usize,
+    qd: usize,
+    dur: Duration,
+) -> Res<(RawBufs, f64)> {
+    let region = remote.slice(0, size as u64).ok_or("slice")?;
+    let mut done = Vec::new();
+    let post = |i: usize, done: &mut Vec<Completion>| -> Res<()> {
+        let seg = bufs[i].local(0..size)?;
+        // SAFETY: `bufs` outlives every posted read: we drain all of them before returning.
+        post_retry(raw, done, || unsafe {
+            raw.ep.post_read(
+                std::slice::from_ref(&seg),
+                peer,
+                std::slice::from_ref(&region),
+                i as u64,
+            )
+        })
+    };
+    let t0 = Instant::now();
+    let mut bytes = 0u64;
+    let mut outstanding = 0;
+    for i in 0..qd {
+        post(i, &mut done)?;
+        outstanding += 1;
+    }
+    let mut stopping = false;
+    while outstanding > 0 {
+        raw.poll(&mut done)?;
+        if done.is_empty() {
+            raw.idle();
+            continue;
+        }
+        let batch: Vec<Completion> = std::mem::take(&mut done);
+        for c in batch {
+            check(&c)?;
+            outstanding -= 1;
+            bytes += size as u64;
+            if !stopping && t0.elapsed() >= dur {
+                stopping = true;
+            }
+            if !stopping {
+                post(c.op_id as usize, &mut done)?;
+                outstanding += 1;
+            }
+        }
+    }
+    let gib = bytes as f64 / t0.elapsed().as_secs_f64() / (1u64 << 30) as f64;
+    Ok((bufs, gib))
+}
+
+type EngineBufs = Vec<diaspora_rpc::Buffer>;
+
+fn engine_read(
+    engine: &Engine,
+    bufs: EngineBufs,
+    peer: &diaspora_rpc::Peer,
+    remote: &RemoteRegion,
+    size: usize,
+    qd: usize,
+    dur: Duration,
+) -> Res<(EngineBufs, f64)> {
+    let region = remote.slice(0, size as u64).ok_or("slice")?;
+    let timeout = Some(Duration::from_secs(30));
+    let mut spare: Vec<_> = bufs.into_iter().collect();
+    let mut inflight = VecDeque::new();
+    for _ in 0..qd {
+        let b = spare.pop().ok_or("buffers")?;
+        inflight.push_back(engine.read(peer, vec![region], b, timeout));
+    }
+    let t0 = Instant::now();
+    let mut bytes = 0u64;
+    while let Some(p) = inflight.pop_front() {
+        let b = p.wait().map_err(|e| e.error)?;
+        bytes += size as u64;
+        if t0.elapsed() < dur {
+            inflight.push_back(engine.read(peer, vec![region], b, timeout));
+        } else {
+            spare.push(b);
+        }
+    }
+    let gib = bytes as f64 / t0.elapsed().as_secs_f64() / (1u64 << 30) as f64;
+    Ok((spare, gib))
+}
+
+fn raw_pingpong(
+    raw: &RawEp,
+    peer: PeerAddr,
+    size: usize,
+    inflight: usize,
+    dur: Duration,
+) -> Res<f64> {
+    // Receives are ops 0..inflight (any reply may land in any of them), sends are ops
+    // inflight..2*inflight. A send buffer is reused only after its send completion.
+    let recv: Vec<_> = (0..inflight)
+        .map(|_| raw.reg(MSG_BUF))
+        .collect::<Res<_>>()?;
+    let send: Vec<_> = (0..inflight)
+        .map(|_| raw.reg(MSG_BUF))
+        .collect::<Res<_>>()?;
+    let mut done = Vec::new();
+    let post_recv = |i: usize, done: &mut Vec<Completion>| -> Res<()> {
+        let r = recv[i].local_all()?;
+        // SAFETY: the buffers outlive this function, which waits for every posted op.
+        post_retry(raw, done, || unsafe { raw.ep.post_recv(&r, i as u64) })
+    };
+    let post_send = |i: usize, done: &mut Vec<Completion>| -> Res<()> {
+        let s = send[i].local(0..size)?;
+        // SAFETY: as above.
+        post_retry(raw, done, || unsafe {
+            raw.ep.post_send(&s, peer, (i + inflight) as u64)
+        })
+    };
+    for i in 0..inflight {
+        post_recv(i, &mut done)?;
+    }
+    let t0 = Instant::now();
+    let (mut rounds, mut waiting_replies, mut sends_posted, mut owed) =
+        (0u64, 0usize, 0usize, 0usize);
+    let mut free_sends: Vec<usize> = Vec::new();
+    for i in 0..inflight {
+        post_send(i, &mut done)?;
+        sends_posted += 1;
+        waiting_replies += 1;
+    }
+    while waiting_replies > 0 || sends_posted > 0 {
+        raw.poll(&mut done)?;
+        if done.is_empty() {
+            raw.idle();
+            continue;
+        }
+        let batch: Vec<Completion> = std::mem::take(&mut done);
+        for c in batch {
+            check(&c)?;
+            let id = c.op_id as usize;
+            if id < inflight {
+                rounds += 1;
+                waiting_replies -= 1;
+                // One posted receive per message in flight: repost only to send again, so
+                // none is left posted (into a buffer about to be freed) at the end.
+                if t0.elapsed() < dur {
+                    post_recv(id, &mut done)?;
+                    owed += 1;
+                }
+            } else {
+                sends_posted -= 1;
+                free_sends.push(id - inflight);
+            }
+            while owed > 0 {
+                let Some(i) = free_sends.pop() else { break };
+                owed -= 1;
+                post_send(i, &mut done)?;
+                sends_posted += 1;
+                waiting_replies += 1;
+            }
+        }
+    }
+    Ok(rounds as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn engine_rpc(
+    engine: &Engine,
+    peer: &diaspora_rpc::Peer,
+    size: usize,
+    inflight: usize,
+    dur: Duration,
+) -> Res<f64> {
+    let body = vec![0x5a; size];
+    let timeout = Some(Duration::from_secs(30));
+    let mut pending: VecDeque<_> = engine
+        .call_batch((0..inflight).map(|_| (*peer, 1, body.clone())), timeout)
+        .into();
+    let t0 = Instant::now();
+    let mut rounds = 0u64;
+    while let Some(p) = pending.pop_front() {
+        let out = p.wait()?;
+        if out.len() != size {
+            return Err("short echo".into());
+        }
+        rounds += 1;
+        if t0.elapsed() < dur {
+            pending.push_back(engine.call(peer, 1, body.clone(), timeout));
+        }
+    }
+    Ok(rounds as f64 / t0.elapsed().as_secs_f64())
+}

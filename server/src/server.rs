@@ -1,0 +1,188 @@
+//! Starting and stopping a server: engines, handlers, the group file.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use diaspora_api::ThreadPool;
+use diaspora_proto::{GroupFile, GroupRank, GroupThread, Placement};
+use diaspora_rpc::{Engine, EngineConfig};
+
+use crate::config::ServerConfig;
+use crate::groupfile;
+use crate::service::{Shared, ThreadService};
+use crate::store::{StorageKind, Store};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The data directory cannot be used.
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A progress thread's engine could not start.
+    #[error("cannot start progress thread {thread} on {provider}: {source}")]
+    Engine {
+        /// The thread.
+        thread: usize,
+        /// The provider.
+        provider: String,
+        /// Why.
+        #[source]
+        source: diaspora_rpc::EngineError,
+    },
+    /// A handler could not be registered.
+    #[error("cannot register handlers: {0}")]
+    Handlers(#[source] diaspora_rpc::RpcError),
+    /// The group file could not be written.
+    #[error("cannot write the group file {path}: {source}")]
+    GroupFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Random bytes or a thread could not be had.
+    #[error("cannot set up the server: {0}")]
+    Setup(#[source] std::io::Error),
+}
+
+/// A running server.
+pub struct Running {
+    engines: Vec<Engine>,
+    shared: Arc<Shared>,
+    /// The group file it wrote.
+    pub group: GroupFile,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Starts the server described by `cfg` and writes its group file.
+pub fn start(cfg: &ServerConfig) -> Result<Running, ServerError> {
+    let io = ThreadPool::new(cfg.io_threads);
+    let store = Store::new(&cfg.data_dir, cfg.storage, io.clone()).map_err(|source| {
+        ServerError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        }
+    })?;
+    let mut engines = Vec::with_capacity(cfg.cores.len());
+    for (i, core) in cfg.cores.iter().enumerate() {
+        let mut c = EngineConfig::for_provider(&cfg.provider);
+        c.domain = cfg.domain.clone();
+        c.cpu = *core;
+        c.handler_pool = ThreadPool::new(1);
+        c.thread_name = format!("diaspora-progress-{i}");
+        let e = Engine::new(c).map_err(|source| ServerError::Engine {
+            thread: i,
+            provider: cfg.provider.clone(),
+            source,
+        })?;
+        engines.push(e);
+    }
+    let threads: Vec<Placement> = (0..engines.len() as u32)
+        .map(|thread| Placement { rank: 0, thread })
+        .collect();
+    let token = groupfile::new_token().map_err(ServerError::Setup)?;
+    let epoch = groupfile::new_epoch().map_err(ServerError::Setup)?;
+    let shared = Arc::new(
+        Shared::new(
+            store,
+            cfg.limits,
+            token.clone(),
+            epoch,
+            0,
+            threads,
+            io,
+            cfg.max_inflight_bytes,
+        )
+        .map_err(ServerError::Setup)?,
+    );
+    for (i, e) in engines.iter().enumerate() {
+        ThreadService::install(e, shared.clone(), i as u32).map_err(ServerError::Handlers)?;
+    }
+    let group = GroupFile {
+        version: diaspora_proto::group::GROUP_VERSION,
+        epoch,
+        token,
+        provider: cfg.provider.clone(),
+        ranks: vec![GroupRank {
+            rank: 0,
+            host: hostname(),
+            pid: std::process::id(),
+            threads: engines
+                .iter()
+                .zip(&cfg.cores)
+                .map(|(e, core)| GroupThread {
+                    core: core.map(|c| c as u32),
+                    address: e.address().to_hex(),
+                })
+                .collect(),
+        }],
+    };
+    groupfile::write(&cfg.group_file, &group).map_err(|source| ServerError::GroupFile {
+        path: cfg.group_file.clone(),
+        source,
+    })?;
+    let storage = match cfg.storage {
+        StorageKind::Files => "files",
+        StorageKind::Memory => "memory",
+    };
+    eprintln!(
+        "diaspora-server: pid {} listening on {} progress thread(s) ({}), storage {storage} in {}, group file {} (epoch {epoch})",
+        std::process::id(),
+        engines.len(),
+        cfg.provider,
+        cfg.data_dir.display(),
+        cfg.group_file.display()
+    );
+    Ok(Running {
+        engines,
+        shared,
+        group,
+    })
+}
+
+impl Running {
+    /// Stops: refuses new work, lets in-flight batches be stored and answered, answers the
+    /// waiting fetches, then closes the endpoints. Removes nothing from disk.
+    pub fn stop(self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for t in self.shared.store.open_topics() {
+            for p in &t.partitions {
+                while p.busy() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                p.drain_commits();
+                p.wake_all();
+            }
+        }
+        self.shared.timers.stop();
+        // Let the I/O pool answer what the wake-ups queued.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for e in self.engines {
+            e.shutdown();
+        }
+        let s = &self.shared.stats;
+        eprintln!(
+            "diaspora-server: stopped; stored {} batches ({} events) in {} appends, answered {} fetches, refused {} unauthenticated and {} malformed requests",
+            s.batches.load(Ordering::Relaxed),
+            s.events.load(Ordering::Relaxed),
+            crate::partition::APPENDS.load(Ordering::Relaxed),
+            s.fetches.load(Ordering::Relaxed),
+            s.unauthorized.load(Ordering::Relaxed),
+            s.malformed.load(Ordering::Relaxed),
+        );
+    }
+}
