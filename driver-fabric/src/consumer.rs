@@ -22,6 +22,7 @@
 //! to its end, `pull` returns the end-of-stream marker (every time).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,6 +64,9 @@ struct Slot {
     failing_since: Option<Instant>,
     /// No fetch before this.
     retry_at: Option<Instant>,
+    /// The last fetch returned nothing (or failed): the next one may long-poll, and pulls
+    /// do not wait for this partition to keep the round robin.
+    empty: bool,
 }
 
 struct State {
@@ -85,6 +89,9 @@ struct Inner {
     cond: Condvar,
     /// Held while a batch is turned into events: one batch at a time keeps partition order.
     processing: Mutex<()>,
+    /// Pull futures not yet resolved: while there are some, fetches continue in the
+    /// background, so a pending pull becomes ready without being waited on.
+    pending_pulls: AtomicUsize,
 }
 
 /// The fabric driver's [`ConsumerBackend`].
@@ -149,6 +156,7 @@ impl FabricConsumer {
                             end: false,
                             failing_since: None,
                             retry_at: None,
+                            empty: false,
                         })
                         .collect(),
                     rr: 0,
@@ -156,6 +164,7 @@ impl FabricConsumer {
                 }),
                 cond: Condvar::new(),
                 processing: Mutex::new(()),
+                pending_pulls: AtomicUsize::new(0),
                 topic,
             }),
         })
@@ -209,7 +218,7 @@ impl Inner {
     /// pending retry pause.
     fn fetch_more(self: &Arc<Self>, wait: Duration) {
         let now = Instant::now();
-        let wait_ms = wait.min(LONG_POLL).as_millis() as u32;
+        let long_poll = wait.min(LONG_POLL).as_millis() as u32;
         let requests: Vec<FetchRequest> = {
             let mut st = self.state.lock();
             st.slots
@@ -222,6 +231,9 @@ impl Inner {
                 })
                 .map(|s| {
                     s.in_flight = true;
+                    // Only a partition known to be empty is long-polled: one that had events
+                    // answers at once, which keeps the round robin quick.
+                    let wait_ms = if s.empty { long_poll } else { 0 };
                     FetchRequest {
                         topic: self.topic.info.name.clone(),
                         partition: s.partition,
@@ -252,6 +264,7 @@ impl Inner {
         res: std::result::Result<FetchedBatch, ServiceError>,
     ) {
         let mut prefetch = false;
+        let mut again = None;
         {
             let mut st = self.state.lock();
             let timeout = self.topic.timeout;
@@ -260,6 +273,7 @@ impl Inner {
                 return;
             };
             slot.in_flight = false;
+            slot.empty = !matches!(&res, Ok(b) if !b.events.is_empty());
             match res {
                 Ok(b) if b.first_id != from => {
                     slot.retry_at = Some(Instant::now() + RETRY_PAUSE);
@@ -307,6 +321,9 @@ impl Inner {
                     }
                 }
             }
+            if !prefetch && !slot.end && self.pending_pulls.load(AtomicOrdering::SeqCst) > 0 {
+                again = Some(slot.retry_at.unwrap_or_else(Instant::now));
+            }
             if let Some(e) = error {
                 st.events.push_back(Err(e));
             }
@@ -314,6 +331,9 @@ impl Inner {
         }
         if prefetch {
             self.fetch_more(Duration::ZERO);
+        } else if let Some(at) = again {
+            let me = self.clone();
+            crate::timer::at(at, move || me.fetch_more(LONG_POLL));
         }
     }
 
@@ -461,15 +481,21 @@ fn clone_error(e: &Error) -> Error {
     Error::Corrupted(format!("data fetch failed: {e}"))
 }
 
-/// Takes the next fetched batch, round robin over partitions.
+/// Takes the next fetched batch, round robin over partitions: a partition whose answer is
+/// on its way (and was not empty last time) is waited for rather than skipped, so no
+/// partition gets more than a batch ahead of another.
 fn take_batch(st: &mut State) -> Option<(usize, usize, FetchedBatch)> {
     let n = st.slots.len();
     for k in 0..n {
         let i = (st.rr + k) % n;
-        if let Some(b) = st.slots[i].ready.pop_front() {
-            st.slots[i].buffered -= b.events.len();
+        let slot = &mut st.slots[i];
+        if let Some(b) = slot.ready.pop_front() {
+            slot.buffered -= b.events.len();
             st.rr = (i + 1) % n;
             return Some((i, st.slots[i].partition, b));
+        }
+        if slot.in_flight && !slot.empty && !slot.end {
+            return None;
         }
     }
     None
@@ -526,14 +552,27 @@ impl Waitable<Event> for PullWaiter {
     }
 }
 
+impl Drop for PullWaiter {
+    fn drop(&mut self) {
+        self.inner
+            .pending_pulls
+            .fetch_sub(1, AtomicOrdering::SeqCst);
+    }
+}
+
 impl ConsumerBackend for FabricConsumer {
     fn pull(&self) -> Future<Event> {
+        // Counted before the first fetch leaves, so its answer keeps the fetching going.
+        self.inner
+            .pending_pulls
+            .fetch_add(1, AtomicOrdering::SeqCst);
+        let waiter = PullWaiter {
+            inner: self.inner.clone(),
+        };
         match self.inner.try_next(Duration::ZERO) {
             Some(Ok(e)) => Future::ready(e),
             Some(Err(e)) => Future::failed(e),
-            None => Future::pending(Box::new(PullWaiter {
-                inner: self.inner.clone(),
-            })),
+            None => Future::pending(Box::new(waiter)),
         }
     }
 }

@@ -5,16 +5,6 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FabricError {
-    /// Events pushed since the previous flush were not stored.
-    #[error(
-        "flush: {failed} of the events pushed since the previous flush were not stored: {reason}"
-    )]
-    FlushFailed {
-        /// How many events failed.
-        failed: u64,
-        /// The first failure.
-        reason: String,
-    },
     /// A batch could not be stored before the driver's deadline.
     #[error("batch {seq} of partition {partition} ({events} events) not stored within {timeout_ms} ms: {reason}")]
     BatchTimedOut {

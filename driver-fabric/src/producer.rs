@@ -21,19 +21,30 @@
 //! timer thread, never on a progress thread), until the driver's deadline (`timeout_ms` from
 //! its sealing) passes; then every future of the batch fails with an error naming the server.
 //!
-//! **Flush.** `flush` seals every open batch and completes when every batch sealed since the
-//! previous flush is answered; it fails if any of them failed, with how many events and why.
+//! **Sending.** With a thread pool in the producer options, each sealed batch is one job on
+//! it that sends the next batch of its partition and waits for the server's answer (the pool
+//! bounds the sends in flight; a flush is ready as soon as the last job finished). Without
+//! one, batches are sent at once and answered asynchronously (on the engine's progress
+//! thread, which only completes futures and seals the next batch).
+//!
+//! **Flush.** `flush` seals every open batch and completes when every batch sealed before it
+//! is answered; it fails with [`Error::EventsLost`] if any event pushed since the previous
+//! flush was not stored (rejected by `push`, or its batch failed, even before the flush was
+//! called and with its futures ignored), naming how many and the first reason.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use diaspora_api::{
-    BatchSize, Completion, DataView, Error, EventId, Future, Metadata, ProducerBackend,
-    ProducerOptions, Result, Waitable,
+    BatchSize, Completion, DataView, Error, EventId, Future, Losses, Metadata, ProducerBackend,
+    ProducerOptions, Result, ThreadPool, Waitable,
 };
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::FabricError;
+
 use crate::service::{OutBatch, ServiceError};
 use crate::timer;
 use crate::topic::TopicShared;
@@ -44,7 +55,7 @@ pub const ADAPTIVE_WINDOW: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest retry back-off.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
-/// Batches remembered for the next flush before completed ones are folded into counters.
+/// Batches remembered for the next flush before completed ones are forgotten.
 const PRUNE_AT: usize = 64;
 
 struct OpenBatch {
@@ -69,10 +80,9 @@ impl OpenBatch {
     }
 }
 
-/// A batch sealed since the previous flush.
+/// A batch sealed and not known to be answered.
 struct Sealed {
     completion: Arc<Completion<u64>>,
-    events: usize,
 }
 
 struct State {
@@ -81,8 +91,6 @@ struct State {
     in_flight: usize,
     in_flight_per_partition: Vec<usize>,
     since_flush: Vec<Sealed>,
-    failed_events: u64,
-    first_failure: Option<String>,
 }
 
 struct Shared {
@@ -94,7 +102,16 @@ struct Shared {
     max_bytes: u64,
     state: Mutex<State>,
     cond: Condvar,
+    /// Events lost since the last flush reported them.
+    losses: Losses,
+    /// Where sends run (`None`: asynchronously, from the pushing thread).
+    pool: Option<ThreadPool>,
+    /// Sealed batches waiting for their job, per partition, in sequence order.
+    queues: Vec<Mutex<VecDeque<Queued>>>,
 }
+
+/// A sealed batch waiting for its send job.
+type Queued = (Arc<OutBatch>, Arc<Completion<u64>>);
 
 /// The fabric driver's [`ProducerBackend`]. Dropping it flushes.
 pub struct FabricProducer {
@@ -133,9 +150,10 @@ impl FabricProducer {
                     in_flight: 0,
                     in_flight_per_partition: vec![0; n],
                     since_flush: Vec::new(),
-                    failed_events: 0,
-                    first_failure: None,
                 }),
+                losses: Losses::new(),
+                pool: options.thread_pool,
+                queues: (0..n).map(|_| Mutex::new(VecDeque::new())).collect(),
                 cond: Condvar::new(),
                 topic,
             }),
@@ -198,7 +216,6 @@ impl Shared {
         }
         st.since_flush.push(Sealed {
             completion: b.completion.clone(),
-            events: b.meta_lens.len(),
         });
         let batch = OutBatch {
             topic: self.topic.info.name.clone(),
@@ -215,7 +232,25 @@ impl Shared {
     }
 
     fn send(self: &Arc<Self>, batch: Arc<OutBatch>, completion: Arc<Completion<u64>>) {
-        self.attempt(batch, completion, FIRST_BACKOFF);
+        let Some(pool) = &self.pool else {
+            return self.attempt(batch, completion, FIRST_BACKOFF);
+        };
+        // One job per batch; each sends the oldest queued batch of the partition, so sends
+        // leave in sequence order whatever order the pool runs the jobs in.
+        let p = batch.partition;
+        self.queues[p].lock().push_back((batch, completion));
+        let me = self.clone();
+        pool.push_work(
+            move || {
+                let next = me.queues[p].lock().pop_front();
+                if let Some((b, c)) = next {
+                    me.attempt(b, c.clone(), FIRST_BACKOFF);
+                    // Bounded: every batch is answered or failed by its deadline.
+                    let _ = c.wait_until(None);
+                }
+            },
+            0,
+        );
     }
 
     fn attempt(
@@ -261,6 +296,12 @@ impl Shared {
             }
             Err(e) => Err(e.into_api()),
         };
+        let result = result.map_err(|e| {
+            // Counted before the futures complete, so a flush that waited for them sees it.
+            let e = Arc::new(e);
+            self.losses.record(batch.len() as u64, e.clone());
+            Error::Shared(e)
+        });
         let p = batch.partition;
         // Release the caller's data before waking anyone.
         drop(batch);
@@ -294,7 +335,7 @@ impl Shared {
             .select_partition(&metadata, n, partition)
         {
             Ok(p) => p,
-            Err(e) => return Future::failed(e),
+            Err(e) => return Future::failed(self.losses.reject(e)),
         };
         let crc = data_crc(&data);
         let mut serialized = Vec::new();
@@ -304,19 +345,19 @@ impl Shared {
             .serializer
             .serialize(&metadata, &mut serialized)
         {
-            return Future::failed(e);
+            return Future::failed(self.losses.reject(e));
         }
         let Ok(len) = u32::try_from(serialized.len()) else {
-            return Future::failed(Error::ValidationFailed(
+            return Future::failed(self.losses.reject(Error::ValidationFailed(
                 "serialized metadata exceeds 4 GiB".into(),
-            ));
+            )));
         };
         let bytes = serialized.len() as u64 + data.len();
-        if bytes > self.max_bytes {
-            return Future::failed(Error::ValidationFailed(format!(
-                "event of {bytes} bytes (metadata and data) exceeds the server's batch limit of {} bytes",
+        if bytes > self.max_bytes || data.len() > u64::from(u32::MAX) {
+            return Future::failed(self.losses.reject(Error::ValidationFailed(format!(
+                "event of {bytes} bytes (metadata and data) exceeds the server's batch limit of {} bytes (and data of one event is limited to 4 GiB)",
                 self.max_bytes
-            )));
+            ))));
         }
         let mut st = self.state.lock();
         let mut to_send = Vec::new();
@@ -352,36 +393,28 @@ impl Shared {
             }
         }
         let mut st = self.state.lock();
-        let waiting = std::mem::take(&mut st.since_flush);
-        let failed = std::mem::take(&mut st.failed_events);
-        let first = st.first_failure.take();
+        prune(&mut st);
+        let waiting: Vec<Arc<Completion<u64>>> = st
+            .since_flush
+            .iter()
+            .map(|s| s.completion.clone())
+            .collect();
         drop(st);
-        Future::pending(Box::new(FlushWaiter {
+        let mut waiter = FlushWaiter {
+            shared: self.clone(),
             waiting,
-            failed,
-            first,
-        }))
+        };
+        match waiter.wait_until(Some(Instant::now())) {
+            Some(Ok(())) => Future::ready(()),
+            Some(Err(e)) => Future::failed(e),
+            None => Future::pending(Box::new(waiter)),
+        }
     }
 }
 
-/// Folds the completed batches of `since_flush` into the failure counters.
+/// Forgets the completed batches of `since_flush` (their failures are in the losses).
 fn prune(st: &mut State) {
-    let mut failed = 0;
-    let mut first = None;
-    st.since_flush.retain(|s| {
-        if !s.completion.is_complete() {
-            return true;
-        }
-        if let Some(Err(e)) = s.completion.wait_until(Some(Instant::now())) {
-            failed += s.events as u64;
-            first.get_or_insert_with(|| e.to_string());
-        }
-        false
-    });
-    st.failed_events += failed;
-    if st.first_failure.is_none() {
-        st.first_failure = first;
-    }
+    st.since_flush.retain(|s| !s.completion.is_complete());
 }
 
 /// CRC-32 of an event's data, over its segments in order.
@@ -393,36 +426,25 @@ pub(crate) fn data_crc(data: &DataView) -> u32 {
     h.finalize()
 }
 
-/// Waits for every batch sealed since the previous flush; fails naming how many events were
-/// not stored and why.
+/// Waits for every batch sealed before the flush, then reports every event lost since the
+/// previous flush.
 struct FlushWaiter {
-    waiting: Vec<Sealed>,
-    failed: u64,
-    first: Option<String>,
+    shared: Arc<Shared>,
+    waiting: Vec<Arc<Completion<u64>>>,
 }
 
 impl Waitable<()> for FlushWaiter {
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<()>> {
-        while let Some(s) = self.waiting.last() {
-            if let Err(e) = s.completion.wait_until(deadline)? {
-                self.failed += s.events as u64;
-                self.first.get_or_insert_with(|| e.to_string());
-            }
+        while let Some(c) = self.waiting.last() {
+            // A failed batch is counted in the losses before its completion is set.
+            let _ = c.wait_until(deadline)?;
             self.waiting.pop();
         }
-        Some(if self.failed == 0 {
-            Ok(())
-        } else {
-            Err(FabricError::FlushFailed {
-                failed: self.failed,
-                reason: self.first.take().unwrap_or_default(),
-            }
-            .into())
-        })
+        Some(self.shared.losses.take_result())
     }
 
     fn is_ready(&self) -> bool {
-        self.waiting.iter().all(|s| s.completion.is_complete())
+        self.waiting.iter().all(|c| c.is_complete())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 pub mod memory;
+pub mod server;
 pub mod wire_server;
 
 #[allow(dead_code)]
