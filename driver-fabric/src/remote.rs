@@ -112,10 +112,25 @@ fn start_engines(options: &FabricOptions, provider: &str) -> Result<Vec<Engine>,
             },
         });
         c.thread_name = format!("{PROGRESS_THREAD}{i}");
-        engines.push(Engine::new(c).map_err(|source| RemoteError::Engine {
-            provider: provider.to_owned(),
-            source,
-        })?);
+        // shm names endpoints after the process: opening one right after closing another
+        // can fail with EBUSY for a moment (libfabric 1.17), so a failed open is retried.
+        let mut tries = 0;
+        let engine = loop {
+            match Engine::new(c.clone()) {
+                Ok(e) => break e,
+                Err(_) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(RemoteError::Engine {
+                        provider: provider.to_owned(),
+                        source,
+                    })
+                }
+            }
+        };
+        engines.push(engine);
     }
     Ok(engines)
 }
@@ -399,25 +414,38 @@ impl RemoteService {
         &self,
         req: &M,
     ) -> Result<Result<R, ProtoError>, ServiceError> {
+        // Retried after session errors (with a fresh session, so a restarted server is
+        // found through the group file) until the deadline. A retried TopicCreate whose
+        // first attempt was applied answers TopicExists.
         let deadline = Instant::now() + self.options.timeout;
-        let s = self.session(0, ADMIN, deadline)?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self.engines()[0]
-            .call(
-                &s.peer,
-                M::OP.code(),
-                req.to_vec(),
-                Some(left.max(Duration::from_millis(1))),
-            )
-            .wait()
-        {
-            Ok(body) => decode_response::<R>(&body, &self.limits())
-                .map_err(|e| self.retryable(ADMIN, format!("malformed answer: {e}"))),
-            Err(e) => {
-                if is_session_error(&e) {
-                    self.session_failed(0, ADMIN);
+        let body = req.to_vec();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = self.session(0, ADMIN, deadline).and_then(|s| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let timeout = left
+                    .min(self.attempt_timeout())
+                    .max(Duration::from_millis(1));
+                match self.engines()[0]
+                    .call(&s.peer, M::OP.code(), body.clone(), Some(timeout))
+                    .wait()
+                {
+                    Ok(body) => decode_response::<R>(&body, &self.limits())
+                        .map_err(|e| self.retryable(ADMIN, format!("malformed answer: {e}"))),
+                    Err(e) => {
+                        if is_session_error(&e) {
+                            self.session_failed(0, ADMIN);
+                        }
+                        Err(self.rpc_error(ADMIN, e))
+                    }
                 }
-                Err(self.rpc_error(ADMIN, e))
+            });
+            match attempt {
+                Err(ServiceError::Retryable { .. }) if Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
             }
         }
     }
