@@ -22,7 +22,7 @@
 //! to its end, `pull` returns the end-of-stream marker (every time).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +92,8 @@ struct Inner {
     /// Pull futures not yet resolved: while there are some, fetches continue in the
     /// background, so a pending pull becomes ready without being waited on.
     pending_pulls: AtomicUsize,
+    /// The consumer was dropped: no new fetches.
+    closed: AtomicBool,
 }
 
 /// The fabric driver's [`ConsumerBackend`].
@@ -165,6 +167,7 @@ impl FabricConsumer {
                 cond: Condvar::new(),
                 processing: Mutex::new(()),
                 pending_pulls: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
                 topic,
             }),
         })
@@ -217,6 +220,9 @@ impl Inner {
     /// Issues a fetch for every partition that has none in flight, room in its buffer, and no
     /// pending retry pause.
     fn fetch_more(self: &Arc<Self>, wait: Duration) {
+        if self.closed.load(AtomicOrdering::SeqCst) {
+            return;
+        }
         let now = Instant::now();
         let long_poll = wait.min(LONG_POLL).as_millis() as u32;
         let requests: Vec<FetchRequest> = {
@@ -579,6 +585,18 @@ impl ConsumerBackend for FabricConsumer {
 
 impl Drop for FabricConsumer {
     fn drop(&mut self) {
+        // No new fetches; wait (a long poll at most) for those in flight, so that a process
+        // exiting after dropping its consumer leaves no request behind on the server.
+        self.inner.closed.store(true, AtomicOrdering::SeqCst);
+        {
+            let deadline = Instant::now() + LONG_POLL + Duration::from_secs(1);
+            let mut st = self.inner.state.lock();
+            while st.slots.iter().any(|s| s.in_flight) {
+                if self.inner.cond.wait_until(&mut st, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
         // Commit what was acknowledged, so a consumer of the same name created next resumes
         // after it (bounded by the driver's deadline).
         let _ = self
