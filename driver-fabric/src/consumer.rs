@@ -43,8 +43,10 @@ use crate::topic::TopicShared;
 pub const ADAPTIVE_EVENTS: u32 = 4_096;
 /// Longest time the server holds a fetch that has nothing to return.
 pub const LONG_POLL: Duration = Duration::from_millis(200);
-/// Most bytes asked per fetch.
+/// Most bytes asked per fetch (and per `FetchData`).
 const MAX_FETCH_BYTES: u64 = 16 << 20;
+/// Most ranges per `FetchData` (24 bytes each: the request must fit one eager frame).
+const MAX_RANGES: usize = 256;
 /// Longest a waiting pull sleeps before it checks for retries.
 const MAX_NAP: Duration = Duration::from_millis(50);
 /// Pause before refetching a partition after a failure.
@@ -403,7 +405,7 @@ impl Inner {
         let data = if ranges.is_empty() {
             Ok(Bytes::new())
         } else {
-            self.fetch_data(p, ranges)
+            self.fetch_data(p, ranges).map_err(Arc::new)
         };
         let mut at = 0usize;
         metas
@@ -419,7 +421,7 @@ impl Inner {
                 let view = if size == 0 {
                     DataView::new()
                 } else {
-                    let all = data.as_ref().map_err(clone_error)?;
+                    let all = data.as_ref().map_err(|e| Error::Shared(e.clone()))?;
                     let bytes = all.get(at..at + size).map(|_| all.slice(at..at + size));
                     at += size;
                     let bytes = bytes.ok_or_else(|| {
@@ -471,20 +473,64 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// One `FetchData` for the selected ranges of a batch, waited on here.
+    /// The selected ranges of a batch, waited on here: one `FetchData` per
+    /// [`MAX_RANGES`] ranges or [`MAX_FETCH_BYTES`] bytes (a request must fit one frame),
+    /// all in flight at once.
     fn fetch_data(&self, p: usize, ranges: Vec<DataRange>) -> Result<Bytes> {
         let deadline = Instant::now() + self.topic.timeout;
-        block_on(deadline, |done| {
-            self.topic
-                .service
-                .fetch_data(&self.topic.info.name, p, ranges, deadline, done)
+        let mut chunks: Vec<Vec<DataRange>> = Vec::new();
+        let mut bytes = 0u64;
+        for r in ranges {
+            let full = chunks
+                .last()
+                .is_none_or(|c| c.len() >= MAX_RANGES || bytes + r.len > MAX_FETCH_BYTES);
+            if full {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += r.len;
+            if let Some(c) = chunks.last_mut() {
+                c.push(r);
+            }
+        }
+        let receivers: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                self.topic.service.fetch_data(
+                    &self.topic.info.name,
+                    p,
+                    c,
+                    deadline,
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
+                rx
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+            let part = rx.recv_timeout(left).unwrap_or_else(|_| {
+                Err(ServiceError::Retryable {
+                    server: self.server(p),
+                    reason: "no answer to FetchData within the deadline".into(),
+                })
+            });
+            parts.push(part.map_err(ServiceError::into_api)?);
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+                for part in parts {
+                    all.extend_from_slice(&part);
+                }
+                all.freeze()
+            }
         })
-        .map_err(ServiceError::into_api)
     }
-}
-
-fn clone_error(e: &Error) -> Error {
-    Error::Corrupted(format!("data fetch failed: {e}"))
 }
 
 /// Takes the next fetched batch, round robin over partitions: a partition whose answer is

@@ -55,6 +55,8 @@ pub const ADAPTIVE_WINDOW: usize = 2;
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest retry back-off.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
+/// Bytes of the batch table per event besides its metadata (lengths and CRC).
+const TABLE_BYTES_PER_EVENT: u64 = 12;
 /// Batches remembered for the next flush before completed ones are forgotten.
 const PRUNE_AT: usize = 64;
 
@@ -352,7 +354,8 @@ impl Shared {
                 "serialized metadata exceeds 4 GiB".into(),
             )));
         };
-        let bytes = serialized.len() as u64 + data.len();
+        // As the server counts a batch: its table (12 bytes per event + metadata) and data.
+        let bytes = TABLE_BYTES_PER_EVENT + serialized.len() as u64 + data.len();
         if bytes > self.max_bytes || data.len() > u64::from(u32::MAX) {
             return Future::failed(self.losses.reject(Error::ValidationFailed(format!(
                 "event of {bytes} bytes (metadata and data) exceeds the server's batch limit of {} bytes (and data of one event is limited to 4 GiB)",

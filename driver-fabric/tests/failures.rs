@@ -269,3 +269,32 @@ fn flush_fails_naming_how_many_events_were_not_stored_then_recovers() {
     // The next flush covers only what was pushed since: nothing failed.
     producer.flush().get().unwrap();
 }
+
+#[test]
+fn a_batch_with_more_selected_ranges_than_one_request_holds_is_fetched_whole() {
+    let provider = providers().into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = WireServer::start(&provider, dir.path());
+    let d = driver(&server, 10_000);
+    d.create_topic("t", json!({"num_partitions": 1})).unwrap();
+    let topic = d.open_topic("t").unwrap();
+    let producer = topic.producer().unwrap();
+    for i in 0..1_500u64 {
+        drop(producer.push(json!({ "i": i }), vec![(i % 256) as u8; 16]));
+    }
+    producer.flush().get().unwrap();
+    let consumer = topic
+        .consumer_with(
+            "c",
+            diaspora_api::ConsumerOptions {
+                data_selector: Some(diaspora_api::select_all()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    for i in 0..1_500u64 {
+        let e = consumer.pull().wait(LONG).unwrap().unwrap();
+        assert_eq!(e.id(), i);
+        assert_eq!(e.data().to_vec(), vec![(i % 256) as u8; 16], "event {i}");
+    }
+}
