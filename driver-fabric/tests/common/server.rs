@@ -47,8 +47,28 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts a server on `data_dir` and waits (at most 30 s) for its group file.
+    /// Starts a server on `data_dir` and waits (at most 30 s) for its group file. A server
+    /// that exits at once because its shm endpoint name is busy (EBUSY from libfabric 1.17's
+    /// shm provider, seen under parallel test load) is started again, up to 3 times.
     pub fn start(provider: &str, data_dir: &Path, group_file: &Path) -> ServerProcess {
+        let mut tries = 0;
+        loop {
+            match Self::try_start(provider, data_dir, group_file) {
+                Ok(s) => return s,
+                Err(log) if tries < 3 && log.contains("Device or resource busy") => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(log) => panic!("diaspora-server exited: {log}"),
+            }
+        }
+    }
+
+    fn try_start(
+        provider: &str,
+        data_dir: &Path,
+        group_file: &Path,
+    ) -> Result<ServerProcess, String> {
         let log = data_dir.with_extension(format!("log-{}", rand_suffix()));
         let old_epoch = read_epoch(group_file);
         let child = Command::new(server_binary())
@@ -73,13 +93,14 @@ impl ServerProcess {
         loop {
             let epoch = read_epoch(group_file);
             if epoch.is_some() && epoch != old_epoch {
-                return s;
+                return Ok(s);
             }
             if let Some(Ok(Some(status))) = s.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "diaspora-server exited with {status}: {}",
+                s.child = None;
+                return Err(format!(
+                    "{status}: {}",
                     std::fs::read_to_string(&s.log).unwrap_or_default()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
