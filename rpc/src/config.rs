@@ -10,7 +10,7 @@ pub enum WaitStrategy {
     /// Poll the CQ continuously (yielding the core between empty polls). Lowest latency on a
     /// dedicated core; the default for shm, whose CQ has no wait fd.
     Spin,
-    /// `fi_trywait`, then sleep in `epoll_wait` on the CQ fd and the submission eventfd. The
+    /// `fi_trywait`, then sleep in `ppoll` on the CQ fd and the submission eventfd. The
     /// default for tcp: busy polling a TCP provider on a shared node collapses throughput.
     /// On a provider without a wait fd, sleeps on the eventfd for at most `idle_poll`.
     Block,
@@ -26,9 +26,12 @@ pub enum WaitStrategy {
 pub struct EngineConfig {
     /// libfabric provider: `tcp;ofi_rxm` (default) or `shm`.
     pub provider: String,
-    /// libfabric domain (for example `lo` to keep tcp on loopback); `None` lets libfabric
-    /// choose.
+    /// libfabric domain; `None` lets libfabric choose (note: `tcp;ofi_rxm` ignores it, use
+    /// `source`).
     pub domain: Option<String>,
+    /// Source address hint (`FI_SOURCE` node), for example `127.0.0.1` to keep tcp on
+    /// loopback.
+    pub source: Option<String>,
     /// Wait strategy; `None` picks the provider's default ([`WaitStrategy::default_for`]).
     pub wait: Option<WaitStrategy>,
     /// Callers waiting on an operation drive progress themselves (taking over from the
@@ -48,7 +51,7 @@ pub struct EngineConfig {
     pub max_sessions: usize,
     /// Most requests being handled at once (beyond, callers get `Overloaded`).
     pub max_requests_in_flight: usize,
-    /// Longest a provider without a wait fd sleeps before polling again (Block mode).
+    /// Longest a provider without a wait fd sleeps before polling again (Block mode), 50 µs.
     pub idle_poll: Duration,
     /// How long shutdown waits for posted operations to complete before closing the endpoint.
     pub drain_timeout: Duration,
@@ -64,6 +67,7 @@ impl Default for EngineConfig {
         EngineConfig {
             provider: "tcp;ofi_rxm".into(),
             domain: None,
+            source: None,
             wait: None,
             inline_progress: false,
             cpu: None,
@@ -72,7 +76,7 @@ impl Default for EngineConfig {
             send_buffers: 256,
             max_sessions: 4096,
             max_requests_in_flight: 4096,
-            idle_poll: Duration::from_millis(1),
+            idle_poll: Duration::from_micros(50),
             drain_timeout: Duration::from_millis(500),
             handler_pool: ThreadPool::inline(),
             thread_name: "diaspora-progress".into(),
@@ -91,11 +95,13 @@ impl EngineConfig {
 }
 
 impl WaitStrategy {
-    /// The default per provider: spin-then-block (10 ms) for shm, block for everything else.
+    /// The default per provider: spin-then-block (200 µs) for shm, block for everything else.
+    /// shm's CQ has no wait fd, so "block" there sleeps `idle_poll` (50 µs) between polls,
+    /// which gives the core to handler threads instead of spinning on `sched_yield`.
     pub fn default_for(provider: &str) -> WaitStrategy {
         if provider == "shm" {
             WaitStrategy::SpinThenBlock {
-                spindown: Duration::from_millis(10),
+                spindown: Duration::from_micros(200),
             }
         } else {
             WaitStrategy::Block

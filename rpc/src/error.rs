@@ -26,10 +26,10 @@ pub enum EngineError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The eventfd/epoll the progress thread sleeps on could not be created.
+    /// The eventfd the progress thread sleeps on could not be created.
     #[error("cannot create the progress thread's {what}: {source}")]
     Wakeup {
-        /// `eventfd`, `epoll_create1` or `epoll_ctl`.
+        /// `eventfd`.
         what: &'static str,
         /// The OS error.
         #[source]

@@ -44,11 +44,19 @@ fn step(step: &'static str) -> impl FnOnce(FiError) -> OpenError {
 }
 
 impl FabricNet {
-    /// Opens `provider` (optionally restricted to a domain, for example `lo`).
-    pub fn open(provider: &str, domain: Option<&str>) -> Result<FabricNet, OpenError> {
+    /// Opens `provider`, optionally restricted to a domain and/or a source address (for
+    /// example `127.0.0.1`).
+    pub fn open(
+        provider: &str,
+        domain: Option<&str>,
+        source: Option<&str>,
+    ) -> Result<FabricNet, OpenError> {
         let mut hints = Hints::provider(provider);
         if let Some(d) = domain {
             hints = hints.with_domain(d);
+        }
+        if let Some(s) = source {
+            hints = hints.with_source(s);
         }
         let info = Info::get(&hints).map_err(step("fi_getinfo"))?;
         let fabric = Fabric::open(&info).map_err(step("fi_fabric"))?;

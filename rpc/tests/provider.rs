@@ -57,6 +57,10 @@ impl PeerProc {
                 break;
             }
         }
+        if addr.is_none() || region.is_none() {
+            let status = wait_exit(&mut child, Duration::from_secs(10));
+            panic!("{provider}: diaspora-rpc-peer did not start (exit status {status:?}; its stderr is above)");
+        }
         // Keep draining stdout so the peer never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         PeerProc {

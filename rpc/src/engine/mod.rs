@@ -307,14 +307,12 @@ pub(crate) struct Shared<N: Net> {
     /// The progress state: whoever holds the lock drives progress (the progress thread, or a
     /// caller waiting with inline progress).
     core: Mutex<Option<progress::Progress<N>>>,
-    /// Epoll set of the CQ fd and the eventfd, for whoever drives.
+    /// The eventfd and the CQ fd, polled by whoever drives.
     sleeper: waker::Sleeper,
-    /// Epoll set of the eventfd alone: where the progress thread parks while a caller drives.
-    parker: waker::Sleeper,
     /// Callers currently driving (or waiting to drive) progress inline.
     inline_waiters: AtomicUsize,
     /// `EngineConfig::inline_progress`.
-    inline: bool,
+    pub(crate) inline: bool,
 }
 
 impl<N: Net> Shared<N> {
@@ -384,8 +382,13 @@ impl<N: Net> Shared<N> {
                 continue;
             }
             match p.idle() {
-                progress::Idle::Spin => std::hint::spin_loop(),
+                // Yield, never a bare spin: on an oversubscribed node the peer's handler
+                // thread may need this core to produce the answer we wait for.
+                progress::Idle::Spin => std::thread::yield_now(),
                 progress::Idle::Sleep(mut t) => {
+                    // Short naps: another sleeper (the progress thread, just before it saw
+                    // us) may have consumed an eventfd wake-up meant for us.
+                    t = t.min(Duration::from_millis(1));
                     if let Some(d) = deadline {
                         t = t.min(d.saturating_duration_since(Instant::now()));
                     }
@@ -448,11 +451,14 @@ impl Engine<FabricNet> {
     /// Opens an endpoint on `config.provider` (restricted to `config.domain` if set) and
     /// starts its progress thread.
     pub fn new(config: EngineConfig) -> Result<Engine<FabricNet>, EngineError> {
-        let net = FabricNet::open(&config.provider, config.domain.as_deref()).map_err(|e| {
-            EngineError::Open {
-                provider: config.provider.clone(),
-                source: Box::new(e),
-            }
+        let net = FabricNet::open(
+            &config.provider,
+            config.domain.as_deref(),
+            config.source.as_deref(),
+        )
+        .map_err(|e| EngineError::Open {
+            provider: config.provider.clone(),
+            source: Box::new(e),
         })?;
         Engine::with_net(net, config)
     }
@@ -493,7 +499,6 @@ impl<N: Net> Engine<N> {
             .map_err(|e| EngineError::Setup(RpcError::InvalidArgument(e.to_string())))?;
         let waker = waker::Waker::new()?;
         let sleeper = waker::Sleeper::new(&waker, net.wait_fd())?;
-        let parker = waker::Sleeper::new(&waker, None)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 cmds: Vec::new(),
@@ -502,7 +507,6 @@ impl<N: Net> Engine<N> {
             waker,
             core: Mutex::new(None),
             sleeper,
-            parker,
             inline_waiters: AtomicUsize::new(0),
             inline: config.inline_progress,
             handlers: RwLock::new(HashMap::new()),

@@ -16,12 +16,12 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::MutexGuard;
+
 use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, Shared, OP_HELLO};
 use diaspora_fabric::address::MAX_ADDRESS_LEN as MAX_RAW_ADDRESS;
 use diaspora_fabric::Address;
 
-/// Longest provider name a HELLO may carry.
-const MAX_PROVIDER: usize = 64;
 use crate::completion::Sink;
 use crate::config::{EngineConfig, WaitStrategy};
 use crate::error::{BulkError, RpcError};
@@ -29,6 +29,12 @@ use crate::net::{Net, NetError, NetEvent, PostError};
 use crate::op_table::{Completes, OpTable, Response, Transport};
 use crate::wire::{self, ErrorBody, ErrorCode, Header, Kind, Reader, Writer};
 
+mod send;
+
+use send::frame_bytes;
+
+/// Longest provider name a HELLO may carry.
+const MAX_PROVIDER: usize = 64;
 const TAG_SHIFT: u32 = 62;
 const TAG_OP: u64 = 0;
 const TAG_RECV: u64 = 1;
@@ -125,7 +131,7 @@ pub(super) struct Progress<N: Net> {
 pub(super) enum Idle {
     /// Poll again now (work may be pending, or the strategy spins).
     Spin,
-    /// Sleep in the epoll set (CQ fd + eventfd) for at most this long; the waker is already
+    /// Sleep on the eventfd and the CQ fd for at most this long; the waker is already
     /// marked sleeping.
     Sleep(Duration),
 }
@@ -175,8 +181,9 @@ pub(super) fn run<N: Net>(
 fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
     loop {
         if shared.inline_waiters.load(Ordering::SeqCst) > 0 {
-            // A caller is driving progress itself: stay out of its way.
-            shared.parker.sleep(&shared.waker, Duration::from_millis(1));
+            // A caller is driving progress itself: stay out of its way. A plain sleep, not a
+            // poll of the eventfd: draining it here would steal wake-ups meant for the caller.
+            std::thread::sleep(Duration::from_millis(1));
             continue;
         }
         let mut guard = shared.core.lock();
@@ -189,16 +196,24 @@ fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
             drop(core);
             return;
         }
-        if work {
-            continue;
-        }
-        match p.idle() {
-            Idle::Spin => {
-                drop(guard);
-                std::thread::yield_now();
+        let idle = if work {
+            Idle::Spin
+        } else {
+            match p.idle() {
+                // With inline progress the callers drive the latency-critical part: the
+                // thread only keeps exposed memory and handlers' answers moving, so it naps
+                // instead of spinning (on 2 cores a spinning thread halves the callers).
+                Idle::Spin if shared.inline => Idle::Sleep(p.config.idle_poll),
+                idle => idle,
             }
+        };
+        // Hand the lock straight to a caller blocked on it (inline progress): without
+        // fairness this loop would re-take it at once and starve the caller.
+        MutexGuard::unlock_fair(guard);
+        match idle {
+            Idle::Spin if work => {}
+            Idle::Spin => std::thread::yield_now(),
             Idle::Sleep(t) => {
-                drop(guard);
                 shared.sleeper.sleep(&shared.waker, t);
                 shared.waker.set_awake();
             }
@@ -575,197 +590,6 @@ impl<N: Net> Progress<N> {
             work = true;
         }
         work
-    }
-
-    // ---- sends -----------------------------------------------------------------------------
-
-    fn send_error(
-        &mut self,
-        fi_addr: u64,
-        session: u32,
-        request_id: u64,
-        op: u16,
-        code: ErrorCode,
-        msg: &str,
-    ) {
-        let mut body = Vec::new();
-        ErrorBody::encode(code, msg, &mut body);
-        let h = Header {
-            kind: Kind::Error,
-            op,
-            request_id,
-            session,
-            budget_us: 0,
-        };
-        self.send(fi_addr, frame_bytes(&h, &body), None);
-    }
-
-    fn send_cancel(&mut self, id: u64, op: &Op<N>) {
-        if matches!(op.sink, OpSink::Call(_)) {
-            let h = Header {
-                kind: Kind::Cancel,
-                op: 0,
-                request_id: id,
-                session: op.peer.session,
-                budget_us: 0,
-            };
-            self.send(op.peer.fi_addr, frame_bytes(&h, &[]), None);
-        }
-    }
-
-    fn send(&mut self, fi_addr: u64, bytes: Vec<u8>, op: Option<u64>) {
-        if !self.outbox.is_empty() {
-            return self
-                .outbox
-                .push_back(Outgoing::Frame { fi_addr, bytes, op });
-        }
-        match self.take_send_slot(bytes.len(), op) {
-            Ok(Some(slot)) => {
-                self.fill_slot(slot, &bytes);
-                self.post_send(slot, fi_addr, bytes.len());
-            }
-            Ok(None) => self
-                .outbox
-                .push_back(Outgoing::Frame { fi_addr, bytes, op }),
-            Err(source) => self.fail_send(
-                op,
-                RpcError::Transport {
-                    what: "register send buffer",
-                    source,
-                },
-            ),
-        }
-    }
-
-    fn take_send_slot(&mut self, len: usize, op: Option<u64>) -> Result<Option<usize>, NetError> {
-        if len > self.config.eager_size {
-            let mr = self.net.register(len, false)?;
-            return Ok(Some(self.put_slot(SendSlot {
-                mr,
-                op,
-                oversized: true,
-            })));
-        }
-        if let Some(slot) = self.free_sends.pop() {
-            if let Some(s) = self.sends[slot].as_mut() {
-                s.op = op;
-            }
-            return Ok(Some(slot));
-        }
-        if self.registered_sends >= self.config.send_buffers {
-            return Ok(None);
-        }
-        let mr = self.net.register(self.config.eager_size, false)?;
-        self.registered_sends += 1;
-        Ok(Some(self.put_slot(SendSlot {
-            mr,
-            op,
-            oversized: false,
-        })))
-    }
-
-    fn put_slot(&mut self, s: SendSlot<N>) -> usize {
-        if let Some(i) = self.sends.iter().position(Option::is_none) {
-            self.sends[i] = Some(s);
-            i
-        } else {
-            self.sends.push(Some(s));
-            self.sends.len() - 1
-        }
-    }
-
-    fn fill_slot(&mut self, slot: usize, bytes: &[u8]) {
-        if let Some(s) = self.sends[slot].as_mut() {
-            N::bytes_mut(&mut s.mr)[..bytes.len()].copy_from_slice(bytes);
-        }
-    }
-
-    /// Posts slot `slot`; returns false on `-FI_EAGAIN` (queued for retry).
-    fn post_send(&mut self, slot: usize, fi_addr: u64, len: usize) -> bool {
-        let Some(s) = self.sends[slot].as_ref() else {
-            return true;
-        };
-        // SAFETY: `sends[slot]` owns the buffer until its completion is read (`on_send_done`)
-        // or the endpoint is closed (Progress::drop closes it before freeing `sends`).
-        let r = unsafe {
-            self.net
-                .post_send(fi_addr, &s.mr, len, ctx(TAG_SEND, slot as u64))
-        };
-        match r {
-            Ok(()) => true,
-            Err(PostError::Again) => {
-                self.outbox
-                    .push_front(Outgoing::Slot { slot, fi_addr, len });
-                false
-            }
-            Err(PostError::Failed(source)) => {
-                let op = self.release_slot(slot);
-                self.fail_send(
-                    op,
-                    RpcError::Transport {
-                        what: "send",
-                        source,
-                    },
-                );
-                true
-            }
-        }
-    }
-
-    fn flush_outbox(&mut self) -> bool {
-        let mut work = false;
-        while let Some(out) = self.outbox.pop_front() {
-            match out {
-                Outgoing::Slot { slot, fi_addr, len } => {
-                    if !self.post_send(slot, fi_addr, len) {
-                        return work;
-                    }
-                }
-                Outgoing::Frame { fi_addr, bytes, op } => {
-                    match self.take_send_slot(bytes.len(), op) {
-                        Ok(Some(slot)) => {
-                            self.fill_slot(slot, &bytes);
-                            if !self.post_send(slot, fi_addr, bytes.len()) {
-                                return work;
-                            }
-                        }
-                        Ok(None) => {
-                            self.outbox
-                                .push_front(Outgoing::Frame { fi_addr, bytes, op });
-                            return work;
-                        }
-                        Err(source) => self.fail_send(
-                            op,
-                            RpcError::Transport {
-                                what: "register send buffer",
-                                source,
-                            },
-                        ),
-                    }
-                }
-            }
-            work = true;
-        }
-        work
-    }
-
-    fn release_slot(&mut self, slot: usize) -> Option<u64> {
-        let s = self.sends.get_mut(slot)?;
-        let op = s.as_mut().and_then(|s| s.op.take());
-        if s.as_ref().is_some_and(|s| s.oversized) {
-            *s = None;
-        } else {
-            self.free_sends.push(slot);
-        }
-        op
-    }
-
-    fn fail_send(&mut self, op: Option<u64>, error: RpcError) {
-        if let Some(id) = op {
-            if let Some(op) = self.ops.cancel(id) {
-                op.fail(error);
-            }
-        }
     }
 
     // ---- receives --------------------------------------------------------------------------
@@ -1160,10 +984,6 @@ impl<N: Net> Drop for Progress<N> {
             op.fail(RpcError::ShuttingDown);
         }
     }
-}
-
-fn frame_bytes(h: &Header, body: &[u8]) -> Vec<u8> {
-    wire::encode(h, body)
 }
 
 fn budget_us(timeout: Option<Duration>) -> u32 {

@@ -1,5 +1,5 @@
-//! How other threads wake a sleeping progress thread: an eventfd, and an epoll set holding it
-//! and (when the provider has one) the CQ's wait fd.
+//! How other threads wake a sleeping progress thread: an eventfd, polled together with the CQ's
+//! wait fd when the provider has one.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -59,59 +59,48 @@ impl Waker {
     }
 }
 
-/// The epoll set the progress thread sleeps in.
+/// The descriptors a driver sleeps on: the eventfd and (when the provider has one) the CQ's
+/// wait fd. `ppoll` rather than epoll: its timeout has nanosecond resolution, so a provider
+/// without a wait fd (shm) can sleep for tens of microseconds between polls, really giving the
+/// core away (to handler threads) instead of spinning on `sched_yield`.
 pub(crate) struct Sleeper {
-    epoll: OwnedFd,
+    fds: Vec<RawFd>,
 }
 
 impl Sleeper {
     pub(crate) fn new(waker: &Waker, cq_fd: Option<RawFd>) -> Result<Sleeper, EngineError> {
-        // SAFETY: no pointers; a negative return is handled.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep < 0 {
-            let source = io::Error::last_os_error();
-            return Err(EngineError::Wakeup {
-                what: "epoll_create1",
-                source,
-            });
-        }
-        // SAFETY: fresh descriptor owned by nobody else.
-        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
-        let s = Sleeper { epoll };
-        s.add(waker.fd.as_raw_fd())?;
-        if let Some(fd) = cq_fd {
-            s.add(fd)?;
-        }
-        Ok(s)
-    }
-
-    fn add(&self, fd: RawFd) -> Result<(), EngineError> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: fd as u64,
-        };
-        // SAFETY: `ev` is a live epoll_event; both fds are open for the call's duration.
-        let r =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        if r < 0 {
-            return Err(EngineError::Wakeup {
-                what: "epoll_ctl",
-                source: io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        let mut fds = vec![waker.fd.as_raw_fd()];
+        fds.extend(cq_fd);
+        Ok(Sleeper { fds })
     }
 
     /// Sleeps until the eventfd or the CQ fd is readable, or `timeout` passes.
     pub(crate) fn sleep(&self, waker: &Waker, timeout: Duration) {
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
-        // SAFETY: `evs` is a live array of 2 events and we pass its length.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), evs.as_mut_ptr(), 2, ms) };
-        for ev in evs.iter().take(n.max(0) as usize) {
-            if ev.u64 == waker.fd.as_raw_fd() as u64 {
-                waker.drain();
-            }
+        let mut pfds: Vec<libc::pollfd> = self
+            .fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `pfds` is a live array of `pfds.len()` pollfds, `ts` a live timespec, and a
+        // null signal mask means "leave the mask unchanged".
+        let n = unsafe {
+            libc::ppoll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if n > 0 && pfds[0].revents & libc::POLLIN != 0 {
+            waker.drain();
         }
     }
 }

@@ -7,10 +7,12 @@
 mod body;
 mod code;
 pub mod frame;
+mod regions;
 
 pub use body::{ErrorBody, Reader, Writer, MAX_ERROR_MESSAGE};
 pub use code::ErrorCode;
 pub use frame::{decode, encode, encode_into, Frame, Header, Kind, HEADER_LEN, VERSION};
+pub use regions::{put_regions, read_regions, MIN_REGION_LEN};
 
 /// A frame or body that does not decode, with where and by how much.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
