@@ -134,8 +134,19 @@ fn child_pushes_until_refused() {
     let Ok(root) = std::env::var(ROOT_ENV) else {
         return;
     };
-    let t = driver(Path::new(&root)).open_topic("t").expect("open");
-    let n = produce_until_refused(&t, Instant::now() + Duration::from_secs(60));
+    // Two producers (threads of the child), as in the in-process test.
+    let d = driver(Path::new(&root));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let producers: Vec<_> = (0..2)
+        .map(|_| {
+            let t = d.open_topic("t").expect("open");
+            std::thread::spawn(move || produce_until_refused(&t, deadline))
+        })
+        .collect();
+    let n: u64 = producers
+        .into_iter()
+        .map(|h| h.join().expect("producer thread"))
+        .sum();
     println!("child stored {n}");
 }
 
