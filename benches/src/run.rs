@@ -20,6 +20,7 @@ struct Storage {
 /// Runs the benchmark described by `args`, printing results to stdout.
 pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
     diaspora_driver_files::register();
+    diaspora_driver_fabric::register();
     crate::memory::register();
     let workload = Workload::new(args.metadata_size, args.data_size)?;
     let config = config_json(args, &generic);

@@ -40,6 +40,7 @@ fn driver_options(
 ) -> serde_json::Map<String, serde_json::Value> {
     let string_keys: &[&str] = match args.driver.as_str() {
         "files" => diaspora_driver_files::FilesDriverOptions::STRING_KEYS,
+        "fabric" => diaspora_driver_fabric::FabricOptions::STRING_KEYS,
         _ => &[],
     };
     scan.take_typed(Scope::Driver, string_keys)
