@@ -419,3 +419,198 @@ fn a_rank_that_fails_to_start_stops_the_other_naming_it() {
         "no group file for a group that did not form"
     );
 }
+
+/// `diaspora-ctl` next to the server binary (built by a workspace build).
+fn ctl() -> PathBuf {
+    let p = Path::new(SERVER).with_file_name("diaspora-ctl");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo build -p diaspora-ctl`; a workspace `cargo nextest run` builds it)",
+        p.display()
+    );
+    p
+}
+
+/// Waits (bounded) for a batch job to leave the queue; returns its final state.
+fn wait_job(job: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(110);
+    loop {
+        let s = Command::new("scontrol")
+            .args(["show", "job", job])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&s.stdout).to_string();
+        let state = s
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("JobState="))
+            .unwrap_or("")
+            .to_string();
+        if !state.is_empty()
+            && !["PENDING", "RUNNING", "CONFIGURING", "COMPLETING"].contains(&state.as_str())
+        {
+            return state;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("scancel").arg(job).status();
+            panic!("job {job} still {state} after the deadline: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn stream_sbatch_runs_two_server_ranks_a_producer_and_a_consumer_through_the_fabric_driver() {
+    if !slurm_up() {
+        return;
+    }
+    let ctl = ctl();
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("run");
+    let out_file = d.path().join("out.txt");
+    let o = Command::new("sbatch")
+        .args(["--parsable", "-n", "2"])
+        .arg(format!(
+            "--export=ALL,SERVER={SERVER},CTL={},RUN_DIR={},DATA_DIR={},EVENTS=500,APP_SRUN_ARGS=--overlap",
+            ctl.display(),
+            run.display(),
+            d.path().join("data").display()
+        ))
+        .arg("-o")
+        .arg(&out_file)
+        .arg(repo_root().join("slurm/stream.sbatch"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "sbatch: {o:?}");
+    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let state = wait_job(&job);
+    let out = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "{out}");
+    assert!(
+        out.contains(
+            "CHECK OK: 500 events produced, each consumed exactly once, from 4 partitions"
+        ),
+        "{out}"
+    );
+    let g = GroupFile::parse(&std::fs::read_to_string(run.join("group.json")).unwrap()).unwrap();
+    assert_eq!(g.ranks.len(), 2, "{out}");
+    check_both_stopped_with(&out, 500);
+    assert!(out.contains("server step exited with status 0"), "{out}");
+}
+
+#[test]
+fn mpirun_two_server_ranks_with_diaspora_ctl_over_the_fabric_driver() {
+    if !mpirun_present() {
+        return;
+    }
+    let ctl = ctl();
+    let d = tempfile::tempdir().unwrap();
+    let (data, group) = (d.path().join("data"), d.path().join("group.json"));
+    let mut c = Command::new("mpirun");
+    c.args([
+        "-n",
+        "2",
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ]);
+    server_args(&mut c, &data, &group, PROVIDER);
+    let mut ranks = Ranks::spawn(c, &d.path().join("mpirun.log"));
+    let g = ranks.group(&group, 2);
+    let run = |args: &[&str], stdin: Option<&Path>| {
+        let mut c = Command::new(&ctl);
+        c.args(args)
+            .args(["--driver", "fabric", "--driver.group_file"])
+            .arg(&group)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.stdin(match stdin {
+            Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+            None => Stdio::null(),
+        });
+        let mut child = c.spawn().unwrap();
+        let st = wait_child(&mut child, LIMIT, "diaspora-ctl");
+        let o = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            st.success(),
+            "ctl {args:?}: {st} {text} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    run(
+        &[
+            "topic",
+            "create",
+            "--name",
+            "t",
+            "--topic.num_partitions",
+            "4",
+        ],
+        None,
+    );
+    let input = d.path().join("in.jsonl");
+    let lines: String = (0..400).map(|i| format!("{{\"i\": {i}}}\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    run(&["produce", "--name", "t", "--stdin"], Some(&input));
+    let out = run(
+        &[
+            "consume",
+            "--name",
+            "t",
+            "--consumer",
+            "c",
+            "--count",
+            "400",
+            "--timeout-ms",
+            "30000",
+        ],
+        None,
+    );
+    let mut ids: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            let j: serde_json::Value =
+                serde_json::from_str(l.splitn(3, ' ').nth(2).unwrap()).unwrap();
+            j["i"].as_u64().unwrap()
+        })
+        .collect();
+    let parts: BTreeSet<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (0..400).collect::<Vec<_>>(),
+        "every event consumed exactly once"
+    );
+    assert_eq!(parts.len(), 4, "{out}");
+    for r in &g.ranks {
+        // SAFETY: kill has no memory-safety preconditions; the pids are our ranks.
+        unsafe { libc::kill(r.pid as i32, libc::SIGTERM) };
+    }
+    let st = ranks.wait();
+    let log = ranks.log();
+    assert!(st.success(), "mpirun exit {st}:\n{log}");
+    check_both_stopped_with(&log, 400);
+}
+
+/// Both ranks logged a clean stop, and each stored some of the `total` events.
+fn check_both_stopped_with(log: &str, total: u64) {
+    let per_rank: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("diaspora-server: stopped;"))
+        .map(|l| {
+            l.split("batches (")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(per_rank.len(), 2, "both ranks stop cleanly:\n{log}");
+    assert!(
+        per_rank.iter().all(|&n| n > 0),
+        "both ranks stored events: {per_rank:?}\n{log}"
+    );
+    assert_eq!(per_rank.iter().sum::<u64>(), total, "{log}");
+}
