@@ -273,6 +273,23 @@ fn exercise(g: &GroupFile, group: &Path) {
         c.commit(&t, "t", p, "c", 20).unwrap();
         assert_eq!(c.position(&t, "t", p, "c").unwrap(), 20);
     }
+    // Completed on rank 0: rank 1 learns it from the shared data directory.
+    c.complete_topic("t").unwrap();
+    for p in 0..4u32 {
+        let (f, rest) = c.fetch(&t, "t", p, "c", Some(20), 100, 0, 0).unwrap();
+        assert!(rest.is_empty(), "partition {p}");
+        assert_ne!(
+            f.flags & diaspora_proto::fetch::END_OF_STREAM,
+            0,
+            "partition {p} (rank {}) reports the end of the stream",
+            t.placement[p as usize].rank
+        );
+        let e = match c.produce(&t, "t", p, 9, 0, &events(1, 0)) {
+            Err(ClientError::Refused(e)) => e,
+            other => panic!("partition {p}: a complete topic must refuse, got {other:?}"),
+        };
+        assert_eq!(e.status, Status::Complete, "{e}");
+    }
 }
 
 /// Both ranks logged a clean stop; together they stored 8 batches of 10 events.
@@ -382,6 +399,57 @@ fn mpirun_two_server_ranks_serve_one_group_and_stop_on_sigterm() {
     );
     check_stopped(&log);
     verify(&data);
+}
+
+#[test]
+fn memory_storage_is_refused_for_several_ranks_and_a_wrong_rank_count_is_refused() {
+    // The launcher's variables alone (as srun sets them), no Slurm needed: the refusal comes
+    // before anything listens.
+    let d = tempfile::tempdir().unwrap();
+    let (data, group) = (d.path().join("data"), d.path().join("group.json"));
+    let run = |extra: &[&str], vars: &[(&str, &str)]| {
+        let mut c = Command::new(SERVER);
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--group-file")
+            .arg(&group)
+            .args(extra)
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let st = wait_child(&mut child, LIMIT, "diaspora-server");
+        let o = child.wait_with_output().unwrap();
+        (st, String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let slurm = [
+        ("SLURM_JOB_ID", "999999"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_PROCID", "0"),
+        ("SLURM_STEP_NUM_TASKS", "2"),
+        ("SLURM_LOCALID", "0"),
+        ("SLURM_STEP_TASKS_PER_NODE", "2"),
+    ];
+    let (st, err) = run(&["--storage", "memory"], &slurm);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--storage memory cannot be shared by 2 ranks"),
+        "{err}"
+    );
+    let (st, err) = run(&["--expect-ranks", "3"], &slurm);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains('3') && err.contains("rank 0 of 2"), "{err}");
+    // No launcher and --expect-ranks 2: two unrelated "rank 0 of 1" servers are refused.
+    let (st, err) = run(&["--expect-ranks", "2"], &[]);
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("rank 0 of 1 (no launcher) but 2 ranks were expected"),
+        "{err}"
+    );
+    assert!(!group.exists());
 }
 
 #[test]
