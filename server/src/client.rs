@@ -68,7 +68,8 @@ pub struct Fetched {
 }
 
 impl Client {
-    /// Connects to every thread of rank 0 of the group file at `path` without Hello.
+    /// Connects to every thread of every rank of the group file at `path` without Hello;
+    /// threads are numbered in group-file order (rank 0's first: thread 0 is rank 0 thread 0).
     pub fn connect_unauthenticated(path: &Path) -> Result<Client, ClientError> {
         let group = GroupFile::parse(&std::fs::read_to_string(path)?)?;
         let mut c = EngineConfig::for_provider(&group.provider);
@@ -77,9 +78,11 @@ impl Client {
         let engine =
             Engine::new(c).map_err(|e| ClientError::Check(format!("client engine: {e}")))?;
         let mut peers = Vec::new();
-        for t in 0..group.ranks[0].threads.len() {
-            let addr = group.address(0, t as u32)?;
-            peers.push(engine.connect(&addr, CALL_TIMEOUT).wait()?);
+        for r in &group.ranks {
+            for t in 0..r.threads.len() {
+                let addr = group.address(r.rank, t as u32)?;
+                peers.push(engine.connect(&addr, CALL_TIMEOUT).wait()?);
+            }
         }
         Ok(Client {
             engine,
@@ -107,7 +110,20 @@ impl Client {
                 client_id: 0x7e57,
                 token: token.to_owned(),
             };
-            let r: HelloResponse = self.call(t, &h)?;
+            // A rank that has not yet learnt the group's token (the group was just formed)
+            // answers Throttled: retry within a deadline.
+            let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+            let r: HelloResponse = loop {
+                match self.call(t, &h) {
+                    Err(ClientError::Refused(e))
+                        if e.status == diaspora_proto::Status::Throttled
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(e.detail.clamp(1, 100)));
+                    }
+                    other => break other?,
+                }
+            };
             self.limits = r.limits;
             self.epoch = r.epoch;
             last = Some(r);
@@ -201,10 +217,20 @@ impl Client {
         Ok(())
     }
 
-    fn owner(&self, placement: &[Placement], partition: u32) -> usize {
-        placement
-            .get(partition as usize)
-            .map_or(0, |p| p.thread as usize)
+    /// The index (in [`Client::call`]'s numbering: every thread of every rank, in group-file
+    /// order) of the thread serving `partition`.
+    pub fn owner(&self, placement: &[Placement], partition: u32) -> usize {
+        let Some(p) = placement.get(partition as usize) else {
+            return 0;
+        };
+        let before: usize = self
+            .group
+            .ranks
+            .iter()
+            .take_while(|r| r.rank < p.rank)
+            .map(|r| r.threads.len())
+            .sum();
+        before + p.thread as usize
     }
 
     /// Produces one batch: the table inline when it fits, else in the region in front of

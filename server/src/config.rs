@@ -10,6 +10,10 @@
 //! | `--cores 0-3,6` | `cores` | none | pin one progress thread per listed CPU (sets N) |
 //! | `--storage files\|memory` | `storage` | `files` | persistent, or in memory for benchmarks |
 //! | `--io-threads N` | `io_threads` | 2 | threads doing disk work and checks |
+//! | `--run-dir R` | `run_dir` | `<group file>.run` | run directory where the ranks of a group meet (shared file system) |
+//! | `--expect-ranks N` | `expect_ranks` | none | refuse to start unless the launcher started exactly N ranks |
+//! | `--run-id X` | `run_id` | the launcher's | names this run in the run directory (needed without a launcher run id) |
+//! | | `rendezvous_timeout_s` | 60 | how long rank 0 waits for every rank to listen |
 //! | | `max_batch_events` | 65536 | most events per produced batch |
 //! | | `max_batch_bytes` | 64 MiB | most bytes per produced batch |
 //! | | `max_fetch_bytes` | 64 MiB | most bytes per fetch |
@@ -57,6 +61,15 @@ pub struct Args {
     /// Threads for disk work.
     #[arg(long)]
     pub io_threads: Option<usize>,
+    /// Run directory where the ranks meet (default: `<group file>.run`).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Refuse to start unless the launcher started exactly this many ranks.
+    #[arg(long)]
+    pub expect_ranks: Option<u32>,
+    /// Names this run in the run directory (default: the launcher's job/step id).
+    #[arg(long)]
+    pub run_id: Option<String>,
 }
 
 /// The config file.
@@ -76,6 +89,10 @@ pub struct FileConfig {
     max_fetch_bytes: Option<u64>,
     max_inflight_bytes: Option<u64>,
     credits: Option<u32>,
+    run_dir: Option<PathBuf>,
+    expect_ranks: Option<u32>,
+    run_id: Option<String>,
+    rendezvous_timeout_s: Option<u64>,
 }
 
 /// Why the options are refused.
@@ -134,6 +151,17 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Produce bytes in flight before throttling.
     pub max_inflight_bytes: u64,
+    /// Whether `cores` was given (`--cores`); otherwise a launched rank plans its own CPUs.
+    pub cores_given: bool,
+    /// The run directory, if given (a launch of several ranks defaults it, see
+    /// [`ServerConfig::run_dir_or_default`]).
+    pub run_dir: Option<PathBuf>,
+    /// How many ranks the launcher must have started.
+    pub expect_ranks: Option<u32>,
+    /// Run id override.
+    pub run_id: Option<String>,
+    /// How long rank 0 waits for every rank.
+    pub rendezvous_timeout: std::time::Duration,
 }
 
 /// Parses a CPU list such as `0-3,6`.
@@ -222,6 +250,7 @@ impl ServerConfig {
             None => file.storage.unwrap_or(StorageKind::Files),
         };
         let threads = args.threads.or(file.threads);
+        let cores_given = args.cores.is_some() || file.cores.is_some();
         let cores = match args.cores.clone().or(file.cores) {
             Some(list) => {
                 let c = parse_cores(&list)?;
@@ -263,7 +292,36 @@ impl ServerConfig {
         if let Some(v) = file.credits {
             limits.credits = v.max(1);
         }
+        let expect_ranks = args.expect_ranks.or(file.expect_ranks);
+        if expect_ranks == Some(0) {
+            return Err(ConfigError::Invalid {
+                name: "expect_ranks",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let rendezvous_timeout_s = file.rendezvous_timeout_s.unwrap_or(60);
+        if rendezvous_timeout_s == 0 || rendezvous_timeout_s > 86_400 {
+            return Err(ConfigError::Invalid {
+                name: "rendezvous_timeout_s",
+                reason: "must be from 1 to 86400 seconds".into(),
+            });
+        }
+        let run_id = args.run_id.clone().or(file.run_id);
+        if run_id
+            .as_deref()
+            .is_some_and(|r| r.is_empty() || r.len() > 256)
+        {
+            return Err(ConfigError::Invalid {
+                name: "run_id",
+                reason: "must be 1 to 256 bytes".into(),
+            });
+        }
         Ok(ServerConfig {
+            cores_given,
+            run_dir: args.run_dir.clone().or(file.run_dir),
+            expect_ranks,
+            run_id,
+            rendezvous_timeout: std::time::Duration::from_secs(rendezvous_timeout_s),
             data_dir,
             group_file,
             provider,
@@ -274,6 +332,24 @@ impl ServerConfig {
             limits,
             max_inflight_bytes: file.max_inflight_bytes.unwrap_or(1 << 30),
         })
+    }
+}
+
+impl ServerConfig {
+    /// The run directory: the one given, else `<group file>.run` next to the group file.
+    pub fn run_dir_or_default(&self) -> PathBuf {
+        match &self.run_dir {
+            Some(r) => r.clone(),
+            None => {
+                let mut name = self
+                    .group_file
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| "group.json".into());
+                name.push(".run");
+                self.group_file.with_file_name(name)
+            }
+        }
     }
 }
 
@@ -304,6 +380,33 @@ mod tests {
         assert_eq!(c.cores.len(), 3);
         assert_eq!(c.storage, StorageKind::Memory);
         assert_eq!(c.data_dir, PathBuf::from("/a"));
+        assert_eq!(c.run_dir_or_default(), PathBuf::from("/g.run"));
+        assert!(!c.cores_given);
+    }
+
+    #[test]
+    fn rank_options_come_from_flags_or_the_config_file() {
+        let file: FileConfig = serde_json::from_str(
+            r#"{"data_dir": "/a", "group_file": "/x/g.json", "run_dir": "/r", "expect_ranks": 4, "rendezvous_timeout_s": 5}"#,
+        )
+        .unwrap();
+        let c = ServerConfig::merge(&Args::default(), file.clone()).unwrap();
+        assert_eq!(c.run_dir_or_default(), PathBuf::from("/r"));
+        assert_eq!(c.expect_ranks, Some(4));
+        assert_eq!(c.rendezvous_timeout, std::time::Duration::from_secs(5));
+        let args = Args {
+            expect_ranks: Some(2),
+            run_dir: Some("/s".into()),
+            ..Args::default()
+        };
+        let c = ServerConfig::merge(&args, file).unwrap();
+        assert_eq!(c.expect_ranks, Some(2));
+        assert_eq!(c.run_dir_or_default(), PathBuf::from("/s"));
+        let bad: FileConfig =
+            serde_json::from_str(r#"{"data_dir": "/a", "group_file": "/g", "expect_ranks": 0}"#)
+                .unwrap();
+        let e = ServerConfig::merge(&Args::default(), bad).unwrap_err();
+        assert!(e.to_string().contains("expect_ranks"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod groupfile;
 pub mod log;
 pub mod partition;
 pub mod pool;
+pub mod ranks;
 pub mod seqstate;
 pub mod server;
 pub mod service;

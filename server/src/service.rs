@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,14 +41,11 @@ pub struct Shared {
     pub store: Store,
     /// The limits announced in Hello.
     pub limits: Limits,
-    /// The group file's token.
-    pub token: String,
-    /// The group file's epoch.
-    pub epoch: u64,
     /// This rank.
     pub rank: u32,
-    /// Every (rank, thread) of the group, in order (placement is computed from it).
-    pub threads: Vec<Placement>,
+    /// The group this rank belongs to: set once every rank listens (until then Hello is
+    /// answered `Throttled`: the group is still forming).
+    membership: OnceLock<Membership>,
     /// Disk work and checks.
     pub io: ThreadPool,
     /// Set when the server stops: new work is refused.
@@ -63,6 +60,21 @@ pub struct Shared {
     /// Counters for the log line at exit.
     pub stats: Counters,
 }
+
+/// What every rank of a group shares once the group is formed.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// The group file's token.
+    pub token: String,
+    /// The group file's epoch.
+    pub epoch: u64,
+    /// Every (rank, thread) of the group, in group-file order (placement is computed from
+    /// it).
+    pub threads: Vec<Placement>,
+}
+
+/// Retry delay (ms) announced to a client that says Hello while the group is forming.
+const FORMING_RETRY_MS: u64 = 20;
 
 /// What a server did (logged at exit).
 #[derive(Default, Debug)]
@@ -85,20 +97,15 @@ impl Shared {
     pub fn new(
         store: Store,
         limits: Limits,
-        token: String,
-        epoch: u64,
         rank: u32,
-        threads: Vec<Placement>,
         io: ThreadPool,
         max_inflight_bytes: u64,
     ) -> std::io::Result<Shared> {
         Ok(Shared {
             store,
             limits,
-            token,
-            epoch,
             rank,
-            threads,
+            membership: OnceLock::new(),
             io,
             stopping: AtomicBool::new(false),
             inflight_bytes: AtomicU64::new(0),
@@ -109,8 +116,24 @@ impl Shared {
         })
     }
 
-    fn placement(&self, partitions: usize) -> Vec<Placement> {
-        group::placement(&self.threads, partitions)
+    /// Sets the group this rank belongs to (once; a second call is refused).
+    pub fn join(&self, m: Membership) -> Result<(), Membership> {
+        self.membership.set(m)
+    }
+
+    /// The group, or `Throttled` while it is still forming.
+    pub fn membership(&self) -> Result<&Membership, ProtoError> {
+        self.membership.get().ok_or_else(|| {
+            ProtoError::with_detail(
+                Status::Throttled,
+                FORMING_RETRY_MS,
+                "the server group is still forming (not every rank listens yet): retry",
+            )
+        })
+    }
+
+    fn placement(&self, partitions: usize) -> Result<Vec<Placement>, ProtoError> {
+        Ok(group::placement(&self.membership()?.threads, partitions))
     }
 }
 
@@ -238,7 +261,8 @@ impl ThreadService {
                 ),
             ));
         }
-        if !group::tokens_match(&h.token, &self.shared.token) {
+        let m = self.shared.membership()?;
+        if !group::tokens_match(&h.token, &m.token) {
             self.shared
                 .stats
                 .unauthorized
@@ -255,7 +279,7 @@ impl ThreadService {
         self.authed.lock().insert(req.peer);
         Ok(HelloResponse {
             version: PROTOCOL_VERSION,
-            epoch: self.shared.epoch,
+            epoch: m.epoch,
             rank: self.shared.rank,
             thread: self.thread,
             limits: self.shared.limits,
@@ -291,7 +315,7 @@ impl ThreadService {
         Ok(TopicOpenResponse {
             options: t.config.options.to_string(),
             complete: t.is_complete(),
-            placement: self.shared.placement(t.partitions.len()),
+            placement: self.shared.placement(t.partitions.len())?,
         })
     }
 
@@ -345,7 +369,13 @@ impl ThreadService {
                 ),
             ));
         };
-        let owner = self.shared.placement(t.partitions.len())[partition as usize];
+        let placement = self.shared.placement(t.partitions.len())?;
+        let Some(owner) = placement.get(partition as usize).copied() else {
+            return Err(ProtoError::new(
+                Status::Internal,
+                "the group has no progress threads",
+            ));
+        };
         if owner.rank != self.shared.rank || owner.thread != self.thread {
             return Err(ProtoError::new(
                 Status::WrongThread,

@@ -77,9 +77,20 @@ impl Topic {
         }
     }
 
-    /// Whether no more events are accepted.
+    /// Whether no more events are accepted. With files storage the files driver's
+    /// `complete` marker is checked too: topic administration runs on rank 0, so another
+    /// rank of the group learns of the completion from the shared data directory.
     pub fn is_complete(&self) -> bool {
-        self.complete.load(Ordering::Acquire)
+        if self.complete.load(Ordering::Acquire) {
+            return true;
+        }
+        match &self.shared {
+            Some(s) if s.is_complete() => {
+                self.complete.store(true, Ordering::Release);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The persisted acknowledgements of `consumer` (memory storage: kept in memory).
