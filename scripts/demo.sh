@@ -6,7 +6,10 @@
 # Installs the dependencies, builds the release binaries, then runs the main job on the files
 # driver: create a topic, list it, produce events, consume them with a named consumer (in two
 # runs, showing that the second resumes after the first one's acknowledgements), describe the
-# topic, mark it complete, and finally run short benchmarks.
+# topic, mark it complete. Then the same through the network: start a diaspora-server on
+# loopback (tcp;ofi_rxm), create a topic, produce and consume through it with the fabric driver
+# (resuming after acknowledgements), stop the server with SIGTERM and verify its data directory
+# with the files driver. Finally run short benchmarks.
 #
 # Environment:
 #   DIASPORA_DEMO_ROOT   directory holding the topics (default: a temporary directory, removed
@@ -44,12 +47,13 @@ step "Installing dependencies"
 bash scripts/install-deps.sh
 
 step "Building release binaries"
-cargo build --release -p diaspora-ctl -p diaspora-bench
+cargo build --release -p diaspora-ctl -p diaspora-bench -p diaspora-server
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 [[ $TARGET_DIR == /* ]] || TARGET_DIR="$PWD/$TARGET_DIR"
 CTL="$TARGET_DIR/release/diaspora-ctl"
 BENCH="$TARGET_DIR/release/diaspora-bench"
-for b in "$CTL" "$BENCH"; do
+SERVER="$TARGET_DIR/release/diaspora-server"
+for b in "$CTL" "$BENCH" "$SERVER"; do
     [[ -x $b ]] || { echo "demo: missing binary $b" >&2; exit 1; }
 done
 
@@ -60,7 +64,13 @@ else
     ROOT="$(mktemp -d "${TMPDIR:-/tmp}/diaspora-demo.XXXXXX")"
 fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/diaspora-demo-out.XXXXXX")"
-trap 'rm -rf "$WORK"; [[ -n "${DIASPORA_DEMO_ROOT:-}" ]] || rm -rf "$ROOT"' EXIT
+SERVER_PID=
+cleanup() {
+    [[ -z $SERVER_PID ]] || kill -TERM "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK"
+    [[ -n "${DIASPORA_DEMO_ROOT:-}" ]] || rm -rf "$ROOT"
+}
+trap cleanup EXIT
 TOPIC="${DIASPORA_DEMO_TOPIC:-demo-$(date +%Y%m%d-%H%M%S)}"
 EVENTS="${DIASPORA_DEMO_EVENTS:-1000}"
 FIRST=$((EVENTS * 2 / 5))
@@ -101,15 +111,19 @@ consume_into "$WORK/run1" --consumer my_consumer --count "$FIRST"
 step "Consuming again as 'my_consumer', with data: resumes after the acknowledged events"
 consume_into "$WORK/run2" --consumer my_consumer --count "$REST" --data
 
-# Check the resume: together, the two runs saw every event exactly once.
-awk '{ print $1, $2 }' "$WORK/run1" "$WORK/run2" | sort >"$WORK/seen"
-total=$(wc -l <"$WORK/seen")
-dups=$(uniq -d "$WORK/seen" | wc -l)
-if ((total != EVENTS || dups != 0)); then
-    echo "demo: expected $EVENTS distinct events over the two runs, got $total ($dups repeated)" >&2
-    exit 1
-fi
-echo "resume check: the two runs consumed all $EVENTS events, none twice"
+# check_resume RUN1 RUN2: together, the two runs saw every event exactly once.
+check_resume() {
+    awk '{ print $1, $2 }' "$1" "$2" | sort >"$WORK/seen"
+    local total dups
+    total=$(wc -l <"$WORK/seen")
+    dups=$(uniq -d "$WORK/seen" | wc -l)
+    if ((total != EVENTS || dups != 0)); then
+        echo "demo: expected $EVENTS distinct events over the two runs, got $total ($dups repeated)" >&2
+        exit 1
+    fi
+    echo "resume check: the two runs consumed all $EVENTS events, none twice"
+}
+check_resume "$WORK/run1" "$WORK/run2"
 
 step "Describing the topic"
 show "$CTL" topic describe --name "$TOPIC" "${DRIVER[@]}"
@@ -117,6 +131,47 @@ show "$CTL" topic describe --name "$TOPIC" "${DRIVER[@]}"
 step "Marking the topic complete"
 show "$CTL" topic complete --name "$TOPIC" "${DRIVER[@]}"
 show "$CTL" topic describe --name "$TOPIC" "${DRIVER[@]}"
+
+# ---------------------------------------------------------------------------------------------
+# The same through the network: a diaspora-server on loopback and the fabric driver.
+# ---------------------------------------------------------------------------------------------
+NET="$ROOT/server"
+mkdir -p "$NET/data"
+step "Starting diaspora-server on 127.0.0.1 (tcp;ofi_rxm), data in $NET/data"
+printf '$ %s\n' "diaspora-server --data-dir $NET/data --group-file $NET/group.json --provider 'tcp;ofi_rxm' &" >&3
+"$SERVER" --data-dir "$NET/data" --group-file "$NET/group.json" --provider "tcp;ofi_rxm" \
+    2>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 1 300); do
+    [[ -s "$NET/group.json" ]] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "demo: server exited" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -s "$NET/group.json" ]] || { cat "$WORK/server.log" >&2; echo "demo: no group file after 30 s" >&2; exit 1; }
+head -n 3 "$WORK/server.log"
+DRIVER=(--driver fabric --driver.group_file "$NET/group.json")
+
+step "Creating topic '$TOPIC' with 4 partitions on the server"
+show "$CTL" topic create --name "$TOPIC" "${DRIVER[@]}" --topic.num_partitions 4
+show "$CTL" topic list "${DRIVER[@]}"
+
+step "Producing $EVENTS events through the server (the server pulls the data by RDMA)"
+show "$CTL" produce --name "$TOPIC" "${DRIVER[@]}" --count "$EVENTS" \
+    --metadata '{"x":42,"name":"bob"}' --data-size 256
+
+step "Consuming $FIRST events as 'my_consumer' through the server"
+consume_into "$WORK/net1" --consumer my_consumer --count "$FIRST"
+step "Consuming again as 'my_consumer', with data: resumes after the acknowledged events"
+consume_into "$WORK/net2" --consumer my_consumer --count "$REST" --data
+check_resume "$WORK/net1" "$WORK/net2"
+
+step "Stopping the server (SIGTERM) and verifying its data directory with the files driver"
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" || { cat "$WORK/server.log" >&2; echo "demo: server did not stop cleanly" >&2; exit 1; }
+SERVER_PID=
+tail -n 2 "$WORK/server.log"
+show "$CTL" topic verify --name "$TOPIC" --driver files --driver.root_path "$NET/data" >/dev/null
+echo "verify: the server's data directory is a clean files-driver root"
 
 if [[ "${DIASPORA_DEMO_SKIP_BENCH:-0}" != 1 ]]; then
     step "Benchmark: 200000 events, metadata only"
