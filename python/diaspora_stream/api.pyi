@@ -18,6 +18,9 @@ class Exception(builtins.RuntimeError):
 
 ClientException = Exception
 
+class StopEventProcessor(builtins.Exception):
+    """Raise from a Consumer.process processor to stop processing (upstream's name)."""
+
 class Ordering:
     """Ordering guarantee of a producer."""
     Strict: Ordering
@@ -111,7 +114,18 @@ class Consumer:
     def topic(self) -> str: ...
     def pull(self) -> FutureEvent: ...
     def close(self) -> None: ...
-    def __iter__(self) -> Iterator[Event]: ...
+    def process(
+        self,
+        processor: Callable[[Event], None],
+        timeout_ms: int = 5000,
+        max_events: int | None = None,
+    ) -> int:
+        """Calls processor(event) on this thread until it raises StopEventProcessor,
+        max_events were processed, the topic is complete and drained, or no event arrives
+        within timeout_ms (negative: forever). Returns how many events were passed to it;
+        other exceptions propagate."""
+    def __iter__(self) -> Iterator[Event]:
+        """Pulls events (waiting without limit) until the topic is complete and drained."""
     def __next__(self) -> Event: ...
 
 class TopicHandle:
@@ -146,7 +160,17 @@ class TopicHandle:
         thread_pool: ThreadPool | None = None,
         targets: Sequence[int] | None = None,
         options: Mapping[str, Json] | None = None,
-    ) -> Consumer: ...
+    ) -> Consumer:
+        """A consumer named `name`. data_selector(metadata, descriptor) returns the part of
+        the data to fetch (a DataDescriptor, or None for none). data_allocator(metadata,
+        descriptor) returns one writable contiguous buffer (numpy array, bytearray, ...) or a
+        list of them, of descriptor.size bytes in total: the driver receives the data straight
+        into them (no copy; event.data is then those objects, and they stay pinned while the
+        event lives). Do not touch them until wait() returned the event. Drivers without
+        native buffer allocators fill them with one copy. An exception of either callable
+        fails that event's wait() with Exception, the callable's exception as __cause__; the
+        next pull goes on with the following event. Either callable turns prefetching off
+        (they run on the pulling thread, with the GIL)."""
 
 class Driver:
     """A connection to a streaming engine: Driver(backend="files", options={"root_path": ...})."""
@@ -158,6 +182,9 @@ class Driver:
     def topic_exists(self, name: str) -> bool: ...
     def list_topics(self) -> dict[str, Any]: ...
     def make_thread_pool(self, count: int) -> ThreadPool: ...
+    @property
+    def default_thread_pool(self) -> ThreadPool:
+        """The driver's default pool (producers without a thread_pool use it)."""
 
 def FullDataSelector(metadata: Any, descriptor: DataDescriptor) -> DataDescriptor: ...
 def NoDataSelector(metadata: Any, descriptor: DataDescriptor) -> None: ...

@@ -8,12 +8,16 @@
 //!   a deadlock). So the export is queued, and released by [`drain_releases`] from binding
 //!   calls that are attached anyway, or by a helper thread that holds no driver lock.
 //! - Pull: [`DataSegment`] exposes received `Bytes` through the buffer protocol, read-only.
+//! - Receive into application memory: [`writable_buffer`] exports a `data_allocator`'s buffer
+//!   writable and wraps it in an `ExternalBuffer` the driver writes into (no copy); its
+//!   export is released through the same queue.
 
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use diaspora_api as api;
 use parking_lot::{Condvar, Mutex};
 use pyo3::exceptions::{PyBufferError, PyTypeError};
 use pyo3::ffi;
@@ -22,8 +26,10 @@ use pyo3::prelude::*;
 /// A buffer export of a Python object; the `Py_buffer` holds a strong reference to it.
 struct Export(Box<ffi::Py_buffer>);
 
-// SAFETY: the exported memory is only read (never written) without the GIL, and the export is
-// released (PyBuffer_Release) only by `release_now`, which requires the GIL.
+// SAFETY: without the GIL the exported memory is only read (pushed data) or written by the
+// driver receiving into a data_allocator's buffer (which the application does not touch until
+// the event is returned); the export is released (PyBuffer_Release) only by `release_now`,
+// which requires the GIL.
 unsafe impl Send for Export {}
 
 /// Number of exports not yet released (queued ones included).
@@ -122,11 +128,19 @@ fn export(obj: &Bound<'_, PyAny>, flags: c_int) -> PyResult<Export> {
     let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) };
     if rc != 0 {
         let cause = PyErr::take(obj.py());
-        let msg = format!(
-            "event data must be a contiguous buffer (bytes, bytearray, memoryview, numpy array...), \
-             not {}",
-            crate::json::type_name(obj)
-        );
+        let msg = if flags & ffi::PyBUF_WRITABLE != 0 {
+            format!(
+                "a data_allocator must return writable contiguous buffers (bytearray, numpy \
+                 array...), not {}",
+                crate::json::type_name(obj)
+            )
+        } else {
+            format!(
+                "event data must be a contiguous buffer (bytes, bytearray, memoryview, numpy \
+                 array...), not {}",
+                crate::json::type_name(obj)
+            )
+        };
         let e = if obj.hasattr("__buffer__").unwrap_or(false) || is_buffer(obj) {
             PyBufferError::new_err(msg)
         } else {
@@ -150,46 +164,28 @@ pub(crate) fn bytes_from_buffer(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     Ok(Bytes::from_owner(PyBufferOwner(Some(e))))
 }
 
-/// Copies `src` (the segments, in order) into the writable buffers `dst`, whose total size
-/// must equal the data's size. Returns the error message otherwise.
-pub(crate) fn copy_into(py: Python<'_>, dst: &[Bound<'_, PyAny>], src: &[Bytes]) -> PyResult<()> {
-    let mut exports = Vec::with_capacity(dst.len());
-    for d in dst {
-        exports.push(export(d, ffi::PyBUF_ANY_CONTIGUOUS | ffi::PyBUF_WRITABLE)?);
-    }
-    let total: usize = exports.iter().map(|e| e.0.len.max(0) as usize).sum();
-    let size: usize = src.iter().map(|s| s.len()).sum();
-    let result = if total != size {
-        Err(crate::error::exc(format!(
-            "data_allocator returned buffers of {total} bytes in total, the selected data is \
-             {size} bytes"
-        )))
-    } else {
-        let mut src_iter = src.iter().flat_map(|s| s.chunks(1 << 20));
-        let mut pending: &[u8] = &[];
-        for e in &exports {
-            let len = e.0.len.max(0) as usize;
-            if len == 0 {
-                continue;
-            }
-            // SAFETY: a writable, contiguous export of `len` bytes, alive until released below;
-            // the GIL is held so no Python code runs concurrently with this copy.
-            let out = unsafe { std::slice::from_raw_parts_mut(e.0.buf as *mut u8, len) };
-            let mut filled = 0;
-            while filled < len {
-                if pending.is_empty() {
-                    pending = src_iter.next().unwrap_or(&[]);
-                }
-                let n = pending.len().min(len - filled);
-                out[filled..filled + n].copy_from_slice(&pending[..n]);
-                pending = &pending[n..];
-                filled += n;
-            }
-        }
-        Ok(())
-    };
-    exports.into_iter().for_each(|e| release_now(py, e));
-    result
+/// Owner of a writable export inside an [`api::ExternalBuffer`]: the driver writes the event's
+/// data straight into the exporter's memory (a numpy array, a bytearray...), and dropping the
+/// owner queues the export for release, as for pushed buffers (the field is only dropped).
+struct WritableOwner(#[allow(dead_code)] PyBufferOwner);
+
+// SAFETY: the owner exposes nothing (no method reads or writes through `&self`); it only holds
+// the export until dropped, and its drop queues the export without touching Python.
+unsafe impl Sync for WritableOwner {}
+
+/// Exports `obj`'s memory writable and wraps it in a [`api::DataBuffer`] the driver receives
+/// into, without a copy. The export pins `obj` (a `bytearray` cannot be resized) until the
+/// event's data is dropped.
+pub(crate) fn writable_buffer(obj: &Bound<'_, PyAny>) -> PyResult<api::DataBuffer> {
+    let e = export(obj, ffi::PyBUF_ANY_CONTIGUOUS | ffi::PyBUF_WRITABLE)?;
+    let (ptr, len) = (e.0.buf as *mut u8, e.0.len.max(0) as usize);
+    let owner = WritableOwner(PyBufferOwner(Some(e)));
+    // SAFETY: `ptr..ptr+len` is the writable, contiguous memory of the export, which stays
+    // valid and unmoved until PyBuffer_Release, after `owner` is dropped. The application
+    // gave this buffer to receive into: it does not touch it until `wait()` returns the
+    // event (the data_allocator contract, documented in api.pyi).
+    let buf = unsafe { api::ExternalBuffer::from_raw_parts(ptr, len, owner) };
+    Ok(api::DataBuffer::External(buf))
 }
 
 /// A read-only segment of received event data, exposed through the buffer protocol (wrap it

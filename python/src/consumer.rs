@@ -1,11 +1,13 @@
 //! `Consumer` and `Event`, with Python `data_selector` / `data_allocator` callables.
 //!
-//! The selector runs inside `pull()`/`wait()` on the thread that called them (the binding
-//! disables prefetching when a Python selector is given, so no driver thread attaches). The
-//! allocator runs in `wait()`: the api's `DataAllocator` returns a `BytesMut`, which cannot
-//! wrap foreign memory, so the data is received into Rust memory and copied once into the
-//! allocator's buffers (see notes/python.md for the api hook that would remove that copy).
+//! The selector and the allocator run inside `pull()`/`wait()` on the thread that called them
+//! (the binding disables prefetching when either is given, so no driver thread attaches; the
+//! pulling thread is detached, and no binding call waits for a driver lock while attached).
+//! The allocator is the api's `buffer_allocator`: its buffers are exported writable and the
+//! driver receives into them (the files driver `pread`s into the numpy array: no copy).
+//! Drivers without native buffer allocators get one copy, made by the api.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use diaspora_api as api;
@@ -13,7 +15,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyMemoryView, PyTuple};
 
-use crate::buffer::{copy_into, drain_releases, DataSegment};
+use crate::buffer::{drain_releases, writable_buffer, DataSegment};
 use crate::descriptor::DataDescriptor;
 use crate::error::{err, exc};
 use crate::future::FutureEvent;
@@ -30,13 +32,46 @@ pub(crate) struct ConsumerArgs {
     pub targets: Option<Vec<usize>>,
 }
 
+/// Most allocations whose objects wait for their event (pulls in flight, or events that failed
+/// after allocation); older entries are dropped.
+const MAX_ALLOCATED: usize = 1024;
+
+/// The Python objects a `data_allocator` returned, keyed by the address of the first non-empty
+/// buffer (which the entry keeps alive, so no other live buffer has that address).
+type Allocated = Arc<Mutex<VecDeque<(usize, Vec<Py<PyAny>>)>>>;
+
 /// What a pull's future needs to build the Python event.
 #[derive(Clone)]
 pub(crate) struct PullContext {
-    allocator: Option<Arc<Py<PyAny>>>,
+    /// Whether the consumer has a Python data_allocator.
+    has_allocator: bool,
+    allocated: Allocated,
     /// The first exception a Python selector raised, re-raised by the next `wait()`.
     selector_error: Arc<Mutex<Option<PyErr>>>,
+    /// The exception a Python allocator raised, the cause of the failed event's error.
+    allocator_error: Arc<Mutex<Option<PyErr>>>,
 }
+
+impl PullContext {
+    /// Adds the allocator's exception, if any, as the cause of a failed `wait()`.
+    pub(crate) fn add_cause(&self, py: Python<'_>, e: &PyErr) {
+        if let Some(cause) = self.allocator_error.lock().take() {
+            e.set_cause(py, Some(cause));
+        }
+    }
+}
+
+/// A Python callback failed; its exception is the cause of the Python error.
+#[derive(Debug)]
+struct CallbackError(String);
+
+impl std::fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CallbackError {}
 
 /// Pulls events of a topic under a consumer name.
 #[pyclass(frozen, module = "diaspora_stream.api")]
@@ -85,22 +120,33 @@ impl Consumer {
             o.thread_pool = None;
             o.data_selector = Some(python_selector(sel, selector_error.clone()));
         }
-        let allocator = match a.data_allocator {
-            Some(al) if !al.bind(py).is_callable() => {
+        let allocated: Allocated = Arc::default();
+        let allocator_error = Arc::new(Mutex::new(None));
+        let has_allocator = a.data_allocator.is_some();
+        if let Some(al) = a.data_allocator {
+            if !al.bind(py).is_callable() {
                 return Err(pyo3::exceptions::PyTypeError::new_err(
                     "data_allocator must be callable (metadata, descriptor) -> buffer(s)",
-                ))
+                ));
             }
-            other => other.map(Arc::new),
-        };
+            o.thread_pool = None;
+            o.data_allocator = None;
+            o.buffer_allocator = Some(python_allocator(
+                al,
+                allocated.clone(),
+                allocator_error.clone(),
+            ));
+        }
         let c = py.detach(|| topic.consumer_with(name, o)).map_err(err)?;
         Ok(Consumer {
             inner: Mutex::new(Some(c)),
             name: name.to_owned(),
             topic: topic.name().to_owned(),
             ctx: PullContext {
-                allocator,
+                has_allocator,
+                allocated,
                 selector_error,
+                allocator_error,
             },
         })
     }
@@ -130,6 +176,59 @@ fn python_selector(sel: Py<PyAny>, error: Arc<Mutex<Option<PyErr>>>) -> api::Dat
             })
         })
     })
+}
+
+/// The api allocator calling a Python `data_allocator` (attached, on the pulling thread): its
+/// buffers are exported writable and received into directly.
+fn python_allocator(
+    al: Py<PyAny>,
+    allocated: Allocated,
+    error: Arc<Mutex<Option<PyErr>>>,
+) -> api::BufferAllocator {
+    Arc::new(move |md: &api::Metadata, d: &api::DataDescriptor| {
+        Python::attach(|py| {
+            let r = (|| -> PyResult<(Vec<api::DataBuffer>, Vec<Py<PyAny>>)> {
+                let m = metadata_to_py(py, md)?;
+                let desc = DataDescriptor { inner: d.clone() };
+                let out = al.bind(py).call1((m, desc))?;
+                let objs: Vec<Bound<'_, PyAny>> =
+                    if out.is_instance_of::<PyList>() || out.is_instance_of::<PyTuple>() {
+                        out.try_iter()?.collect::<PyResult<_>>()?
+                    } else {
+                        vec![out]
+                    };
+                let bufs = objs
+                    .iter()
+                    .map(writable_buffer)
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok((bufs, objs.into_iter().map(Bound::unbind).collect()))
+            })();
+            match r {
+                Ok((mut bufs, objs)) => {
+                    if let Some(key) = first_address(bufs.iter_mut().map(|b| b.as_mut_slice())) {
+                        let mut q = allocated.lock();
+                        if q.len() >= MAX_ALLOCATED {
+                            q.pop_front();
+                        }
+                        q.push_back((key, objs));
+                    }
+                    Ok(bufs)
+                }
+                Err(e) => {
+                    let msg = format!("the data_allocator raised {e}");
+                    *error.lock() = Some(e);
+                    Err(api::Error::driver(CallbackError(msg)))
+                }
+            }
+        })
+    })
+}
+
+/// Address of the first non-empty buffer.
+fn first_address<'a>(bufs: impl Iterator<Item = &'a mut [u8]>) -> Option<usize> {
+    bufs.into_iter()
+        .find(|b| !b.is_empty())
+        .map(|b| b.as_ptr() as usize)
 }
 
 #[pymethods]
@@ -172,6 +271,46 @@ impl Consumer {
     #[getter]
     fn topic(&self) -> String {
         self.topic.clone()
+    }
+
+    /// Calls `processor(event)` for each event, on this thread, until it raises
+    /// `StopEventProcessor`, `max_events` events were processed (None: no limit), the topic is
+    /// complete and drained, or no event arrives within `timeout_ms` milliseconds (negative:
+    /// wait forever). Returns how many events were passed to the processor (the one that
+    /// raised `StopEventProcessor` included). Any other exception of the processor propagates
+    /// (the event it was processing is not acknowledged unless the processor did so).
+    #[pyo3(signature = (processor, timeout_ms = api::DEFAULT_TIMEOUT_MS, max_events = None))]
+    fn process(
+        &self,
+        py: Python<'_>,
+        processor: Bound<'_, PyAny>,
+        timeout_ms: i64,
+        max_events: Option<u64>,
+    ) -> PyResult<u64> {
+        if !processor.is_callable() {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "processor must be callable (event) -> None",
+            ));
+        }
+        let max = max_events.unwrap_or(u64::MAX);
+        let mut processed = 0u64;
+        while processed < max {
+            let Some(ev) = self.pull(py)?.wait(py, timeout_ms)? else {
+                break;
+            };
+            let ev: Py<Event> = ev.extract(py)?;
+            if ev.get().inner.is_no_more_events() {
+                break;
+            }
+            processed += 1;
+            if let Err(e) = processor.call1((ev,)) {
+                if e.is_instance_of::<crate::error::StopEventProcessor>(py) {
+                    break;
+                }
+                return Err(e);
+            }
+        }
+        Ok(processed)
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -219,24 +358,21 @@ pub(crate) fn make_event(py: Python<'_>, ev: api::Event, ctx: &PullContext) -> P
         return Err(wrapped);
     }
     let segments = ev.data().segments().to_vec();
-    let data = match (&ctx.allocator, ev.is_no_more_events()) {
-        (Some(alloc), false) => {
-            let size = ev.data().len();
-            let md = metadata_to_py(py, ev.metadata())?;
-            let desc = DataDescriptor {
-                inner: api::DataDescriptor::new(api::Bytes::new(), size),
-            };
-            let out = alloc.bind(py).call1((md, desc))?;
-            let bufs: Vec<Bound<'_, PyAny>> =
-                if out.is_instance_of::<PyList>() || out.is_instance_of::<PyTuple>() {
-                    out.try_iter()?.collect::<PyResult<_>>()?
-                } else {
-                    vec![out]
-                };
-            copy_into(py, &bufs, &segments)?;
-            bufs.into_iter().map(|b| b.unbind()).collect()
+    // The allocator's objects, when the event's data is their memory.
+    let objects = match segments.iter().find(|s| !s.is_empty()) {
+        Some(first) if ctx.has_allocator => {
+            let key = first.as_ptr() as usize;
+            let mut q = ctx.allocated.lock();
+            q.iter()
+                .position(|(k, _)| *k == key)
+                .and_then(|i| q.remove(i))
+                .map(|(_, objs)| objs)
         }
-        _ => segments
+        _ => None,
+    };
+    let data = match objects {
+        Some(objs) => objs,
+        None => segments
             .into_iter()
             .map(|s| {
                 let seg = Bound::new(py, DataSegment::new(s))?;
@@ -256,7 +392,7 @@ impl Event {
     }
 
     /// The data: a list of read-only memoryviews over the received bytes (no copy), or the
-    /// buffers the consumer's `data_allocator` returned.
+    /// buffers the consumer's `data_allocator` returned, which the data was received into.
     #[getter]
     fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         PyList::new(py, self.data.iter().map(|d| d.clone_ref(py)))
@@ -281,6 +417,17 @@ impl Event {
             return Ok(());
         }
         py.detach(|| self.inner.acknowledge()).map_err(err)
+    }
+
+    /// Start addresses of the event's data segments, as the driver delivered them (for tests
+    /// and diagnostics: with a `data_allocator` they are the addresses of its buffers).
+    fn _data_addresses(&self) -> Vec<usize> {
+        self.inner
+            .data()
+            .segments()
+            .iter()
+            .map(|s| s.as_ptr() as usize)
+            .collect()
     }
 
     fn __repr__(&self) -> String {

@@ -123,6 +123,15 @@ impl Driver {
         }
     }
 
+    /// The driver's default thread pool (producers without a `thread_pool` use it; for the
+    /// files driver, its `thread_count` option's threads).
+    #[getter]
+    fn default_thread_pool(&self) -> ThreadPool {
+        ThreadPool {
+            inner: self.inner.default_thread_pool(),
+        }
+    }
+
     /// Name of the driver.
     #[getter]
     fn name(&self) -> String {
@@ -228,7 +237,13 @@ impl TopicHandle {
     /// consumer resumes after its last acknowledged event). Without `data_selector`, all data is
     /// fetched (as upstream's Python API does). `data_selector(metadata, descriptor)` returns a
     /// `DataDescriptor` (or None: no data); `data_allocator(metadata, descriptor)` returns a
-    /// writable buffer (or list of them) of `descriptor.size` bytes that receives the data.
+    /// writable contiguous buffer (numpy array, bytearray...; or a list of them) of
+    /// `descriptor.size` bytes in total, which the driver receives the data into without a copy
+    /// (`event.data` is then those objects, pinned while the event lives; do not touch them
+    /// until `wait()` returned the event). Drivers without native buffer allocators fill them
+    /// with one copy. Either callable turns prefetching off (they run, with the GIL, on the
+    /// thread that pulls); an exception of either fails that event's `wait()` with `Exception`,
+    /// the callable's exception being its `__cause__`.
     /// `targets` lists the partitions to read (default: all).
     #[pyo3(signature = (name, *, data_selector = None, data_allocator = None, batch_size = None,
                         max_num_batches = None, thread_pool = None, targets = None,

@@ -11,6 +11,13 @@ create_exception!(
     "Error raised by the Diaspora Stream API; the message says what failed and why."
 );
 
+create_exception!(
+    _api,
+    StopEventProcessor,
+    pyo3::exceptions::PyException,
+    "Raise from a Consumer.process processor to stop processing (upstream's StopEventProcessor)."
+);
+
 /// Converts an api error (with its source chain) into the Python exception.
 pub(crate) fn err(e: diaspora_api::Error) -> PyErr {
     let mut msg = e.to_string();

@@ -174,6 +174,7 @@ impl FutureEvent {
         wait_slot(py, &self.slot, timeout_ms, |py, ev| {
             Ok(make_event(py, ev, &self.ctx)?.into_any())
         })
+        .inspect_err(|e| self.ctx.add_cause(py, e))
     }
 
     /// Whether `wait` would return without blocking.

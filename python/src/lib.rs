@@ -32,6 +32,10 @@ pub(crate) fn register_builtin_drivers() {
 fn _api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("Exception", py.get_type::<error::Exception>())?;
+    m.add(
+        "StopEventProcessor",
+        py.get_type::<error::StopEventProcessor>(),
+    )?;
     m.add("AdaptiveBatchSize", 0usize)?;
     m.add_class::<driver::Driver>()?;
     m.add_class::<driver::TopicHandle>()?;
