@@ -25,6 +25,7 @@ pub(crate) fn register_builtin_drivers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         diaspora_driver_files::register();
+        diaspora_driver_fabric::register();
     });
 }
 

@@ -10,6 +10,13 @@ def test_files_driver_is_registered():
     assert "files" in api.registered_drivers()
 
 
+def test_fabric_driver_is_registered_and_needs_a_group_file(tmp_path):
+    assert "fabric" in api.registered_drivers()
+    missing = tmp_path / "no-such-group.json"
+    with pytest.raises(api.Exception, match="no-such-group.json"):
+        Driver(backend="fabric", options={"group_file": str(missing)})
+
+
 def test_exception_class_is_a_runtime_error():
     assert issubclass(api.Exception, RuntimeError)
     assert api.ClientException is api.Exception
