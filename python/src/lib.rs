@@ -1,7 +1,7 @@
 //! Python bindings of the Diaspora Stream API: the extension module `diaspora_stream._api`,
 //! re-exported under the upstream names by `diaspora_stream/api.py`.
 //!
-//! Threading rules (see `notes/python.md`):
+//! Threading rules (see the "Python" section of the root README):
 //! - every call that enters a driver (which may take driver locks or block) detaches from the
 //!   interpreter, so driver threads never wait for the GIL held by a thread waiting for them;
 //! - driver threads never attach: Python buffers they drop are released later by
