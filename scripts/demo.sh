@@ -9,7 +9,9 @@
 # topic, mark it complete. Then the same through the network: start a diaspora-server on
 # loopback (tcp;ofi_rxm), create a topic, produce and consume through it with the fabric driver
 # (resuming after acknowledgements), stop the server with SIGTERM and verify its data directory
-# with the files driver. Finally run short benchmarks.
+# with the files driver. Then the Python bindings: `pip install .` into a virtual environment
+# and the upstream docs' seed programs (producer.py, consumer.py) run unchanged. Finally run
+# short benchmarks.
 #
 # Environment:
 #   DIASPORA_DEMO_ROOT   directory holding the topics (default: a temporary directory, removed
@@ -17,6 +19,7 @@
 #   DIASPORA_DEMO_TOPIC  topic name (default: demo-<timestamp>, so reruns on a kept root work)
 #   DIASPORA_DEMO_EVENTS events produced by the demo (default: 1000)
 #   DIASPORA_DEMO_SKIP_BENCH=1  skip the benchmarks
+#   DIASPORA_DEMO_SKIP_PYTHON=1 skip the Python part
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -172,6 +175,28 @@ SERVER_PID=
 tail -n 2 "$WORK/server.log"
 show "$CTL" topic verify --name "$TOPIC" --driver files --driver.root_path "$NET/data" >/dev/null
 echo "verify: the server's data directory is a clean files-driver root"
+
+# ---------------------------------------------------------------------------------------------
+# Python: pip install . into a venv, then the seed programs unchanged.
+# ---------------------------------------------------------------------------------------------
+if [[ "${DIASPORA_DEMO_SKIP_PYTHON:-0}" != 1 ]]; then
+    VENV="$TARGET_DIR/demo-venv"
+    step "Python: pip install . into $VENV (maturin builds the extension)"
+    [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check 'maturin>=1.9,<2'
+    PATH="$VENV/bin:$PATH" show "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        --no-build-isolation --force-reinstall .
+    PYROOT="$ROOT/python"
+    mkdir -p "$PYROOT"
+    step "Python: the seed producer stores 100 events, the seed consumer prints them"
+    show "$CTL" topic create --name my_topic --driver files --driver.root_path "$PYROOT"
+    show "$VENV/bin/python" python/examples/producer.py "$PYROOT" my_topic
+    show "$VENV/bin/python" python/examples/consumer.py "$PYROOT" my_topic >"$WORK/py.out"
+    head -n 3 "$WORK/py.out"
+    n=$(wc -l <"$WORK/py.out")
+    ((n == 100)) || { echo "demo: the Python consumer printed $n events, expected 100" >&2; exit 1; }
+    echo "  -> 100 events"
+fi
 
 if [[ "${DIASPORA_DEMO_SKIP_BENCH:-0}" != 1 ]]; then
     step "Benchmark: 200000 events, metadata only"
