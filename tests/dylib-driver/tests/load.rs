@@ -2,8 +2,8 @@
 //! search for `lib<name>.so`, and the errors for a missing library, a library without the
 //! entry symbol, and a library without the asked-for driver.
 //!
-//! The library is this package's cdylib, which cargo builds with the package's tests; if it is
-//! missing the test builds it (bounded wait). The search test runs in a child process (the
+//! The library is this package's cdylib; every test runs `cargo build -p diaspora-dylib-driver`
+//! first (bounded wait), so it is never a stale library from an earlier build. The search test runs in a child process (the
 //! test binary re-executed) so `LD_LIBRARY_PATH` is set before the program starts.
 
 use std::path::{Path, PathBuf};
@@ -24,12 +24,12 @@ fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The driver library, built if cargo has not built it yet.
+/// The driver library, (re)built by cargo first: `cargo nextest run --workspace` does not
+/// rebuild a cdylib that no test binary links, so a library left by an earlier build of another
+/// `diaspora-api` would be loaded (and refused for its ABI) if its mere presence were trusted.
+/// When it is fresh the build is a no-op.
 fn library() -> PathBuf {
     let path = profile_dir().join(LIB);
-    if path.is_file() {
-        return path;
-    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let target_dir = profile_dir().parent().expect("target dir").to_path_buf();
     let mut child = Command::new(cargo)
