@@ -55,6 +55,10 @@ pub struct EngineConfig {
     pub idle_poll: Duration,
     /// How long shutdown waits for posted operations to complete before closing the endpoint.
     pub drain_timeout: Duration,
+    /// Longest a frame waits to be accepted by the provider for one peer (posts answered with
+    /// `-FI_EAGAIN`, e.g. rxm towards a peer that died). Beyond, the frame is dropped and its
+    /// call (if any) fails: a dead peer cannot hold a send buffer or the outbox forever.
+    pub send_timeout: Duration,
     /// Where handlers run (never on the progress thread). An inline pool is replaced by a
     /// one-thread pool.
     pub handler_pool: ThreadPool,
@@ -78,6 +82,7 @@ impl Default for EngineConfig {
             max_requests_in_flight: 4096,
             idle_poll: Duration::from_micros(50),
             drain_timeout: Duration::from_millis(500),
+            send_timeout: Duration::from_secs(5),
             handler_pool: ThreadPool::inline(),
             thread_name: "diaspora-progress".into(),
         }

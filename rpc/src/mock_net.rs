@@ -18,6 +18,8 @@ struct Ep {
     cq: VecDeque<NetEvent>,
     stalled: bool,
     dead: bool,
+    /// Sends to this endpoint answer `-FI_EAGAIN` forever (rxm towards a dead peer).
+    refusing: bool,
     /// Reads that target this endpoint while stalled: (reader, ctx, dst, len, src).
     held: Vec<(Vec<u8>, u64, *mut u8, usize, *const u8)>,
 }
@@ -91,6 +93,14 @@ impl World {
             .values()
             .filter(|(o, _, _)| o.as_slice() == name.as_bytes())
             .count()
+    }
+
+    /// Sends to `name` answer `-FI_EAGAIN` from now on, as rxm does towards a peer that died
+    /// (its connection never completes).
+    pub(crate) fn refuse_sends(&self, name: &str) {
+        if let Some(ep) = self.0.lock().eps.get_mut(name.as_bytes()) {
+            ep.refusing = true;
+        }
     }
 
     /// `name` dies: its held reads fail, later operations on it fail.
@@ -280,6 +290,9 @@ impl Net for MockNet {
         let dest = self.peer(peer)?;
         let msg = mr.buf[..len].to_vec();
         let mut w = self.world.0.lock();
+        if w.eps.get(&dest).is_some_and(|ep| ep.refusing) {
+            return Err(PostError::Again);
+        }
         let ok = match w.eps.get_mut(&dest) {
             Some(ep) if !ep.dead => {
                 if let Some((rctx, rlen, ptr)) = ep.recvs.pop_front() {

@@ -7,6 +7,10 @@
 //!         REGION <hex of the encoded RemoteRegion>
 //!         READY
 //! ops:    1 = echo the body; 2 = sleep (u32 LE ms in the body), then echo
+//!
+//! diaspora-rpc-peer <provider> poll <address> <n>
+//! connects to <address>, sends <n> calls of op 1 (60 s deadline), prints POLLING, then waits
+//! for its stdin to close (the tests kill it with SIGKILL, calls in flight).
 //! ```
 //! The exposed buffer holds byte `i` = `(i % 251) as u8`.
 
@@ -27,7 +31,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let provider = args
         .next()
         .ok_or("usage: diaspora-rpc-peer <provider> <expose_bytes>")?;
-    let bytes: usize = args.next().ok_or("missing <expose_bytes>")?.parse()?;
+    let second = args.next().ok_or("missing <expose_bytes>")?;
+    if second == "poll" {
+        let addr: diaspora_rpc::Address = args.next().ok_or("missing <address>")?.parse()?;
+        let n: usize = args.next().ok_or("missing <n>")?.parse()?;
+        return poll(&provider, addr, n);
+    }
+    let bytes: usize = second.parse()?;
     let mut config = EngineConfig::for_provider(&provider);
     config.handler_pool = diaspora_api::ThreadPool::new(2);
     let engine = Engine::new(config)?;
@@ -63,5 +73,28 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     drop(buf);
     engine.shutdown();
     println!("BYE");
+    Ok(())
+}
+
+/// The client mode: `n` long calls in flight until killed.
+fn poll(
+    provider: &str,
+    addr: diaspora_rpc::Address,
+    n: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let engine = Engine::new(EngineConfig::for_provider(provider))?;
+    let peer = engine.connect(&addr, Duration::from_secs(10)).wait()?;
+    let calls: Vec<_> = (0..n)
+        .map(|_| engine.call(&peer, 1, vec![0; 8], Some(Duration::from_secs(60))))
+        .collect();
+    println!("POLLING");
+    std::io::stdout().flush()?;
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+    drop(calls);
+    engine.shutdown();
     Ok(())
 }

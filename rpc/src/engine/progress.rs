@@ -94,13 +94,30 @@ enum Outgoing {
         fi_addr: u64,
         bytes: Vec<u8>,
         op: Option<u64>,
+        /// When it was first queued (it is dropped `send_timeout` later).
+        since: Instant,
     },
     /// In a send buffer, waiting to be posted again after `-FI_EAGAIN`.
     Slot {
         slot: usize,
         fi_addr: u64,
         len: usize,
+        since: Instant,
     },
+}
+
+impl Outgoing {
+    fn fi_addr(&self) -> u64 {
+        match self {
+            Outgoing::Frame { fi_addr, .. } | Outgoing::Slot { fi_addr, .. } => *fi_addr,
+        }
+    }
+
+    fn since(&self) -> Instant {
+        match self {
+            Outgoing::Frame { since, .. } | Outgoing::Slot { since, .. } => *since,
+        }
+    }
 }
 
 type Table<N> = OpTable<Op<N>, Option<BulkBufs<N>>, NetError>;

@@ -442,3 +442,79 @@ fn inline_progress_serves_calls_bulk_transfers_deadlines_and_shutdown() {
         Err(RpcError::ShuttingDown)
     ));
 }
+
+/// Issue 7 (rpc 2): answers to a peer whose sends answer `-FI_EAGAIN` forever (rxm towards a
+/// client killed with its long polls held) must neither stall the endpoint nor take its send
+/// buffers: a new client is served at once, and the stuck frames are dropped after
+/// `send_timeout`.
+#[test]
+fn answers_to_a_peer_refusing_sends_do_not_stall_other_clients() {
+    let world = World::default();
+    let mut sc = config();
+    sc.send_buffers = 4;
+    sc.send_timeout = Duration::from_millis(300);
+    let server = E::with_net(world.endpoint("server"), sc).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .register_handler(1, move |_, resp| tx.send(resp).unwrap())
+        .unwrap();
+    server
+        .register_handler(2, |req, resp| resp.respond(req.body))
+        .unwrap();
+    let dying = E::with_net(world.endpoint("dying"), config()).unwrap();
+    let dpeer = dying
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    // More long polls than the server has send buffers.
+    let polls: Vec<_> = (0..8)
+        .map(|_| dying.call(&dpeer, 1, vec![], Some(Duration::from_secs(60))))
+        .collect();
+    let held: Vec<_> = (0..8)
+        .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+        .collect();
+    world.refuse_sends("dying");
+    for resp in held {
+        resp.respond(vec![0; 16]);
+    }
+    for round in 0..3 {
+        let fresh = E::with_net(world.endpoint(&format!("fresh{round}")), config()).unwrap();
+        let peer = fresh
+            .connect(server.address(), Duration::from_secs(5))
+            .wait()
+            .expect("a new client is served while another peer refuses sends");
+        for i in 0..8u8 {
+            assert_eq!(fresh.call(&peer, 2, vec![i], SEC).wait().unwrap(), vec![i]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(polls);
+}
+
+/// Issue 7 (rpc 1): an engine whose CANCEL to a dead peer is refused (`-FI_EAGAIN` forever)
+/// still connects to a new server.
+#[test]
+fn an_engine_that_talked_to_a_dead_peer_connects_to_a_new_one() {
+    let world = World::default();
+    let (server, client, peer) = pair(&world);
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .register_handler(1, move |_, resp| tx.send(resp).unwrap())
+        .unwrap();
+    let p = client.call(&peer, 1, vec![], Some(Duration::from_millis(100)));
+    let _held = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    world.refuse_sends("server");
+    assert!(matches!(p.wait(), Err(RpcError::Timeout(_))));
+    let other = E::with_net(world.endpoint("other"), config()).unwrap();
+    other
+        .register_handler(1, |_, resp| resp.respond(vec![1]))
+        .unwrap();
+    let other_peer = client
+        .connect(other.address(), Duration::from_secs(5))
+        .wait()
+        .expect("connect after a peer died");
+    assert_eq!(
+        client.call(&other_peer, 1, vec![], SEC).wait().unwrap(),
+        vec![1]
+    );
+}

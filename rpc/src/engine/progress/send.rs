@@ -2,6 +2,9 @@
 //! one-off registrations for oversized raw frames), the outbox of frames waiting for a buffer
 //! or for a retry after `-FI_EAGAIN`, and error/cancel frames.
 
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
 use super::{ctx, Op, OpSink, Outgoing, Progress, SendSlot, TAG_SEND};
 use crate::error::RpcError;
 use crate::net::{Net, NetError, PostError};
@@ -43,19 +46,33 @@ impl<N: Net> Progress<N> {
     }
 
     pub(super) fn send(&mut self, fi_addr: u64, bytes: Vec<u8>, op: Option<u64>) {
+        let since = Instant::now();
         if !self.outbox.is_empty() {
-            return self
-                .outbox
-                .push_back(Outgoing::Frame { fi_addr, bytes, op });
+            return self.outbox.push_back(Outgoing::Frame {
+                fi_addr,
+                bytes,
+                op,
+                since,
+            });
         }
         match self.take_send_slot(bytes.len(), op) {
             Ok(Some(slot)) => {
                 self.fill_slot(slot, &bytes);
-                self.post_send(slot, fi_addr, bytes.len());
+                if !self.post_send(slot, fi_addr, bytes.len()) {
+                    self.outbox.push_back(Outgoing::Slot {
+                        slot,
+                        fi_addr,
+                        len: bytes.len(),
+                        since,
+                    });
+                }
             }
-            Ok(None) => self
-                .outbox
-                .push_back(Outgoing::Frame { fi_addr, bytes, op }),
+            Ok(None) => self.outbox.push_back(Outgoing::Frame {
+                fi_addr,
+                bytes,
+                op,
+                since,
+            }),
             Err(source) => self.fail_send(
                 op,
                 RpcError::Transport {
@@ -109,7 +126,7 @@ impl<N: Net> Progress<N> {
         }
     }
 
-    /// Posts slot `slot`; returns false on `-FI_EAGAIN` (queued for retry).
+    /// Posts slot `slot`; returns false on `-FI_EAGAIN` (the caller queues it for retry).
     fn post_send(&mut self, slot: usize, fi_addr: u64, len: usize) -> bool {
         let Some(s) = self.sends[slot].as_ref() else {
             return true;
@@ -122,11 +139,7 @@ impl<N: Net> Progress<N> {
         };
         match r {
             Ok(()) => true,
-            Err(PostError::Again) => {
-                self.outbox
-                    .push_front(Outgoing::Slot { slot, fi_addr, len });
-                false
-            }
+            Err(PostError::Again) => false,
             Err(PostError::Failed(source)) => {
                 let op = self.release_slot(slot);
                 self.fail_send(
@@ -141,41 +154,126 @@ impl<N: Net> Progress<N> {
         }
     }
 
+    /// Retries the queued frames, peer by peer: a peer whose post answers `-FI_EAGAIN` (or
+    /// that waits for a free send buffer) keeps its frames, in order, for the next pass, while
+    /// the frames of every other peer go on. A peer therefore holds at most one send buffer
+    /// while it does not accept sends, and a frame that waited `send_timeout` is dropped (its
+    /// call fails): one dead peer can neither stall the endpoint nor take all send buffers.
     pub(super) fn flush_outbox(&mut self) -> bool {
+        if self.outbox.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
         let mut work = false;
-        while let Some(out) = self.outbox.pop_front() {
+        let mut blocked: HashSet<u64> = HashSet::new();
+        let mut no_buffer = false;
+        let mut kept = VecDeque::with_capacity(self.outbox.len());
+        let queued = std::mem::take(&mut self.outbox);
+        for out in queued {
+            let fi_addr = out.fi_addr();
+            if now.saturating_duration_since(out.since()) >= self.config.send_timeout {
+                self.drop_outgoing(out);
+                work = true;
+                continue;
+            }
+            if blocked.contains(&fi_addr) {
+                kept.push_back(out);
+                continue;
+            }
             match out {
-                Outgoing::Slot { slot, fi_addr, len } => {
-                    if !self.post_send(slot, fi_addr, len) {
-                        return work;
+                Outgoing::Slot {
+                    slot,
+                    fi_addr,
+                    len,
+                    since,
+                } => {
+                    if self.post_send(slot, fi_addr, len) {
+                        work = true;
+                    } else {
+                        blocked.insert(fi_addr);
+                        kept.push_back(Outgoing::Slot {
+                            slot,
+                            fi_addr,
+                            len,
+                            since,
+                        });
                     }
                 }
-                Outgoing::Frame { fi_addr, bytes, op } => {
-                    match self.take_send_slot(bytes.len(), op) {
+                Outgoing::Frame {
+                    fi_addr,
+                    bytes,
+                    op,
+                    since,
+                } => {
+                    let taken = if no_buffer {
+                        Ok(None)
+                    } else {
+                        self.take_send_slot(bytes.len(), op)
+                    };
+                    match taken {
                         Ok(Some(slot)) => {
                             self.fill_slot(slot, &bytes);
-                            if !self.post_send(slot, fi_addr, bytes.len()) {
-                                return work;
+                            if self.post_send(slot, fi_addr, bytes.len()) {
+                                work = true;
+                            } else {
+                                blocked.insert(fi_addr);
+                                kept.push_back(Outgoing::Slot {
+                                    slot,
+                                    fi_addr,
+                                    len: bytes.len(),
+                                    since,
+                                });
                             }
                         }
                         Ok(None) => {
-                            self.outbox
-                                .push_front(Outgoing::Frame { fi_addr, bytes, op });
-                            return work;
+                            // Later frames to this peer stay behind this one (order per peer).
+                            no_buffer = true;
+                            blocked.insert(fi_addr);
+                            kept.push_back(Outgoing::Frame {
+                                fi_addr,
+                                bytes,
+                                op,
+                                since,
+                            });
                         }
-                        Err(source) => self.fail_send(
-                            op,
-                            RpcError::Transport {
-                                what: "register send buffer",
-                                source,
-                            },
-                        ),
+                        Err(source) => {
+                            work = true;
+                            self.fail_send(
+                                op,
+                                RpcError::Transport {
+                                    what: "register send buffer",
+                                    source,
+                                },
+                            );
+                        }
                     }
                 }
             }
-            work = true;
         }
+        // Frames queued meanwhile (by a failed call's callback) go after the kept ones.
+        kept.append(&mut self.outbox);
+        self.outbox = kept;
         work
+    }
+
+    /// Drops a frame that waited `send_timeout` for its peer, freeing its send buffer and
+    /// failing its call.
+    fn drop_outgoing(&mut self, out: Outgoing) {
+        let op = match out {
+            Outgoing::Slot { slot, .. } => self.release_slot(slot),
+            Outgoing::Frame { op, .. } => op,
+        };
+        self.fail_send(
+            op,
+            RpcError::Transport {
+                what: "send",
+                source: format!(
+                    "the peer accepted no send within send_timeout ({:?}): unreachable or dead",
+                    self.config.send_timeout
+                )
+                .into(),
+            },
+        );
     }
 
     pub(super) fn release_slot(&mut self, slot: usize) -> Option<u64> {

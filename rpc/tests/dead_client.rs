@@ -1,0 +1,89 @@
+//! Issue 7: a client process killed with SIGKILL while the server holds its long calls must not
+//! take the server down for everyone else (`tcp;ofi_rxm` and `shm`; narrow with
+//! `DIASPORA_TEST_PROVIDER`). The server is an engine in this process; the dying client is a
+//! real `diaspora-rpc-peer poll` process; the answers to it are sent after it died.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use diaspora_rpc::{Engine, EngineConfig};
+
+fn providers() -> Vec<String> {
+    match std::env::var("DIASPORA_TEST_PROVIDER") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_owned()).collect(),
+        _ => vec!["tcp;ofi_rxm".to_owned(), "shm".to_owned()],
+    }
+}
+
+fn engine(provider: &str, send_buffers: usize) -> Engine {
+    let mut c = EngineConfig::for_provider(provider);
+    c.handler_pool = diaspora_api::ThreadPool::new(2);
+    c.send_buffers = send_buffers;
+    c.send_timeout = Duration::from_secs(2);
+    Engine::new(c).unwrap_or_else(|e| panic!("engine on {provider}: {e}"))
+}
+
+const SEC10: Option<Duration> = Some(Duration::from_secs(10));
+
+#[test]
+fn a_client_killed_with_long_calls_held_does_not_stop_the_server_serving_new_clients() {
+    for p in providers() {
+        // Fewer send buffers than answers owed to the dead client.
+        let server = engine(&p, 4);
+        let (tx, rx) = std::sync::mpsc::channel();
+        server
+            .register_handler(1, move |_, resp| {
+                let _ = tx.send(resp);
+            })
+            .expect("handler 1");
+        server
+            .register_handler(2, |req, resp| resp.respond(req.body))
+            .expect("handler 2");
+        let polls = 8;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
+            .args([
+                p.as_str(),
+                "poll",
+                &server.address().to_string(),
+                &polls.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn diaspora-rpc-peer poll");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = lines.any(|l| l.is_ok_and(|l| l == "POLLING"));
+        assert!(
+            ready,
+            "{p}: the polling client did not start (stderr above)"
+        );
+        let held: Vec<_> = (0..polls)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|_| panic!("{p}: long call did not reach the server"))
+            })
+            .collect();
+        child.kill().expect("SIGKILL the client");
+        child.wait().expect("reap the client");
+        // The long polls end: their answers go to a dead peer.
+        for resp in held {
+            resp.respond(vec![1; 64]);
+        }
+        // New clients must be served, now and after the stuck answers expired.
+        for round in 0..3 {
+            let client = engine(&p, 16);
+            let peer = client
+                .connect(server.address(), Duration::from_secs(10))
+                .wait()
+                .unwrap_or_else(|e| panic!("{p}: round {round}: new client not served: {e}"));
+            for i in 0..8u8 {
+                let r = client.call(&peer, 2, vec![i; 32], SEC10).wait();
+                assert_eq!(r.expect("echo"), vec![i; 32], "{p}: round {round}");
+            }
+            client.shutdown();
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        server.shutdown();
+    }
+}
