@@ -50,13 +50,18 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Opens an endpoint on `domain`, binds `cq` for transmit and receive completions and `av`,
-    /// and enables it.
+    /// and enables it. For the shm provider, names a SIGKILLed process with this process's pid
+    /// left in `/dev/shm` are removed first (once per process), so they cannot fail the enable
+    /// with EBUSY.
     pub fn open(domain: &Domain, cq: &Cq, av: &Av) -> Result<Endpoint> {
         let d = &domain.inner;
         if !Arc::ptr_eq(&cq.inner.domain, d) || !Arc::ptr_eq(&av.inner.domain, d) {
             return Err(Error::Invalid(
                 "the CQ and the AV must belong to the endpoint's domain".into(),
             ));
+        }
+        if d.caps().provider == "shm" {
+            crate::shm_names::remove_stale_once();
         }
         let mut fid: *mut sys::fid_ep = ptr::null_mut();
         // SAFETY: valid domain and info entry; out pointer.

@@ -50,6 +50,7 @@ pub mod info;
 pub mod mr;
 pub mod mr_policy;
 pub mod remote;
+mod shm_names;
 
 pub use address::{Address, AddressError};
 pub use av::{Av, PeerAddr};

@@ -17,6 +17,22 @@ Received data is a list of read-only memoryviews over the received bytes (no cop
 ``numpy.frombuffer(event.data[0], dtype=numpy.float64)``.
 """
 
+import faulthandler as _faulthandler
+import signal as _signal
+import threading as _threading
+
+# Debian's libfabric links libinfinipath (through libpsm_infinipath), whose library constructor
+# replaces the handlers of SIGINT, SIGTERM, SIGSEGV, SIGBUS, SIGILL and SIGABRT with one that
+# exits with status 1: loading the extension would make Ctrl-C kill the interpreter instead of
+# raising KeyboardInterrupt. Save the dispositions Python set, load, and put them back.
+_SIGNALS = [
+    getattr(_signal, n)
+    for n in ("SIGINT", "SIGTERM", "SIGSEGV", "SIGBUS", "SIGILL", "SIGABRT")
+    if hasattr(_signal, n)
+]
+_saved = {s: _signal.getsignal(s) for s in _SIGNALS}
+_faulthandler_was_enabled = _faulthandler.is_enabled()
+
 from diaspora_stream._api import (
     AdaptiveBatchSize,
     Consumer,
@@ -36,6 +52,20 @@ from diaspora_stream._api import (
     pending_releases,
     registered_drivers,
 )
+
+
+
+def _restore_signal_handlers():
+    if _threading.current_thread() is not _threading.main_thread():
+        return  # signal.signal only works there; the embedding program owns signals then
+    for sig, handler in _saved.items():
+        if handler is not None:  # None: set from C, not known to Python; leave it
+            _signal.signal(sig, handler)
+    if _faulthandler_was_enabled:
+        _faulthandler.enable()  # re-installs its handlers over the constructor's
+
+
+_restore_signal_handlers()
 
 #: Upstream's name for the exception class.
 ClientException = Exception

@@ -91,3 +91,30 @@ def test_concurrent_large_pushes_from_threads_finish(topic):
     assert failures == []
     c = topic.consumer("c", data_selector=api.NoDataSelector)
     assert len([wait(c.pull()) for _ in range(30)]) == 30
+
+
+def test_loading_the_extension_keeps_pythons_signal_handlers():
+    """libinfinipath (linked by Debian's libfabric) replaces SIGINT/SIGTERM handlers with one
+    that exits with status 1 when the extension loads; a fresh interpreter must still get
+    KeyboardInterrupt on SIGINT and run its SIGTERM handler."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys\n"
+        "got = []\n"
+        "signal.signal(signal.SIGTERM, lambda *a: got.append('term'))\n"
+        "import diaspora_stream.api\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    signal.pause() if hasattr(signal, 'pause') else None\n"
+        "except KeyboardInterrupt:\n"
+        "    got.append('int')\n"
+        "print(','.join(got))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "term,int"

@@ -39,37 +39,6 @@ pub struct OpenError {
     pub source: FiError,
 }
 
-/// libfabric 1.17's shm provider names each endpoint `/dev/shm/<pid>:<n>:<m>` and removes the
-/// name when the endpoint closes. A process killed with SIGKILL leaves its names behind, and a
-/// later process that gets the same pid then fails to open an endpoint with EBUSY. Before the
-/// first shm endpoint of this process is opened, every name carrying this process's pid is
-/// necessarily such a leftover (its owner had this pid, so it is dead): remove them. Runs once
-/// per process, so the live endpoints this process opens afterwards are never touched.
-fn remove_stale_shm_names() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let prefix = format!("{}:", std::process::id());
-        let Ok(dir) = std::fs::read_dir("/dev/shm") else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(rest) = name.strip_prefix(&prefix) else {
-                continue;
-            };
-            let shaped = rest.split(':').count() == 2
-                && rest
-                    .split(':')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-            if shaped {
-                // Best effort: a name we cannot remove makes the open fail with its own error.
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    });
-}
-
 fn step(step: &'static str) -> impl FnOnce(FiError) -> OpenError {
     move |source| OpenError { step, source }
 }
@@ -90,9 +59,6 @@ impl FabricNet {
             hints = hints.with_source(s);
         }
         let info = Info::get(&hints).map_err(step("fi_getinfo"))?;
-        if info.caps().provider == "shm" {
-            remove_stale_shm_names();
-        }
         let fabric = Fabric::open(&info).map_err(step("fi_fabric"))?;
         let domain = Domain::open(&fabric).map_err(step("fi_domain"))?;
         let cq = Cq::open(&domain, &CqOptions::default()).map_err(step("fi_cq_open"))?;
