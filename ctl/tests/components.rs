@@ -249,3 +249,40 @@ fn list_verbose_prints_each_topic_with_its_description_on_one_line() {
     let empty = dir.path().join("empty");
     assert_eq!(ctl(&empty, &["topic", "list", "--verbose"]).ok().stdout, "");
 }
+
+#[test]
+fn nested_topic_options_are_kept_as_user_metadata_and_misspelt_scalars_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("data");
+    ctl(
+        &root,
+        &[
+            "topic",
+            "create",
+            "--name",
+            "n",
+            "--topic.config.option1",
+            "value1",
+            "--topic.config.option2",
+            "2",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        options(&root, "n")["config"],
+        json!({"option1": "value1", "option2": 2})
+    );
+    ctl(
+        &root,
+        &[
+            "topic",
+            "create",
+            "--name",
+            "m",
+            "--topic.num_partition",
+            "4",
+        ],
+    )
+    .fails_with("topic.num_partition");
+    assert!(!root.join("m").exists());
+}

@@ -74,7 +74,8 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    /// Parses and checks topic options; unknown keys are errors.
+    /// Parses and checks topic options; unknown keys are errors, except those holding an
+    /// object, which are user metadata kept as given.
     pub fn from_options(options: &Value) -> Result<Self> {
         let empty = serde_json::Map::new();
         let obj = match options {
@@ -104,10 +105,14 @@ impl TopicConfig {
                         .ok_or_else(|| Error::option("topic.sync", "must be true or false"))?
                 }
                 "validator" | "partition_selector" | "serializer" => {}
+                // User metadata, as upstream allows (`--topic.config.option1 v`): kept in
+                // topic.json and shown by `options()`. Unknown scalars are still errors, so a
+                // misspelt option (`num_partition: 4`) is caught.
+                _ if v.is_object() => {}
                 other => {
                     return Err(Error::option(
                         format!("topic.{other}"),
-                        "unknown option (known: num_partitions, sync, validator, partition_selector, serializer)",
+                        "unknown option (known: num_partitions, sync, validator, partition_selector, serializer; an object under any other key is kept as user metadata)",
                     ))
                 }
             }
