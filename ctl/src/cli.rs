@@ -13,6 +13,9 @@ Dynamic options:
                             ordering, thread_count
   --consumer.<key> <value>  Consumer option (consume): batch_size, max_num_batches,
                             partitions, thread_count, data
+  --validator.<key> <value>, --serializer.<key> <value>, --partition-selector.<key> <value>
+                            Component options (topic create), e.g.
+                            --partition-selector key_hash --partition-selector.field run
 
   `--<scope>.<key>=<value>` works too. Values are parsed as JSON when they are valid JSON
   (3, true, [0,1], \"quoted\"), otherwise taken as strings; string options (root_path,
@@ -20,7 +23,9 @@ Dynamic options:
   directory 2024. Dotted keys nest:
   --topic.validator.type required_fields gives {\"validator\": {\"type\": \"required_fields\"}}.
   Options from --driver-config / --topic-config files are merged with command-line options,
-  the command line winning.";
+  the command line winning. Component options are applied over the topic options in this
+  order, each winning over the previous: --topic-config, --topic.<component>.<key>,
+  --<component>-config, --<component>.<key>, --<component> NAME.";
 
 /// Command-line tool for Diaspora Stream API topics.
 #[derive(Debug, Parser)]
@@ -47,6 +52,34 @@ pub enum Command {
     /// Manage a consumer name's acknowledgements.
     #[command(subcommand)]
     Consumer(ConsumerCommand),
+    /// Run a daemon that bridges named pipes (FIFOs) and topics. It creates the control FIFO
+    /// and reads commands from it, one per line: `PATH -> TOPIC [(format=raw|json,
+    /// batch_size=N)]` creates FIFO PATH, whose lines become events; `PATH <- TOPIC
+    /// [(format=raw|json, batch_size=N, consumer=NAME)]` writes the metadata of the topic's
+    /// events to the existing FIFO PATH, one line each. Stops on SIGTERM/SIGINT after
+    /// flushing everything.
+    #[command(after_help = OPTION_SYNTAX)]
+    Fifo(FifoArgs),
+    /// Run a daemon that forwards events between topics, across drivers, one worker per
+    /// policy of the configuration (YAML or JSON: `drivers:` with `type` and `options`,
+    /// `forward:` with `from: driver/topic`, `to: driver/topic`). Source events are
+    /// acknowledged only after the destination stored them (at least once). Stops on
+    /// SIGTERM/SIGINT after flushing.
+    Forward(crate::forward::ForwardArgs),
+}
+
+/// Arguments of `fifo`.
+#[derive(Debug, Args)]
+pub struct FifoArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub driver: DriverArgs,
+    /// The control FIFO (created if absent; an existing FIFO is reused).
+    #[arg(long, value_name = "PATH")]
+    pub control_file: PathBuf,
+    /// Messages on stderr at this level and above.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub logging: crate::daemon::Level,
 }
 
 /// `consumer` subcommands.
@@ -77,9 +110,10 @@ pub enum TopicCommand {
     /// Create a topic.
     #[command(after_help = OPTION_SYNTAX)]
     Create(CreateArgs),
-    /// List the topics, one name per line.
+    /// List the topics, one name per line (with --verbose: the name, a space and the topic's
+    /// description as one line of JSON).
     #[command(after_help = OPTION_SYNTAX)]
-    List(DriverArgs),
+    List(ListArgs),
     /// Print a topic's options, partitions and completion state as JSON.
     #[command(after_help = OPTION_SYNTAX)]
     Describe(TopicArgs),
@@ -123,6 +157,18 @@ pub struct TopicArgs {
     pub driver: DriverArgs,
 }
 
+/// Arguments of `topic list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub driver: DriverArgs,
+    /// Print each topic's description (options, partitions, completion) after its name, as
+    /// one line of JSON.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
 /// Arguments of `topic create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -132,6 +178,27 @@ pub struct CreateArgs {
     /// JSON file holding topic options (merged with --topic.<key> options, which win).
     #[arg(long, value_name = "FILE")]
     pub topic_config: Option<PathBuf>,
+    /// Validator of the topic (e.g. `required_fields`, `NAME:LIBRARY.so`); its options are
+    /// given with --validator.<key> <value> and --validator-config.
+    #[arg(long, value_name = "NAME")]
+    pub validator: Option<String>,
+    /// JSON file holding validator options (merged with --validator.<key>, which win).
+    #[arg(long, value_name = "FILE")]
+    pub validator_config: Option<PathBuf>,
+    /// Serializer of the topic; options with --serializer.<key> and --serializer-config.
+    #[arg(long, value_name = "NAME")]
+    pub serializer: Option<String>,
+    /// JSON file holding serializer options (merged with --serializer.<key>, which win).
+    #[arg(long, value_name = "FILE")]
+    pub serializer_config: Option<PathBuf>,
+    /// Partition selector of the topic (e.g. `key_hash`); options with
+    /// --partition-selector.<key> and --partition-selector-config.
+    #[arg(long, value_name = "NAME")]
+    pub partition_selector: Option<String>,
+    /// JSON file holding partition-selector options (merged with --partition-selector.<key>,
+    /// which win).
+    #[arg(long, value_name = "FILE")]
+    pub partition_selector_config: Option<PathBuf>,
 }
 
 /// Arguments of `produce`.

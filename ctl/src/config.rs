@@ -58,6 +58,17 @@ pub enum OptionsError {
         #[source]
         source: serde_json::Error,
     },
+    /// A component in the topic options that is neither a name nor an object, while component
+    /// flags (`--validator`, ...) need to merge into it.
+    #[error("topic option {key} must be a name or an object with \"type\" to combine it with {flag}, found {found}")]
+    ComponentNotSpec {
+        /// The topic option (`validator`, `serializer`, `partition_selector`).
+        key: &'static str,
+        /// The component flag that needs to merge into it.
+        flag: String,
+        /// The JSON type found.
+        found: &'static str,
+    },
     /// An option file holds JSON that is not an object.
     #[error("option file {} must contain a JSON object, found {found}", path.display())]
     NotAnObject {
@@ -66,6 +77,43 @@ pub enum OptionsError {
         /// The JSON type found.
         found: &'static str,
     },
+}
+
+/// Merges one component's options into the topic options: the topic's `key` (a name is
+/// `{"type": name}`), then `file`, then `command_line`, then `name` as its `type`, each
+/// winning over the previous. Nothing is touched when no component option was given.
+pub fn merge_component(
+    topic: &mut Map<String, Value>,
+    key: &'static str,
+    flag: &str,
+    name: Option<&str>,
+    file: Option<&Path>,
+    command_line: Map<String, Value>,
+) -> Result<(), OptionsError> {
+    if name.is_none() && file.is_none() && command_line.is_empty() {
+        return Ok(());
+    }
+    let mut spec = match topic.remove(key) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::String(kind)) => Map::from_iter([("type".to_owned(), Value::String(kind))]),
+        Some(Value::Object(spec)) => spec,
+        Some(other) => {
+            return Err(OptionsError::ComponentNotSpec {
+                key,
+                flag: flag.to_owned(),
+                found: json_type(&other),
+            })
+        }
+    };
+    if let Some(path) = file {
+        merge_maps(&mut spec, load_config(path)?);
+    }
+    merge_maps(&mut spec, command_line);
+    if let Some(name) = name {
+        spec.insert("type".to_owned(), Value::String(name.to_owned()));
+    }
+    topic.insert(key.to_owned(), Value::Object(spec));
+    Ok(())
 }
 
 /// Merges `overlay` into `base`: objects merge key by key, recursively; anything else in
@@ -179,6 +227,75 @@ mod tests {
                 "replaced_by_object": {"y": 2}
             })
         );
+    }
+
+    #[test]
+    fn component_options_merge_in_order() {
+        let f = file_with(r#"{"type": "from_file", "fields": ["f"], "keep": 1}"#);
+        let mut topic = obj(json!({"validator": "from_topic", "num_partitions": 2}));
+        merge_component(
+            &mut topic,
+            "validator",
+            "--validator",
+            Some("required_fields"),
+            Some(f.path()),
+            obj(json!({"fields": ["cli"]})),
+        )
+        .expect("merge");
+        assert_eq!(
+            Value::Object(topic.clone()),
+            json!({"num_partitions": 2, "validator":
+                {"type": "required_fields", "fields": ["cli"], "keep": 1}})
+        );
+        // Nothing given: the topic options are left as they are (no empty object added).
+        merge_component(
+            &mut topic,
+            "serializer",
+            "--serializer",
+            None,
+            None,
+            Map::new(),
+        )
+        .expect("merge");
+        assert!(!topic.contains_key("serializer"));
+        // Only the file: its type is kept, over the topic's object.
+        let mut topic = obj(json!({"partition_selector": {"type": "round_robin", "x": 1}}));
+        let f = file_with(r#"{"type": "key_hash", "field": "k"}"#);
+        merge_component(
+            &mut topic,
+            "partition_selector",
+            "--partition-selector-config",
+            None,
+            Some(f.path()),
+            Map::new(),
+        )
+        .expect("merge");
+        assert_eq!(
+            Value::Object(topic),
+            json!({"partition_selector": {"type": "key_hash", "field": "k", "x": 1}})
+        );
+        let mut topic = obj(json!({"validator": 3}));
+        let e = merge_component(
+            &mut topic,
+            "validator",
+            "--validator",
+            Some("x"),
+            None,
+            Map::new(),
+        )
+        .expect_err("a number is no spec");
+        assert!(e.to_string().contains("a number"), "{e}");
+        let f = file_with("[]");
+        let e = merge_component(
+            &mut Map::new(),
+            "serializer",
+            "--serializer-config",
+            None,
+            Some(f.path()),
+            Map::new(),
+        )
+        .expect_err("not an object");
+        assert!(e.to_string().contains("an array"), "{e}");
     }
 
     #[test]

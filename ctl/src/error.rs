@@ -65,6 +65,18 @@ pub enum CliError {
         /// The driver given.
         driver: String,
     },
+    /// A daemon could not set itself up (control FIFO, signal handlers, configuration).
+    #[error("{context}: {source}")]
+    Daemon {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A daemon stopped with errors after its clean shutdown (each reported on stderr).
+    #[error("{0}")]
+    DaemonFailed(String),
     /// The reader of our output went away (e.g. `| head`): stop quietly.
     #[error("broken pipe")]
     BrokenPipe,

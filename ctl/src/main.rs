@@ -8,7 +8,10 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod config;
+mod daemon;
 mod error;
+mod fifo;
+mod forward;
 mod options;
 
 use cli::Cli;

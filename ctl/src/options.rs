@@ -26,14 +26,23 @@ pub enum Scope {
     Producer,
     /// Options passed to `ConsumerOptions::from_json`.
     Consumer,
+    /// Options of the topic's validator (topic create): `--validator.<key>`.
+    Validator,
+    /// Options of the topic's serializer (topic create): `--serializer.<key>`.
+    Serializer,
+    /// Options of the topic's partition selector (topic create): `--partition-selector.<key>`.
+    PartitionSelector,
 }
 
 impl Scope {
-    const ALL: [Scope; 4] = [
+    const ALL: [Scope; 7] = [
         Scope::Driver,
         Scope::Topic,
         Scope::Producer,
         Scope::Consumer,
+        Scope::Validator,
+        Scope::Serializer,
+        Scope::PartitionSelector,
     ];
 
     /// The scope's name, as written on the command line.
@@ -43,6 +52,9 @@ impl Scope {
             Scope::Topic => "topic",
             Scope::Producer => "producer",
             Scope::Consumer => "consumer",
+            Scope::Validator => "validator",
+            Scope::Serializer => "serializer",
+            Scope::PartitionSelector => "partition-selector",
         }
     }
 
@@ -65,7 +77,7 @@ pub struct ScopeOptions {
 /// The result of the pre-scan: dynamic options per scope and the arguments left for clap.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PreScan {
-    scopes: [ScopeOptions; 4],
+    scopes: [ScopeOptions; 7],
     /// Arguments for clap (program name included).
     pub rest: Vec<OsString>,
 }
@@ -489,6 +501,53 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("--topic.num_partitions"), "{msg}");
         assert!(msg.contains("topic list"), "{msg}");
+    }
+
+    #[test]
+    fn component_scopes_are_extracted_and_their_flags_left_for_clap() {
+        let mut p = scan(&[
+            "--validator",
+            "required_fields",
+            "--validator.fields",
+            "[\"x\"]",
+            "--validator-config",
+            "v.json",
+            "--serializer.type=json",
+            "--partition-selector.field",
+            "2024",
+            "--partition-selector-config",
+            "p.json",
+        ])
+        .expect("scan");
+        assert_eq!(
+            rest(&p),
+            [
+                "diaspora-ctl",
+                "--validator",
+                "required_fields",
+                "--validator-config",
+                "v.json",
+                "--partition-selector-config",
+                "p.json"
+            ]
+        );
+        assert_eq!(
+            Value::Object(p.take(Scope::Validator)),
+            json!({"fields": ["x"]})
+        );
+        assert_eq!(
+            Value::Object(p.take(Scope::Serializer)),
+            json!({"type": "json"})
+        );
+        assert_eq!(
+            Value::Object(p.take_typed(Scope::PartitionSelector, &["field"])),
+            json!({"field": "2024"})
+        );
+        let p = scan(&["--validator.type", "json"]).expect("scan");
+        let e = p
+            .reject_unused(&[Scope::Driver], "topic list")
+            .expect_err("validator options on list");
+        assert!(e.to_string().contains("--validator.type"), "{e}");
     }
 
     #[cfg(unix)]

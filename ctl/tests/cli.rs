@@ -521,7 +521,7 @@ fn verify_reports_clean_topics_and_damaged_records() {
 
     let data = dir
         .path()
-        .join("v/partitions/00000/00000000000000000000.data");
+        .join("v/partitions/00000000/00000000000000000000.data");
     let mut bytes = std::fs::read(&data).expect("read data");
     bytes[2 * 64] ^= 0xff;
     std::fs::write(&data, bytes).expect("write data");

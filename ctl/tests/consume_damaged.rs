@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_diaspora-ctl");
-const PART: &str = "d/partitions/00000/00000000000000000000";
+const PART: &str = "d/partitions/00000000/00000000000000000000";
 /// Index file header and record sizes (see the files driver's `format`).
 const INDEX_HEADER: u64 = 16;
 const INDEX_RECORD: u64 = 40;

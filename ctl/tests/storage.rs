@@ -280,7 +280,7 @@ fn repair_fixes_what_verify_reports_and_never_reuses_ids() {
         ],
     )
     .ok();
-    let part = root.join("r/partitions/00000/00000000000000000000");
+    let part = root.join("r/partitions/00000000/00000000000000000000");
     let data = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -82,6 +82,15 @@ pub enum FilesError {
         /// The partition.
         partition: usize,
     },
+    /// A topic's `layout` file names a layout this version does not know (written by a newer
+    /// version, or damaged).
+    #[error("{path}: unsupported topic layout {found:?} (this version reads layouts 1 and 2)")]
+    BadLayout {
+        /// The `layout` file.
+        path: PathBuf,
+        /// What it holds (at most 32 bytes of it).
+        found: String,
+    },
     /// A JSON configuration file is unreadable.
     #[error("{path}: invalid configuration: {source}")]
     BadConfig {

@@ -1,12 +1,23 @@
 //! A topic: a directory holding its configuration, partitions and consumers' acknowledgements.
 //!
 //! ```text
-//! <root>/<topic>/topic.json          options the topic was created with (with defaults filled)
+//! <root>/<topic>/topic.json          options the topic was created with (with defaults filled);
+//!                                    the only configuration the driver reads
+//! <root>/<topic>/layout              "2\n": the layout version (absent: layout 1)
+//! <root>/<topic>/validator.json      the validator's spec, e.g. {"type":"default"} (written
+//! <root>/<topic>/serializer.json     at creation for tools, as upstream names them; never
+//! <root>/<topic>/partition-selector.json  read back: topic.json is authoritative)
 //! <root>/<topic>/complete            present once the topic is marked complete
-//! <root>/<topic>/partitions/00000/   one directory per partition (see `format`); its `sealed`
-//!                                    marker is written first, under the partition's writer lock
+//! <root>/<topic>/partitions/00000000/ one directory per partition, 8 decimal digits (see
+//!                                    `format`); its `sealed` marker is written first, under
+//!                                    the partition's writer lock
 //! <root>/<topic>/consumers/<c>.acks  acknowledgements of consumer <c> (see `acks`)
 //! ```
+//!
+//! Layout 1 (every topic written before the layout file existed) names partitions with 5
+//! digits (`partitions/00000`) and has no component files; its partition files are the same
+//! (same [`crate::format::INDEX_VERSION`]). Both layouts are opened, read, appended to,
+//! verified and repaired; new topics are always written in layout 2.
 //!
 //! A topic is created in a hidden temporary directory renamed into place, so a crash never
 //! leaves a half-created topic visible.
@@ -33,6 +44,16 @@ use crate::partition::PartitionLog;
 
 /// Name of the configuration file of a topic.
 pub const TOPIC_CONFIG: &str = "topic.json";
+/// Name of the layout-version file.
+pub const LAYOUT_FILE: &str = "layout";
+/// Layout version of the topics this version creates.
+pub const LAYOUT_VERSION: u32 = 2;
+/// The component files of layout 2: (file name, key in the topic options).
+pub const COMPONENT_FILES: [(&str, &str); 3] = [
+    ("validator.json", "validator"),
+    ("serializer.json", "serializer"),
+    ("partition-selector.json", "partition_selector"),
+];
 /// Name of the completion marker.
 pub const COMPLETE_MARKER: &str = "complete";
 /// Most partitions a topic may have.
@@ -47,10 +68,14 @@ pub struct TopicConfig {
     pub sync: bool,
     /// The full options (policies included).
     pub options: Value,
+    /// The topic's layout version (1 or 2), see the module documentation; `from_options`
+    /// gives [`LAYOUT_VERSION`], [`load_config`] what the topic's `layout` file says.
+    pub layout: u32,
 }
 
 impl TopicConfig {
-    /// Parses and checks topic options; unknown keys are errors.
+    /// Parses and checks topic options; unknown keys are errors, except those holding an
+    /// object, which are user metadata kept as given.
     pub fn from_options(options: &Value) -> Result<Self> {
         let empty = serde_json::Map::new();
         let obj = match options {
@@ -80,10 +105,14 @@ impl TopicConfig {
                         .ok_or_else(|| Error::option("topic.sync", "must be true or false"))?
                 }
                 "validator" | "partition_selector" | "serializer" => {}
+                // User metadata, as upstream allows (`--topic.config.option1 v`): kept in
+                // topic.json and shown by `options()`. Unknown scalars are still errors, so a
+                // misspelt option (`num_partition: 4`) is caught.
+                _ if v.is_object() => {}
                 other => {
                     return Err(Error::option(
                         format!("topic.{other}"),
-                        "unknown option (known: num_partitions, sync, validator, partition_selector, serializer)",
+                        "unknown option (known: num_partitions, sync, validator, partition_selector, serializer; an object under any other key is kept as user metadata)",
                     ))
                 }
             }
@@ -96,6 +125,7 @@ impl TopicConfig {
             num_partitions,
             sync,
             options: Value::Object(full),
+            layout: LAYOUT_VERSION,
         })
     }
 }
@@ -116,13 +146,52 @@ pub fn load_config(root: &Path, name: &str) -> Result<TopicConfig> {
             source,
         })
     })?;
-    TopicConfig::from_options(&options)
+    let mut config = TopicConfig::from_options(&options)?;
+    config.layout = read_layout(&root.join(name))?;
+    Ok(config)
+}
+
+/// Reads a topic's layout version: 1 when the `layout` file is absent.
+fn read_layout(topic_dir: &Path) -> Result<u32> {
+    let path = topic_dir.join(LAYOUT_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match std::str::from_utf8(&bytes).map(str::trim) {
+            Ok("2") => Ok(2),
+            Ok("1") => Ok(1),
+            _ => {
+                let shown = &bytes[..bytes.len().min(32)];
+                Err(FilesError::BadLayout {
+                    path,
+                    found: String::from_utf8_lossy(shown).into_owned(),
+                }
+                .into())
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(FilesError::io("read", &path, e).into()),
+    }
+}
+
+/// The spec of a topic component as written in its component file: a name becomes
+/// `{"type": name}`, an absent component `{"type": "default"}`.
+fn component_spec(options: &Value, key: &str) -> Value {
+    match options.get(key) {
+        None | Some(Value::Null) => json!({"type": "default"}),
+        Some(Value::String(kind)) => json!({ "type": kind }),
+        Some(other) => other.clone(),
+    }
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn partition_dir(topic_dir: &Path, index: usize) -> PathBuf {
-    topic_dir.join("partitions").join(format!("{index:05}"))
+/// The directory of partition `index` in a topic of layout `layout`.
+pub fn partition_dir(topic_dir: &Path, layout: u32, index: usize) -> PathBuf {
+    let name = if layout == 1 {
+        format!("{index:05}")
+    } else {
+        format!("{index:08}")
+    };
+    topic_dir.join("partitions").join(name)
 }
 
 /// Creates topic `name` under `root`.
@@ -142,10 +211,24 @@ pub fn create_topic(root: &Path, name: &str, options: &Value) -> Result<()> {
         let mkdir = |p: &Path| fs::create_dir_all(p).map_err(|e| FilesError::io("mkdir", p, e));
         mkdir(&tmp.join("consumers"))?;
         for i in 0..config.num_partitions {
-            let dir = partition_dir(&tmp, i);
+            let dir = partition_dir(&tmp, LAYOUT_VERSION, i);
             mkdir(&dir)?;
             PartitionLog::create(&dir)?;
         }
+        let write = |path: PathBuf, bytes: Vec<u8>| {
+            fs::write(&path, bytes).map_err(|e| FilesError::io("write", &path, e))
+        };
+        for (file, key) in COMPONENT_FILES {
+            let spec = component_spec(&config.options, key);
+            write(
+                tmp.join(file),
+                serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+            )?;
+        }
+        write(
+            tmp.join(LAYOUT_FILE),
+            format!("{LAYOUT_VERSION}\n").into_bytes(),
+        )?;
         let text = serde_json::to_vec_pretty(&config.options).unwrap_or_default();
         let cfg = tmp.join(TOPIC_CONFIG);
         fs::write(&cfg, text).map_err(|e| FilesError::io("write", &cfg, e))
@@ -217,7 +300,7 @@ impl TopicShared {
             .map(|i| {
                 Arc::new(json!({
                     "topic": name,
-                    "path": partition_dir(&dir, i).display().to_string(),
+                    "path": partition_dir(&dir, config.layout, i).display().to_string(),
                 }))
             })
             .collect();
@@ -277,7 +360,7 @@ pub fn open_partitions(
     config: &TopicConfig,
 ) -> Vec<std::result::Result<PartitionLog, FilesError>> {
     (0..config.num_partitions)
-        .map(|i| PartitionLog::open(&partition_dir(dir, i), config.sync))
+        .map(|i| PartitionLog::open(&partition_dir(dir, config.layout, i), config.sync))
         .collect()
 }
 

@@ -236,13 +236,13 @@ mod tests {
 
         let data = dir
             .path()
-            .join("t/partitions/00001/00000000000000000000.data");
+            .join("t/partitions/00000001/00000000000000000000.data");
         let mut bytes = std::fs::read(&data).expect("read");
         bytes[3 * 100 + 7] ^= 1; // event 3 of partition 1
         std::fs::write(&data, &bytes).expect("write");
         let index = dir
             .path()
-            .join("t/partitions/00000/00000000000000000000.index");
+            .join("t/partitions/00000000/00000000000000000000.index");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&index)

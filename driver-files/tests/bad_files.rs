@@ -22,7 +22,7 @@ fn produce(d: &Driver, n: u32) {
     p.flush().get().expect("flush");
 }
 
-const PART: &str = "t/partitions/00000/00000000000000000000";
+const PART: &str = "t/partitions/00000000/00000000000000000000";
 
 #[test]
 fn metadata_only_consumers_never_read_the_data_file() {

@@ -102,7 +102,7 @@ fn kill_9_mid_write_leaves_a_clean_prefix_and_appends_continue() {
     // run on a little so the kill lands mid-write, then kill it without warning.
     let index = dir
         .path()
-        .join("t/partitions/00000/00000000000000000000.index");
+        .join("t/partitions/00000000/00000000000000000000.index");
     let started = std::time::Instant::now();
     while std::fs::metadata(&index).map(|m| m.len()).unwrap_or(0) < 16 + 40 * 3000 {
         assert!(
@@ -160,7 +160,7 @@ fn torn_tail_is_cut_on_reopen() {
     p.flush().get().expect("flush");
     drop(p);
     // Simulate a writer killed mid-batch: half an index record, garbage metadata and data.
-    let part = dir.path().join("t/partitions/00000");
+    let part = dir.path().join("t/partitions/00000000");
     for (ext, junk) in [
         ("index", vec![7u8; 17]),
         ("meta", b"{\"tag\":".to_vec()),
@@ -203,7 +203,7 @@ fn corrupted_records_are_reported_never_served() {
         drop(p.push(json!({"tag": "a", "seq": seq}), vec![0xabu8; 3000]));
     }
     drop(p);
-    let part = dir.path().join("t/partitions/00000");
+    let part = dir.path().join("t/partitions/00000000");
     let flip = |ext: &str, offset: u64| {
         use std::os::unix::fs::FileExt;
         let f = OpenOptions::new()

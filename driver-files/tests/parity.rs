@@ -309,7 +309,7 @@ fn introspection_of_driver_topic_producer_consumer_and_event() {
         info["path"]
             .as_str()
             .expect("path")
-            .ends_with(&format!("a/partitions/{index:05}")),
+            .ends_with(&format!("a/partitions/{index:08}")),
         "{info}"
     );
 }

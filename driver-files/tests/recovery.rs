@@ -37,7 +37,7 @@ fn push(t: &TopicHandle, ids: std::ops::Range<u64>, size: usize) -> Vec<u64> {
 }
 
 fn file(root: &Path, ext: &str) -> PathBuf {
-    root.join(format!("t/partitions/00000/00000000000000000000.{ext}"))
+    root.join(format!("t/partitions/00000000/00000000000000000000.{ext}"))
 }
 
 fn len(p: &Path) -> u64 {
@@ -303,7 +303,7 @@ fn complete_last_record_failing_its_checksum_is_cut_and_the_index_shortened() {
     // The cut is really a truncation, also with nothing to append.
     flip(&index, record_offset(4) + 1);
     let p = diaspora_driver_files::partition::PartitionLog::open(
-        &root.join("t/partitions/00000"),
+        &root.join("t/partitions/00000000"),
         false,
     )
     .expect("open log");

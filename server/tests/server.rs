@@ -799,7 +799,7 @@ fn fetches_stop_at_a_gap_left_by_a_torn_append_and_serve_the_rest_after_it() {
         assert!(s.wait_exit(Duration::from_secs(30)).success());
         // A writer killed after writing data and metadata but before the index: bytes
         // after the end of the log that no record covers.
-        let part = data.join("t/partitions/00000");
+        let part = data.join("t/partitions/00000000");
         for ext in ["data", "meta"] {
             let path = part.join(format!("00000000000000000000.{ext}"));
             let mut f = std::fs::OpenOptions::new()

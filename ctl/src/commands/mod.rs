@@ -24,11 +24,13 @@ pub fn run(command: Command, scan: PreScan) -> Result<(), CliError> {
         Command::Produce(args) => produce::run(args, scan),
         Command::Consume(args) => consume::run(args, scan),
         Command::Consumer(ConsumerCommand::Reset(args)) => consumer::reset(args, scan),
+        Command::Fifo(args) => crate::fifo::run(args, scan),
+        Command::Forward(args) => crate::forward::run(args, scan),
     }
 }
 
 /// Instantiates the driver from `--driver`, `--driver-config` and `--driver.<key>` options.
-fn open_driver(args: &DriverArgs, scan: &mut PreScan) -> Result<Driver, CliError> {
+pub(crate) fn open_driver(args: &DriverArgs, scan: &mut PreScan) -> Result<Driver, CliError> {
     let options = resolve(args.driver_config.as_deref(), driver_options(args, scan))?;
     Ok(Driver::new(&args.driver, options)?)
 }
