@@ -45,3 +45,27 @@ pub enum HeatError {
         source: std::io::Error,
     },
 }
+
+/// Opens the driver named by the command line: `--root DIR` (files) or `--group-file G`
+/// (fabric, feature `fabric`).
+pub fn open_driver(
+    root: &Option<String>,
+    group_file: &Option<String>,
+) -> Result<diaspora_api::Driver, HeatError> {
+    use diaspora_api::{json, Driver};
+    match (root, group_file) {
+        (Some(root), None) => {
+            diaspora_driver_files::register();
+            Ok(Driver::new("files", json!({ "root_path": root }))?)
+        }
+        #[cfg(feature = "fabric")]
+        (None, Some(g)) => {
+            diaspora_driver_fabric::register();
+            Ok(Driver::new("fabric", json!({ "group_file": g }))?)
+        }
+        _ => Err(HeatError::BadArgument(
+            "give --root DIR (files driver) or --group-file G (fabric driver, feature `fabric`)"
+                .into(),
+        )),
+    }
+}

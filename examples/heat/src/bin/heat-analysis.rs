@@ -5,13 +5,14 @@
 //! neither loses nor repeats a step: steps already in the log are acknowledged, not repeated.
 
 use clap::Parser;
-use diaspora_api::{json, ConsumerOptions, DataDescriptor, Driver, Metadata};
+use diaspora_api::{ConsumerOptions, DataDescriptor, Metadata};
 use diaspora_example_heat::meta::SlabMeta;
 use diaspora_example_heat::tracker::{Slab, Tracker};
-use diaspora_example_heat::{png, HeatError};
+use diaspora_example_heat::{open_driver, png, HeatError};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 struct Args {
@@ -92,6 +93,17 @@ fn run(args: Args) -> Result<(), HeatError> {
         .map_err(io(&args.log))?;
 
     let driver = open_driver(&args.root, &args.group_file)?;
+    // The simulation may not have created the topic yet.
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms.max(0) as u64);
+    while !driver.topic_exists(&args.topic)? {
+        if Instant::now() > deadline {
+            return Err(HeatError::BadArgument(format!(
+                "no topic {:?} after {} ms",
+                args.topic, args.timeout_ms
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let topic = driver.open_topic(&args.topic)?;
     let k = args.k;
     let options = ConsumerOptions {
@@ -196,25 +208,6 @@ fn run(args: Args) -> Result<(), HeatError> {
         )));
     }
     Ok(())
-}
-
-/// Opens the driver named by the arguments.
-fn open_driver(root: &Option<String>, group_file: &Option<String>) -> Result<Driver, HeatError> {
-    match (root, group_file) {
-        (Some(root), None) => {
-            diaspora_driver_files::register();
-            Ok(Driver::new("files", json!({ "root_path": root }))?)
-        }
-        #[cfg(feature = "fabric")]
-        (None, Some(g)) => {
-            diaspora_driver_fabric::register();
-            Ok(Driver::new("fabric", json!({ "group_file": g }))?)
-        }
-        _ => Err(HeatError::BadArgument(
-            "give --root DIR (files driver) or --group-file G (fabric driver, feature `fabric`)"
-                .into(),
-        )),
-    }
 }
 
 fn main() {

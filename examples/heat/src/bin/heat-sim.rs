@@ -2,11 +2,11 @@
 //! slab (zero copy from the simulation's buffer) with its bounds and statistics.
 
 use clap::Parser;
-use diaspora_api::{json, Bytes, Driver, EventId, Future};
+use diaspora_api::{json, Bytes, EventId, Future};
 use diaspora_example_heat::comm::Comm;
 use diaspora_example_heat::field::{self, SlabBytes};
 use diaspora_example_heat::meta::SlabMeta;
-use diaspora_example_heat::HeatError;
+use diaspora_example_heat::{open_driver, HeatError};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -38,28 +38,6 @@ struct Args {
     /// Number of ranks the launcher must have started (refuse N silent singletons).
     #[arg(long)]
     expect_ranks: Option<usize>,
-}
-
-/// Opens the driver named by the arguments.
-pub fn open_driver(
-    root: &Option<String>,
-    group_file: &Option<String>,
-) -> Result<Driver, HeatError> {
-    match (root, group_file) {
-        (Some(root), None) => {
-            diaspora_driver_files::register();
-            Ok(Driver::new("files", json!({ "root_path": root }))?)
-        }
-        #[cfg(feature = "fabric")]
-        (None, Some(g)) => {
-            diaspora_driver_fabric::register();
-            Ok(Driver::new("fabric", json!({ "group_file": g }))?)
-        }
-        _ => Err(HeatError::BadArgument(
-            "give --root DIR (files driver) or --group-file G (fabric driver, feature `fabric`)"
-                .into(),
-        )),
-    }
 }
 
 fn comm() -> Box<dyn Comm> {
