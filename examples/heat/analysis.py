@@ -14,6 +14,7 @@ import argparse
 import os
 import struct
 import sys
+import time
 import zlib
 from collections import defaultdict, deque
 
@@ -108,7 +109,13 @@ def main(argv=None):
             offset=c0 * 8, num_blocks=rows, block_size=(c1 - c0) * 8, gap_size=(nx - (c1 - c0)) * 8
         )
 
-    topic = Driver(backend="files", options={"root_path": a.root}).open_topic(a.topic)
+    driver = Driver(backend="files", options={"root_path": a.root})
+    deadline = time.monotonic() + a.timeout_ms / 1000
+    while not driver.topic_exists(a.topic):  # the simulation may not have created it yet
+        if time.monotonic() > deadline:
+            sys.exit(f"analysis.py: no topic {a.topic!r} after {a.timeout_ms} ms")
+        time.sleep(0.05)
+    topic = driver.open_topic(a.topic)
     consumer = topic.consumer(a.consumer, data_selector=selector)
     pending = defaultdict(dict)  # step -> rank -> (row0, values)
     completed = set()
