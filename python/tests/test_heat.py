@@ -34,6 +34,8 @@ def steps(log):
     out = {}
     if os.path.exists(log):
         for line in open(log):
+            if not line.endswith("\n"):
+                break  # a line being written while we read
             f = line.split()
             out.setdefault(int(f[1]), []).append((float(f[3]), float(f[5]), float(f[7])))
     return out

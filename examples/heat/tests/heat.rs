@@ -78,7 +78,10 @@ fn wait(mut child: Child, what: &str) -> std::process::ExitStatus {
 /// step -> (count, line)
 fn steps(log: &Path) -> BTreeMap<u64, (usize, String)> {
     let mut m: BTreeMap<u64, (usize, String)> = BTreeMap::new();
-    for l in std::fs::read_to_string(log).unwrap_or_default().lines() {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    // Only complete lines: the analysis may be writing one while we read.
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    for l in complete.lines() {
         let s: u64 = l
             .split(' ')
             .nth(1)
