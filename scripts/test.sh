@@ -57,6 +57,10 @@ run() {
 run fmt cargo fmt --all -- --check
 run clippy cargo clippy --workspace --all-targets -- -D warnings
 
+# The driver library the dylib tests load (they run this same command, a no-op once it ran
+# here; built alone, it can take minutes on a loaded 2-core machine: other feature sets).
+run cdylib cargo build -p diaspora-dylib-driver
+
 if cargo nextest --version >/dev/null 2>&1; then
     RUNNER=nextest
     run tests cargo nextest run --workspace --exclude diaspora-python --no-fail-fast
