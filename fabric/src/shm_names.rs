@@ -78,7 +78,7 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["77:x:0", "770:0:0", "other"]);
+        assert_eq!(left, ["770:0:0", "77:x:0", "other"]); // byte order: b'0' < b':'
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
