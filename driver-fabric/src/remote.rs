@@ -56,6 +56,27 @@ const POOL_KEEP: usize = 16;
 /// A registered buffer and the generation of the engines that registered it.
 type Pooled = (u64, Buffer);
 
+/// What a call keeps alive until its answer: a pooled staging or landing buffer, and the
+/// caller's event data registered in place (zero copy) for the server to read.
+#[derive(Default)]
+struct Kept {
+    staging: Option<Pooled>,
+    pinned: Vec<Buffer>,
+}
+
+impl Kept {
+    fn pooled(b: Pooled) -> Kept {
+        Kept {
+            staging: Some(b),
+            pinned: Vec::new(),
+        }
+    }
+}
+
+/// Event data segments of at least this many bytes are registered in place (no copy into
+/// staging) when a batch is sent; smaller ones are copied into one pooled staging buffer.
+pub const ZERO_COPY_MIN: usize = 16 * 1024;
+
 /// Why the driver could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -543,7 +564,7 @@ impl RemoteService {
         topic: &str,
         partition: usize,
         op: u16,
-        body: impl FnOnce(&RemoteService, usize) -> Result<(Vec<u8>, Option<Pooled>), ServiceError>
+        body: impl FnOnce(&RemoteService, usize) -> Result<(Vec<u8>, Kept), ServiceError>
             + Send
             + 'static,
         deadline: Instant,
@@ -578,10 +599,11 @@ impl RemoteService {
             let me2 = me.clone();
             pending.on_complete(move |r| match r {
                 Ok(body) => {
-                    let out = decode(&me2, pl, body, keep.as_ref().map(|(_, b)| b));
-                    if let Some(b) = keep {
+                    let out = decode(&me2, pl, body, keep.staging.as_ref().map(|(_, b)| b));
+                    if let Some(b) = keep.staging {
                         me2.give_back(b);
                     }
+                    drop(keep.pinned);
                     done(out)
                 }
                 Err(e) => {
@@ -772,7 +794,7 @@ impl Service for RemoteService {
                     },
                     landing: vec![region],
                 };
-                Ok((req.to_vec(), Some(landing)))
+                Ok((req.to_vec(), Kept::pooled(landing)))
             },
             request.deadline,
             move |me, pl, body, landing| {
@@ -827,7 +849,7 @@ impl Service for RemoteService {
                         .collect(),
                     landing: vec![region],
                 };
-                Ok((req.to_vec(), Some(landing)))
+                Ok((req.to_vec(), Kept::pooled(landing)))
             },
             deadline,
             move |me, pl, body, landing| {
@@ -871,7 +893,7 @@ impl Service for RemoteService {
                 topic,
                 partition,
                 diaspora_proto::Op::Subscribe.code(),
-                move |_, _| Ok((req.to_vec(), None)),
+                move |_, _| Ok((req.to_vec(), Kept::default())),
                 deadline,
                 move |me, pl, body, _| match decode_or_retry::<SubscribeResponse>(me, pl, &body)? {
                     Ok(r) => Ok(r.next_id),
@@ -905,7 +927,7 @@ impl Service for RemoteService {
             topic,
             partition,
             diaspora_proto::Op::Commit.code(),
-            move |_, _| Ok((req.to_vec(), None)),
+            move |_, _| Ok((req.to_vec(), Kept::default())),
             deadline,
             move |me, pl, body, _| match decode_or_retry::<CommitResponse>(me, pl, &body)? {
                 Ok(_) => Ok(()),
@@ -938,12 +960,22 @@ impl Drop for RemoteService {
     }
 }
 
-/// Encodes a `ProduceBatch`, staging the table (when not inline) and the data.
+/// One region of a batch, in the order the server reads them back to back.
+enum Piece<'a> {
+    /// Bytes `start..end` of the staging buffer.
+    Staged(usize, usize),
+    /// The caller's segment, registered in place.
+    Pinned(&'a bytes::Bytes),
+}
+
+/// Encodes a `ProduceBatch`: the table (when not inline) and small data are copied into one
+/// pooled staging buffer; data segments of at least [`ZERO_COPY_MIN`] bytes are registered in
+/// place, as long as the server's `max_regions` allows.
 fn encode_batch(
     me: &RemoteService,
     engine: usize,
     b: &OutBatch,
-) -> Result<(Vec<u8>, Option<Pooled>), ServiceError> {
+) -> Result<(Vec<u8>, Kept), ServiceError> {
     let limits = me.limits();
     let mut table = BatchTable::default();
     let mut at = 0usize;
@@ -961,13 +993,36 @@ fn encode_batch(
     table.encode_into(&mut encoded);
     let inline = encoded.len() <= limits.max_inline as usize;
     let data_len = b.data_bytes();
-    let region_len = data_len as usize + if inline { 0 } else { encoded.len() };
-    let (regions, staging) = if region_len == 0 {
-        (Vec::new(), None)
-    } else {
-        let mut staging = me
-            .buffer(engine, region_len)
-            .map_err(|e| ServiceError::refused(Error::driver(e)))?;
+    // Plan the regions: staged runs and pinned segments, in byte order.
+    let max_regions = (limits.max_regions as usize).max(1);
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut staged = 0usize;
+    let mut run_start = 0usize;
+    if !inline {
+        staged = encoded.len();
+    }
+    for d in &b.data {
+        for seg in d.segments() {
+            // Taking this segment costs at most two regions (the run before it and itself),
+            // and one more may follow it.
+            if seg.len() >= ZERO_COPY_MIN && pieces.len() + 3 <= max_regions {
+                if staged > run_start {
+                    pieces.push(Piece::Staged(run_start, staged));
+                }
+                pieces.push(Piece::Pinned(seg));
+                run_start = staged;
+            } else {
+                staged += seg.len();
+            }
+        }
+    }
+    if staged > run_start {
+        pieces.push(Piece::Staged(run_start, staged));
+    }
+    let mut kept = Kept::default();
+    let driver = |e| ServiceError::refused(Error::driver(e));
+    if staged > 0 {
+        let mut staging = me.buffer(engine, staged).map_err(driver)?;
         let out = staging.1.as_mut_slice();
         let mut pos = 0;
         if !inline {
@@ -976,18 +1031,45 @@ fn encode_batch(
         }
         for d in &b.data {
             for s in d.segments() {
+                if s.len() >= ZERO_COPY_MIN
+                    && pieces
+                        .iter()
+                        .any(|p| matches!(p, Piece::Pinned(x) if std::ptr::eq(*x, s)))
+                {
+                    continue;
+                }
                 out[pos..pos + s.len()].copy_from_slice(s);
                 pos += s.len();
             }
         }
-        let region = staging
-            .1
-            .remote()
-            .map_err(|e| ServiceError::refused(Error::driver(e)))?
-            .slice(0, region_len as u64)
-            .ok_or_else(|| ServiceError::refused(Error::Corrupted("staging too small".into())))?;
-        (vec![region], Some(staging))
-    };
+        kept.staging = Some(staging);
+    }
+    let mut regions = Vec::with_capacity(pieces.len());
+    for p in &pieces {
+        let region = match p {
+            Piece::Staged(start, end) => kept
+                .staging
+                .as_ref()
+                .ok_or_else(|| ServiceError::refused(Error::Corrupted("no staging".into())))?
+                .1
+                .remote()
+                .map_err(driver)?
+                .slice(*start as u64, (*end - *start) as u64),
+            Piece::Pinned(seg) => {
+                let buf = me.engines()[engine]
+                    .register_bytes((*seg).clone())
+                    .map_err(driver)?;
+                let r = buf.remote().map_err(driver)?.slice(0, seg.len() as u64);
+                kept.pinned.push(buf);
+                r
+            }
+        };
+        regions.push(
+            region.ok_or_else(|| {
+                ServiceError::refused(Error::Corrupted("staging too small".into()))
+            })?,
+        );
+    }
     let req = ProduceBatch {
         topic: b.topic.clone(),
         partition: b.partition as u32,
@@ -999,7 +1081,7 @@ fn encode_batch(
         table: inline.then_some(encoded),
         regions,
     };
-    Ok((req.to_vec(), staging))
+    Ok((req.to_vec(), kept))
 }
 
 /// Turns a fetch answer into events (the table inline or in the landing buffer).

@@ -7,11 +7,15 @@ use std::ptr::NonNull;
 
 /// A buffer whose bytes stay at the same address for as long as it is owned and not resized.
 ///
+/// Only `Deref` is required: a read-only buffer (for example shared `bytes::Bytes`, wrapped by
+/// the caller) may be registered as the source of sends, RMA writes and remote reads;
+/// [`crate::MemoryRegion::as_mut_slice`] exists only for buffers that are also `DerefMut`.
+///
 /// # Safety
-/// Implementors guarantee that `deref()`/`deref_mut()` return the same pointer and length for
-/// the whole life of the value (no reallocation through `&mut self` of `[u8]`), and that moving
-/// the value does not move the bytes (they are on the heap).
-pub unsafe trait RegionBuf: DerefMut<Target = [u8]> + Send + 'static {}
+/// Implementors guarantee that `deref()` (and `deref_mut()` when implemented) return the same
+/// pointer and length for the whole life of the value (no reallocation through `&mut self` of
+/// `[u8]`), and that moving the value does not move the bytes (they are on the heap or static).
+pub unsafe trait RegionBuf: Deref<Target = [u8]> + Send + 'static {}
 
 // SAFETY: a Vec's heap pointer does not change while only `&mut [u8]` (not `&mut Vec`) is
 // handed out, which is all MemoryRegion does; moving a Vec does not move its heap bytes.

@@ -87,7 +87,7 @@ impl<B: RegionBuf> MemoryRegion<B> {
     /// Registers `buf` with `access` (`fi_mr_reg`). Under `FI_MR_PROV_KEY` the provider picks
     /// the key, otherwise the domain's allocator requests a fresh one. Under `FI_MR_ENDPOINT`
     /// call [`MemoryRegion::bind`] before use.
-    pub fn register(domain: &Domain, mut buf: B, access: Access) -> Result<Self> {
+    pub fn register(domain: &Domain, buf: B, access: Access) -> Result<Self> {
         let d = &domain.inner;
         d.policy.check_registrable(buf.len())?;
         let requested = match d.policy.key_source(&d.keys)? {
@@ -95,14 +95,14 @@ impl<B: RegionBuf> MemoryRegion<B> {
             KeySource::Requested(k) => k,
         };
         let len = buf.len();
-        let addr = buf.as_mut_ptr();
+        let addr = buf.as_ptr();
         let mut fid: *mut sys::fid_mr = ptr::null_mut();
         // SAFETY: addr/len describe memory owned by `buf`, which this value keeps alive (and in
         // place, RegionBuf) for longer than the registration.
         let rc = unsafe {
             sys::fi_mr_reg(
                 d.fid,
-                addr.cast_const().cast(),
+                addr.cast(),
                 len,
                 access.0,
                 0,
@@ -217,11 +217,6 @@ impl<B: RegionBuf> MemoryRegion<B> {
         &self.buf
     }
 
-    /// The bytes, mutable. Do not call while an operation using this region is in flight.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-
     /// The key (`fi_mr_key`).
     pub fn key(&self) -> u64 {
         self.mr.key
@@ -242,6 +237,13 @@ impl<B: RegionBuf> MemoryRegion<B> {
     /// The raw MR fid. Owned by `self`: do not close it.
     pub fn as_raw(&self) -> *mut sys::fid_mr {
         self.mr.fid
+    }
+}
+
+impl<B: RegionBuf + std::ops::DerefMut> MemoryRegion<B> {
+    /// The bytes, mutable. Do not call while an operation using this region is in flight.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.buf
     }
 }
 

@@ -3,15 +3,56 @@
 
 use std::os::fd::RawFd;
 
+use bytes::Bytes;
 use diaspora_fabric::{
     Access, Av, Cq, CqOptions, Domain, Endpoint, Error as FiError, Fabric, Hints, Info,
-    MemoryRegion, PageBuf, PeerAddr, RemoteRegion,
+    LocalSegment, MemoryRegion, PageBuf, PeerAddr, RegionBuf, RemoteRegion,
 };
 
 use crate::net::{Net, NetError, NetEvent, PostError};
 
-/// A registered, page-aligned buffer.
-pub type FabricMr = MemoryRegion<PageBuf>;
+/// Caller-owned `Bytes`, registered in place (read-only).
+pub struct SharedBytes(Bytes);
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+// SAFETY: the bytes a `Bytes` points at never move or change while any handle to them lives
+// (they are on the heap or static, and `Bytes` gives no mutable access); this value holds one
+// handle for as long as the registration exists, and only `Deref` is implemented, so nothing
+// writes through it.
+unsafe impl RegionBuf for SharedBytes {}
+
+/// A registration: a page-aligned zeroed buffer the engine owns, or the caller's `Bytes`
+/// registered in place (read-only: the source of sends and RMA writes, readable by peers).
+pub enum FabricMr {
+    /// `Handle::register`: writable, peers may read and write it.
+    Owned(MemoryRegion<PageBuf>),
+    /// `Handle::register_bytes`: read-only.
+    Shared(MemoryRegion<SharedBytes>),
+}
+
+impl FabricMr {
+    fn local(&self, range: std::ops::Range<usize>) -> Result<LocalSegment<'_>, FiError> {
+        match self {
+            FabricMr::Owned(m) => m.local(range),
+            FabricMr::Shared(m) => m.local(range),
+        }
+    }
+
+    fn writable(&mut self) -> Result<&mut MemoryRegion<PageBuf>, PostError> {
+        match self {
+            FabricMr::Owned(m) => Ok(m),
+            FabricMr::Shared(_) => Err(PostError::Failed(
+                "a read-only registration (register_bytes) cannot receive data".into(),
+            )),
+        }
+    }
+}
 
 /// One endpoint with its own domain, CQ and AV.
 pub struct FabricNet {
@@ -136,19 +177,44 @@ impl Net for FabricNet {
         if let Some(ep) = &self.ep {
             mr.bind(ep)?;
         }
-        Ok(mr)
+        Ok(FabricMr::Owned(mr))
+    }
+
+    fn register_bytes(&mut self, bytes: Bytes) -> Result<FabricMr, NetError> {
+        if bytes.is_empty() {
+            return Err("cannot register an empty buffer".into());
+        }
+        let access = Access::SEND | Access::WRITE | Access::REMOTE_READ;
+        let mut mr = MemoryRegion::register(&self.domain, SharedBytes(bytes), access)?;
+        if let Some(ep) = &self.ep {
+            mr.bind(ep)?;
+        }
+        Ok(FabricMr::Shared(mr))
     }
 
     fn bytes(mr: &FabricMr) -> &[u8] {
-        mr.as_slice()
+        match mr {
+            FabricMr::Owned(m) => m.as_slice(),
+            FabricMr::Shared(m) => m.as_slice(),
+        }
     }
 
-    fn bytes_mut(mr: &mut FabricMr) -> &mut [u8] {
-        mr.as_mut_slice()
+    fn is_read_only(mr: &FabricMr) -> bool {
+        matches!(mr, FabricMr::Shared(_))
+    }
+
+    fn bytes_mut(mr: &mut FabricMr) -> Option<&mut [u8]> {
+        match mr {
+            FabricMr::Owned(m) => Some(m.as_mut_slice()),
+            FabricMr::Shared(_) => None,
+        }
     }
 
     fn remote(mr: &FabricMr) -> Result<RemoteRegion, NetError> {
-        Ok(mr.remote()?)
+        Ok(match mr {
+            FabricMr::Owned(m) => m.remote()?,
+            FabricMr::Shared(m) => m.remote()?,
+        })
     }
 
     fn remote_len(remote: &RemoteRegion) -> usize {
@@ -156,7 +222,7 @@ impl Net for FabricNet {
     }
 
     unsafe fn post_recv(&mut self, mr: &mut FabricMr, ctx: u64) -> Result<(), PostError> {
-        let seg = mr.local_all().map_err(failed)?;
+        let seg = mr.writable()?.local_all().map_err(failed)?;
         // SAFETY: forwarded contract: the caller keeps `mr` alive until the completion.
         post(unsafe { self.ep()?.post_recv(&seg, ctx) })
     }
@@ -184,7 +250,7 @@ impl Net for FabricNet {
     ) -> Result<(), PostError> {
         let dest = self.peer(peer)?;
         let end = offset.saturating_add(Self::remote_len(remote));
-        let seg = mr.local(offset..end).map_err(failed)?;
+        let seg = mr.writable()?.local(offset..end).map_err(failed)?;
         // SAFETY: forwarded contract.
         post(unsafe {
             self.ep()?

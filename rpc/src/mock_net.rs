@@ -130,6 +130,8 @@ impl World {
 /// A registered buffer of the mock.
 pub(crate) struct MockMr {
     buf: Box<[u8]>,
+    /// Registered by `register_bytes` (the mock copies; the contract is what is tested).
+    read_only: bool,
     key: u64,
     world: World,
 }
@@ -239,17 +241,32 @@ impl Net for MockNet {
             .insert(key, (self.addr.clone(), buf.as_ptr() as usize, len));
         Ok(MockMr {
             buf,
+            read_only: false,
             key,
             world: self.world.clone(),
         })
+    }
+
+    fn register_bytes(&mut self, bytes: bytes::Bytes) -> Result<MockMr, NetError> {
+        if bytes.is_empty() {
+            return Err("cannot register an empty buffer".into());
+        }
+        let mut mr = self.register(bytes.len(), true)?;
+        mr.buf.copy_from_slice(&bytes);
+        mr.read_only = true;
+        Ok(mr)
     }
 
     fn bytes(mr: &MockMr) -> &[u8] {
         &mr.buf
     }
 
-    fn bytes_mut(mr: &mut MockMr) -> &mut [u8] {
-        &mut mr.buf
+    fn is_read_only(mr: &MockMr) -> bool {
+        mr.read_only
+    }
+
+    fn bytes_mut(mr: &mut MockMr) -> Option<&mut [u8]> {
+        (!mr.read_only).then_some(&mut mr.buf[..])
     }
 
     fn remote(mr: &MockMr) -> Result<MockRemote, NetError> {
@@ -265,6 +282,9 @@ impl Net for MockNet {
     }
 
     unsafe fn post_recv(&mut self, mr: &mut MockMr, ctx: u64) -> Result<(), PostError> {
+        if mr.read_only {
+            return Err(PostError::Failed("read-only registration".into()));
+        }
         let mut w = self.world.0.lock();
         let Some(ep) = w.eps.get_mut(&self.addr) else {
             return Err(PostError::Failed("closed".into()));
@@ -325,6 +345,9 @@ impl Net for MockNet {
         remote: &MockRemote,
         ctx: u64,
     ) -> Result<(), PostError> {
+        if mr.read_only {
+            return Err(PostError::Failed("read-only registration".into()));
+        }
         let len = mr.buf.len().saturating_sub(offset);
         let ptr = mr.buf[offset..].as_mut_ptr();
         self.rma(peer, ptr, len, remote, ctx, false)

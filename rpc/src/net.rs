@@ -44,16 +44,23 @@ pub trait Net: Send + 'static {
     fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError>;
     /// Registers a new zeroed buffer of `len` bytes; `remote` allows peers to read and write it.
     fn register(&mut self, len: usize, remote: bool) -> Result<Self::Mr, NetError>;
+    /// Registers the caller's `bytes` in place (no copy) as a read-only region: the source of
+    /// sends and RMA writes, readable by peers, never written. The returned value owns the
+    /// `Bytes`, so the memory lives until the registration is closed.
+    fn register_bytes(&mut self, bytes: bytes::Bytes) -> Result<Self::Mr, NetError>;
     /// The bytes of a registered buffer.
     fn bytes(mr: &Self::Mr) -> &[u8];
-    /// The bytes of a registered buffer, mutably.
-    fn bytes_mut(mr: &mut Self::Mr) -> &mut [u8];
+    /// The bytes of a registered buffer, mutably; `None` for a read-only registration
+    /// ([`register_bytes`](Net::register_bytes)).
+    fn bytes_mut(mr: &mut Self::Mr) -> Option<&mut [u8]>;
+    /// True for a read-only registration.
+    fn is_read_only(mr: &Self::Mr) -> bool;
     /// The descriptor peers use to reach all of `mr`.
     fn remote(mr: &Self::Mr) -> Result<Self::Remote, NetError>;
     /// The length of a remote region.
     fn remote_len(remote: &Self::Remote) -> usize;
 
-    /// Posts a receive into all of `mr`.
+    /// Posts a receive into all of `mr` (fails for a read-only registration).
     ///
     /// # Safety
     /// `mr` must stay alive and unmoved-from until the completion for `ctx` is read or the
@@ -71,6 +78,8 @@ pub trait Net: Send + 'static {
         ctx: u64,
     ) -> Result<(), PostError>;
     /// Posts an RMA read of all of `remote` into `mr` at `offset`.
+    ///
+    /// Fails for a read-only registration.
     ///
     /// # Safety
     /// As for [`post_recv`](Net::post_recv); `offset + remote_len(remote) <= mr.len()`.

@@ -543,3 +543,46 @@ fn inline_progress_calls_and_reads_across_processes() {
         assert!(peer_proc.finish().success(), "{p}");
     }
 }
+
+#[test]
+fn register_bytes_is_read_in_place_by_a_peer_and_refuses_to_be_written() {
+    for p in providers() {
+        let peer_proc = PeerProc::spawn(&p);
+        let e = engine(&p);
+        let peer = e
+            .connect(&peer_proc.addr, Duration::from_secs(10))
+            .wait()
+            .expect("connect");
+        // The caller's Bytes, registered without a copy, are the source of an RMA write.
+        let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 253) as u8).collect();
+        let bytes = bytes::Bytes::from(data.clone());
+        let clone = bytes.clone();
+        let src = e.register_bytes(bytes).expect("register_bytes");
+        assert!(src.is_read_only());
+        assert_eq!(src.as_slice().as_ptr(), clone.as_ptr(), "{p}: no copy");
+        let target = vec![peer_proc.region.slice(4096, 65536).expect("slice")];
+        let src = e
+            .write(&peer, src, target.clone(), SEC5)
+            .wait()
+            .expect("write from registered bytes");
+        let back = e
+            .read(&peer, target.clone(), e.register(65536).expect("reg"), SEC5)
+            .wait()
+            .expect("read back");
+        assert_eq!(back.as_slice(), &data[..], "{p}");
+        // Reading into the read-only buffer is refused with an error, and nothing is written.
+        match e.read(&peer, target, src, SEC5).wait() {
+            Err(BulkError { error, buffer }) => {
+                assert!(!format!("{error}").is_empty());
+                if let Some(b) = buffer {
+                    assert_eq!(b.as_slice(), &data[..], "{p}: untouched");
+                }
+            }
+            Ok(_) => panic!("{p}: a read into register_bytes memory must fail"),
+        }
+        assert_eq!(&clone[..], &data[..]);
+        assert!(e.register_bytes(bytes::Bytes::new()).is_err(), "{p}: empty");
+        e.shutdown();
+        assert!(peer_proc.finish().success(), "{p}: peer exits cleanly");
+    }
+}

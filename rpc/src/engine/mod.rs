@@ -131,12 +131,19 @@ impl<N: Net> Buffer<N> {
         self.mr.as_ref().map(N::bytes).unwrap_or(&[])
     }
 
-    /// The bytes, mutably.
+    /// The bytes, mutably. Empty for a read-only buffer ([`Handle::register_bytes`]); see
+    /// [`Buffer::is_read_only`].
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        match self.mr.as_mut() {
-            Some(mr) => N::bytes_mut(mr),
+        match self.mr.as_mut().and_then(N::bytes_mut) {
+            Some(b) => b,
             None => &mut [],
         }
+    }
+
+    /// True for the caller's `Bytes` registered in place by [`Handle::register_bytes`]: peers
+    /// may read it, nothing writes it (bulk reads into it fail).
+    pub fn is_read_only(&self) -> bool {
+        self.mr.as_ref().is_some_and(N::is_read_only)
     }
 
     /// Length in bytes.
@@ -248,6 +255,10 @@ pub(crate) enum Cmd<N: Net> {
         len: usize,
         sink: Sink<Buffer<N>>,
     },
+    RegisterBytes {
+        bytes: bytes::Bytes,
+        sink: Sink<Buffer<N>>,
+    },
     Release(N::Mr),
     Respond {
         session: u32,
@@ -278,7 +289,9 @@ impl<N: Net> Cmd<N> {
         match self {
             Cmd::Connect { sink, .. } => sink.complete(Err(error)),
             Cmd::Call { sink, .. } | Cmd::RawCall { sink, .. } => sink.complete(Err(error)),
-            Cmd::Register { sink, .. } => sink.complete(Err(error)),
+            Cmd::Register { sink, .. } | Cmd::RegisterBytes { sink, .. } => {
+                sink.complete(Err(error))
+            }
             // The buffer goes with the error: nothing was posted.
             Cmd::Bulk(b) => b.sink.complete(Err(BulkError {
                 error,
@@ -717,6 +730,23 @@ impl<N: Net> Handle<N> {
     pub fn register(&self, len: usize) -> Result<Buffer<N>, RpcError> {
         let (sink, pending) = pair();
         self.shared.submit_or_fail(Cmd::Register { len, sink });
+        pending.wait()
+    }
+
+    /// Registers the caller's `bytes` in place, without copying them, as a read-only buffer
+    /// peers may read (the source of a produce batch the server pulls with RDMA, or of
+    /// [`Handle::write`]). The buffer owns the `Bytes`: the memory lives until the buffer is
+    /// dropped and the registration closed, so no safe code can free it while a transfer may
+    /// use it. Bulk reads *into* it fail. An empty `bytes` is refused.
+    pub fn register_bytes(&self, bytes: bytes::Bytes) -> Result<Buffer<N>, RpcError> {
+        if bytes.is_empty() {
+            return Err(RpcError::InvalidArgument(
+                "cannot register an empty buffer".into(),
+            ));
+        }
+        let (sink, pending) = pair();
+        self.shared
+            .submit_or_fail(Cmd::RegisterBytes { bytes, sink });
         pending.wait()
     }
 

@@ -414,6 +414,13 @@ impl<N: Net> Progress<N> {
                     source,
                 })),
             },
+            Cmd::RegisterBytes { bytes, sink } => match self.net.register_bytes(bytes) {
+                Ok(mr) => sink.complete(Ok(self.shared.wrap(mr))),
+                Err(source) => sink.complete(Err(RpcError::Transport {
+                    what: "register bytes",
+                    source,
+                })),
+            },
             Cmd::Release(mr) => drop(mr),
             Cmd::Respond {
                 session,

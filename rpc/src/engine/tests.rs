@@ -518,3 +518,57 @@ fn an_engine_that_talked_to_a_dead_peer_connects_to_a_new_one() {
         vec![1]
     );
 }
+
+#[test]
+fn register_bytes_regions_are_pulled_by_the_peer_and_reads_into_them_fail() {
+    let world = World::default();
+    let (server, client, peer) = pair(&world);
+    // The producer (client) registers its caller's Bytes; the server pulls them.
+    let a = client
+        .register_bytes(bytes::Bytes::from(vec![5u8; 300]))
+        .unwrap();
+    let b = client
+        .register_bytes(bytes::Bytes::from_static(b"tail"))
+        .unwrap();
+    assert!(a.is_read_only() && b.is_read_only());
+    let mut owned = client.register(8).unwrap();
+    assert!(!owned.is_read_only());
+    owned.as_mut_slice().fill(1);
+    let server_peer = server
+        .connect(client.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let into = server.register(304).unwrap();
+    let into = server
+        .read(
+            &server_peer,
+            vec![a.remote().unwrap(), b.remote().unwrap()],
+            into,
+            SEC,
+        )
+        .wait()
+        .unwrap();
+    assert!(into.as_slice()[..300].iter().all(|&x| x == 5));
+    assert_eq!(&into.as_slice()[300..], b"tail");
+    // A read-only buffer is never a destination: the read fails and the bytes are unchanged.
+    let r = client
+        .read(&peer, vec![owned.remote().unwrap()], a, SEC)
+        .wait();
+    match r {
+        Err(e) => {
+            if let Some(buf) = e.buffer {
+                assert!(buf.as_slice().iter().all(|&x| x == 5));
+            }
+        }
+        Ok(_) => panic!("a read into register_bytes memory must fail"),
+    }
+    let mut b = b;
+    assert!(
+        b.as_mut_slice().is_empty(),
+        "no mutable view of shared bytes"
+    );
+    assert!(matches!(
+        client.register_bytes(bytes::Bytes::new()),
+        Err(RpcError::InvalidArgument(_))
+    ));
+}

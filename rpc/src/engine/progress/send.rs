@@ -121,8 +121,14 @@ impl<N: Net> Progress<N> {
     }
 
     fn fill_slot(&mut self, slot: usize, bytes: &[u8]) {
-        if let Some(s) = self.sends[slot].as_mut() {
-            N::bytes_mut(&mut s.mr)[..bytes.len()].copy_from_slice(bytes);
+        // Send slots are always engine-owned (writable) registrations of at least the frame's
+        // length (`send_slot` sizes them).
+        if let Some(dst) = self.sends[slot]
+            .as_mut()
+            .and_then(|s| N::bytes_mut(&mut s.mr))
+            .and_then(|b| b.get_mut(..bytes.len()))
+        {
+            dst.copy_from_slice(bytes);
         }
     }
 
