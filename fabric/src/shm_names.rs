@@ -39,11 +39,19 @@ pub(crate) fn remove_stale_in(dir: &Path, pid: u32) -> usize {
     removed
 }
 
-/// Runs [`remove_stale_in`] on `/dev/shm` for this process, once per process.
+/// Removes the shm endpoint names (`/dev/shm/<pid>:<n>:<m>`) of process `pid`, which must be
+/// dead (for example a child killed with SIGKILL: its names would otherwise wait for a later
+/// process with the same pid, which removes them before its first shm endpoint). Returns how
+/// many were removed.
+pub fn remove_shm_names_of(pid: u32) -> usize {
+    remove_stale_in(Path::new("/dev/shm"), pid)
+}
+
+/// Runs [`remove_shm_names_of`] for this process, once per process.
 pub(crate) fn remove_stale_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        remove_stale_in(Path::new("/dev/shm"), std::process::id());
+        remove_shm_names_of(std::process::id());
     });
 }
 

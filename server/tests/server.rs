@@ -101,7 +101,7 @@ impl Server {
         let pid = self.child.as_ref().unwrap().id();
         self.signal(libc::SIGKILL);
         self.wait_exit(Duration::from_secs(10));
-        remove_shm_names(pid);
+        diaspora_fabric::remove_shm_names_of(pid);
     }
 }
 
@@ -110,20 +110,6 @@ impl Drop for Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-    }
-}
-
-/// libfabric's shm provider names its endpoints `<pid>:<n>:<m>` in /dev/shm and a process
-/// killed with SIGKILL leaves them behind, where a later process that gets the same pid fails
-/// to open its endpoint (EBUSY). Remove the names of a child we killed.
-fn remove_shm_names(pid: u32) {
-    if let Ok(rd) = std::fs::read_dir("/dev/shm") {
-        let prefix = format!("{pid}:");
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
         }
     }
 }
@@ -502,7 +488,7 @@ fn a_producer_killed_while_the_server_reads_from_it_does_not_stop_the_server() {
         let pid = child.id();
         child.kill().unwrap();
         child.wait().unwrap();
-        remove_shm_names(pid);
+        diaspora_fabric::remove_shm_names_of(pid);
         // Everyone else is still served.
         for seq in 0..5 {
             c.produce(&t, "t", 0, 77, seq, &events(2, 3, 1000)).unwrap();

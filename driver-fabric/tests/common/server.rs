@@ -117,7 +117,7 @@ impl ServerProcess {
             let pid = c.id();
             let _ = c.kill();
             let _ = c.wait();
-            remove_shm_names(pid);
+            diaspora_fabric::remove_shm_names_of(pid);
         }
     }
 
@@ -129,20 +129,6 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// libfabric's shm provider names its endpoints `<pid>:<n>:<m>` in /dev/shm, and a process
-/// killed with SIGKILL leaves them behind, where a later process that gets the same pid fails
-/// to open its endpoint (EBUSY): remove the names of a server we killed.
-fn remove_shm_names(pid: u32) {
-    if let Ok(rd) = std::fs::read_dir("/dev/shm") {
-        let prefix = format!("{pid}:");
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
     }
 }
 
