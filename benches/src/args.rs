@@ -109,6 +109,25 @@ pub struct Args {
     /// Do not mark the topic complete after producing.
     #[arg(long)]
     pub no_complete: bool,
+
+    /// Skip the ceiling (files driver: sequential 1 MiB writes then reads of the same number of
+    /// bytes on a scratch file next to the topic, measured before each run, each result shown
+    /// as a ratio of it).
+    #[arg(long)]
+    pub no_ceiling: bool,
+
+    /// Bytes per `write`/`read` call of the ceiling (1 MiB is the reference).
+    #[arg(long, default_value_t = crate::ceiling::CHUNK, value_parser = parse_call_size)]
+    pub ceiling_call_size: usize,
+}
+
+fn parse_call_size(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1 << 30).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a call size in bytes between 1 and 1 GiB"
+        )),
+    }
 }
 
 fn parse_batch_size(s: &str) -> Result<Value, String> {

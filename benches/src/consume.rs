@@ -94,6 +94,7 @@ pub fn consume(topic: &TopicHandle, config: &ConsumeConfig) -> Result<PhaseResul
         bytes: stats.bytes,
         seconds,
         peak_rss_kib,
+        ceiling: None,
     })
 }
 

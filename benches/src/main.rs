@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod args;
+mod ceiling;
 mod consume;
 mod memory;
 mod produce;

@@ -70,6 +70,7 @@ pub fn produce(
         bytes: config.events * workload.event_bytes(),
         seconds,
         peak_rss_kib,
+        ceiling: None,
     })
 }
 

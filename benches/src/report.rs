@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::ceiling::{Ceiling, Side};
+
 /// What one phase of one run measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PhaseResult {
@@ -15,6 +17,9 @@ pub struct PhaseResult {
     pub seconds: f64,
     /// Peak resident set size during the phase, in KiB (if the platform reports it).
     pub peak_rss_kib: Option<u64>,
+    /// The ceiling measured in the same run, and the side of it this phase is compared with
+    /// (files driver; `None` for other drivers or with `--no-ceiling`).
+    pub ceiling: Option<(Side, Ceiling)>,
 }
 
 impl PhaseResult {
@@ -28,14 +33,31 @@ impl PhaseResult {
         rate(self.bytes as f64 / (1024.0 * 1024.0), self.seconds)
     }
 
+    /// Bytes (metadata + data) per second.
+    pub fn bytes_per_sec(&self) -> f64 {
+        rate(self.bytes as f64, self.seconds)
+    }
+
+    /// This phase's speed as a fraction of its ceiling, if one was measured.
+    pub fn ceiling_ratio(&self) -> Option<f64> {
+        let (side, c) = self.ceiling.as_ref()?;
+        Some(c.ratio(*side, self.bytes_per_sec()))
+    }
+
     /// One human-readable line; `label` is e.g. "run 1/3" or "median".
     pub fn text(&self, label: &str) -> String {
         let rss = match self.peak_rss_kib {
             Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
             None => "n/a".to_owned(),
         };
+        let ratio = match (&self.ceiling, self.ceiling_ratio()) {
+            (Some((side, _)), Some(r)) => {
+                format!("  {:.1}% of {} ceiling", r * 100.0, side_name(*side))
+            }
+            _ => String::new(),
+        };
         format!(
-            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}",
+            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}{ratio}",
             self.phase,
             self.events,
             self.seconds,
@@ -56,9 +78,22 @@ impl PhaseResult {
             "events_per_sec": self.events_per_sec(),
             "mib_per_sec": self.mib_per_sec(),
             "peak_rss_kib": self.peak_rss_kib,
+            "ceiling": self.ceiling.as_ref().map(|(side, c)| {
+                let mut j = c.json();
+                j["compared_with"] = side_name(*side).into();
+                j
+            }),
+            "ceiling_ratio": self.ceiling_ratio(),
             "config": config,
         })
         .to_string()
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Write => "write",
+        Side::Read => "read",
     }
 }
 
@@ -107,6 +142,7 @@ mod tests {
             bytes: 1024 * 1024,
             seconds,
             peak_rss_kib: Some(rss),
+            ceiling: None,
         }
     }
 
@@ -124,6 +160,40 @@ mod tests {
         let x = r(0.5, 1);
         assert_eq!(x.events_per_sec(), 2000.0);
         assert_eq!(x.mib_per_sec(), 2.0);
+    }
+
+    #[test]
+    fn results_show_their_ratio_to_the_ceiling() {
+        let mut x = r(0.5, 1);
+        assert_eq!(x.ceiling_ratio(), None);
+        assert!(!x.text("median").contains("ceiling"));
+        assert!(x
+            .json("median", None, &json!({}))
+            .contains("\"ceiling_ratio\":null"));
+        x.ceiling = Some((
+            Side::Write,
+            Ceiling {
+                dir: "/x".into(),
+                bytes: 1024 * 1024,
+                call_size: 1 << 20,
+                write_seconds: 0.25,
+                read_seconds: 1.0,
+                resident_after_write: Some(1.0),
+            },
+        ));
+        // 2 MiB/s against a 4 MiB/s write ceiling.
+        assert_eq!(x.ceiling_ratio(), Some(0.5));
+        assert!(
+            x.text("median").ends_with("50.0% of write ceiling"),
+            "{}",
+            x.text("median")
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&x.json("run", Some(0), &json!({}))).expect("json");
+        assert_eq!(j["ceiling_ratio"], 0.5);
+        assert_eq!(j["ceiling"]["compared_with"], "write");
+        assert_eq!(j["ceiling"]["write_mib_per_sec"], 4.0);
+        assert_eq!(j["ceiling"]["fit_in_page_cache"], true);
     }
 
     #[test]

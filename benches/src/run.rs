@@ -6,6 +6,7 @@ use diaspora_api::{Driver, TopicHandle, Value};
 use serde_json::{json, Map};
 
 use crate::args::{Args, Generic, Mode};
+use crate::ceiling::{self, Ceiling};
 use crate::consume::{consume, ConsumeConfig};
 use crate::produce::{produce, ProduceConfig};
 use crate::report::{median, PhaseResult};
@@ -67,8 +68,10 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
         let topic_name = topic_name(args, &stamp, r);
         let topic = open_or_create(&driver, args, &generic, &topic_name)?;
         let label = format!("run {}/{}", r + 1, args.runs);
+        let ceiling = measure_ceiling(args, &opts, &workload, &label, &config)?;
         if args.mode != Mode::Consume {
-            let p = produce(&topic, &workload, &produce_config(args, &generic))?;
+            let mut p = produce(&topic, &workload, &produce_config(args, &generic))?;
+            ceiling::attach(&mut p, ceiling.as_ref(), args.data_size);
             emit(args, &p, &label, Some(r), &config);
             produced.push(p);
         }
@@ -77,7 +80,8 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
                 .consumer_name
                 .clone()
                 .unwrap_or_else(|| format!("bench-consumer-{stamp}-r{r}"));
-            let c = consume(&topic, &consume_config(args, &generic, name))?;
+            let mut c = consume(&topic, &consume_config(args, &generic, name))?;
+            ceiling::attach(&mut c, ceiling.as_ref(), args.data_size);
             emit(args, &c, &label, Some(r), &config);
             consumed.push(c);
         }
@@ -96,6 +100,42 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
     }
     drop(storage);
     Ok(())
+}
+
+/// The files driver's ceiling for this run: sequential 1 MiB writes then reads of as many bytes
+/// as the run produces, in the topic's root directory, measured just before the run and
+/// printed. `None` for other drivers, with `--no-ceiling`, or when the byte count is unknown
+/// (`consume --events 0`).
+fn measure_ceiling(
+    args: &Args,
+    opts: &Map<String, Value>,
+    workload: &Workload,
+    label: &str,
+    config: &Value,
+) -> Result<Option<Ceiling>, String> {
+    let root = match opts.get("root_path") {
+        Some(Value::String(r)) => PathBuf::from(r),
+        _ => PathBuf::from("diaspora_data"),
+    };
+    if args.driver != "files" || args.no_ceiling || args.events == 0 {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let c = ceiling::measure_files(
+        &root,
+        args.events * workload.event_bytes(),
+        args.ceiling_call_size,
+    )
+    .map_err(|e| format!("measuring the ceiling in {}: {e}", root.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"kind": "ceiling", "label": label, "ceiling": c.json(), "config": config})
+        );
+    } else {
+        println!("{}", c.text(label));
+    }
+    Ok(Some(c))
 }
 
 fn new_driver(args: &Args, opts: &Map<String, Value>) -> Result<Driver, String> {

@@ -298,9 +298,9 @@ impl PartitionLog {
             return Ok(tail.count);
         }
         // 1. metadata and data, after the end of the files (never over an earlier byte),
-        // 2. index records: the commit point.
-        f.meta
-            .write_all_at(&batch.meta, tail.meta_next)
+        // 2. index records: the commit point. Metadata and data go in system calls of at most
+        // `sys::WRITE_CALL_MAX` bytes (see there why).
+        write_all_vectored_at(&f.meta, &[&batch.meta], tail.meta_next)
             .map_err(|e| FilesError::io("write", path_of(&self.dir, META_EXT), e))?;
         let mut segs: Vec<&[u8]> = Vec::new();
         for d in &batch.data {

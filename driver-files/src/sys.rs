@@ -112,23 +112,54 @@ pub fn read_exact_at_into(
 /// Most iovecs one `pwritev` call accepts (Linux's `IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
-/// Writes all `bufs`, back to back, at `offset`, with as few system calls as possible.
-pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
+/// Most bytes one `pwritev` call carries: 256 KiB.
+///
+/// A batch (up to 16 MiB of data) is still written under one lock and committed by one index
+/// write; only the system calls are cut. The kernel sizes the page-cache folios of a buffered
+/// write by the length of the call, and large folios are costly to allocate once free memory
+/// is not made of recently freed large blocks (issue 10, development VM, 1.9 GB written per
+/// measurement after a 3-5 s pause: 1 MiB calls 250-280 MiB/s, 16 MiB calls 0.5-0.8 GB/s,
+/// 256 KiB calls 1.7-1.8 GiB/s, 128 KiB 1.8-1.9 GiB/s, 64 KiB 1.2-1.3 GiB/s). 256 KiB calls
+/// are also long enough that the per-call cost is negligible.
+pub const WRITE_CALL_MAX: usize = 256 << 10;
+
+/// Writes all `bufs`, back to back, at `offset`, in as few system calls of at most
+/// [`WRITE_CALL_MAX`] bytes as possible.
+pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    write_all_vectored_capped(file, bufs, offset, WRITE_CALL_MAX).map(|_| ())
+}
+
+/// [`write_all_vectored_at`] with system calls of at most `max_call` bytes (at least 1);
+/// returns the number of `pwritev` calls made.
+fn write_all_vectored_capped(
+    file: &File,
+    bufs: &[&[u8]],
+    mut offset: u64,
+    max_call: usize,
+) -> io::Result<usize> {
+    let max_call = max_call.max(1);
     let mut bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(bufs.len().min(IOV_MAX));
+    let mut calls = 0;
     let mut start = 0;
     while start < bufs.len() {
-        let end = (start + IOV_MAX).min(bufs.len());
-        let iov: Vec<libc::iovec> = bufs[start..end]
-            .iter()
-            .map(|b| libc::iovec {
+        iov.clear();
+        let mut bytes = 0;
+        for b in &bufs[start..] {
+            if iov.len() == IOV_MAX || bytes == max_call {
+                break;
+            }
+            let take = b.len().min(max_call - bytes);
+            iov.push(libc::iovec {
                 iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
+                iov_len: take,
+            });
+            bytes += take;
+        }
         let off = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: every iovec points into a slice borrowed from `bufs`, alive and unmodified for
-        // the duration of the call; the kernel only reads from them.
+        // SAFETY: every iovec points into (a prefix of) a slice borrowed from `bufs`, alive and
+        // unmodified for the duration of the call; the kernel only reads from them.
         let n = unsafe {
             libc::pwritev(
                 file.as_raw_fd(),
@@ -137,6 +168,7 @@ pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io
                 off,
             )
         };
+        calls += 1;
         let Some(mut written) = transferred(n, io::ErrorKind::WriteZero, "pwritev wrote nothing")?
         else {
             continue;
@@ -154,7 +186,7 @@ pub fn write_all_vectored_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> io
             }
         }
     }
-    Ok(())
+    Ok(calls)
 }
 
 #[cfg(test)]
@@ -171,6 +203,50 @@ mod tests {
         let mut back = vec![0u8; 9000];
         f.read_exact_at(&mut back, 5).expect("read");
         assert_eq!(back, chunks.concat());
+    }
+
+    #[test]
+    fn vectored_writes_are_cut_into_calls_of_at_most_the_cap() {
+        let f = tempfile::tempfile().expect("tempfile");
+        // Buffers shorter than, equal to and longer than the cap, and empty ones.
+        let chunks: Vec<Vec<u8>> = [3usize, 0, 7, 20, 1, 0, 6, 15]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8 + 1; n])
+            .collect();
+        let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let calls = write_all_vectored_capped(&f, &refs, 11, 7).expect("write");
+        // A regular file takes every call whole: exactly ceil(total / cap) calls.
+        assert_eq!(calls, total.div_ceil(7));
+        let mut back = vec![0u8; total];
+        f.read_exact_at(&mut back, 11).expect("read");
+        assert_eq!(back, chunks.concat());
+        assert_eq!(f.metadata().expect("stat").len(), 11 + total as u64);
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_cap_takes_several_calls_and_iov_max_still_bounds_them() {
+        let f = tempfile::tempfile().expect("tempfile");
+        let big = vec![9u8; 2 * WRITE_CALL_MAX + 5];
+        assert_eq!(
+            write_all_vectored_capped(&f, &[&big], 0, WRITE_CALL_MAX).expect("write"),
+            3
+        );
+        let small: Vec<Vec<u8>> = (0..2500u32).map(|i| vec![(i % 7) as u8; 2]).collect();
+        let refs: Vec<&[u8]> = small.iter().map(|c| c.as_slice()).collect();
+        // 5000 bytes, far below the cap: the 1024-iovec limit decides.
+        assert_eq!(
+            write_all_vectored_capped(&f, &refs, big.len() as u64, WRITE_CALL_MAX).expect("write"),
+            3
+        );
+        let mut back = vec![0u8; 5000];
+        f.read_exact_at(&mut back, big.len() as u64).expect("read");
+        assert_eq!(back, small.concat());
+        assert_eq!(
+            write_all_vectored_capped(&f, &[&[]], 0, 1).expect("empty"),
+            0
+        );
     }
 
     #[test]
