@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod groupfile;
 pub mod log;
+pub mod memlog;
 pub mod partition;
 pub mod pool;
 pub mod ranks;
