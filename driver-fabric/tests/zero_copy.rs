@@ -102,7 +102,7 @@ fn consumed_data_held_by_the_application_survive_later_fetches() {
             )
             .unwrap();
         for i in 0..BATCH * BATCHES {
-            producer.push(json!({ "i": i }), event_data(i));
+            let _ = producer.push(json!({ "i": i }), event_data(i));
         }
         producer.flush().get().unwrap();
         let consumer = topic
@@ -121,7 +121,7 @@ fn consumed_data_held_by_the_application_survive_later_fetches() {
             assert_eq!(e.id(), i as u64, "{provider}");
             // Every other batch is dropped at once: its buffer returns to the pool and is
             // reused for a later fetch while the held ones must stay intact.
-            if (i / BATCH) % 2 == 0 {
+            if (i / BATCH).is_multiple_of(2) {
                 held.push((i, e));
             }
         }
