@@ -237,9 +237,15 @@ pub fn run(args: &Args, generic: &Generic) -> Result<(), String> {
     };
     if rank == 0 && !args.json {
         println!(
-            "diaspora-bench ranks: {launch}; {} producer(s), {} consumer(s), {} partition(s), driver {} {}",
-            roles.producers,
-            if roles.solo { 0 } else { roles.consumers },
+            "diaspora-bench ranks: {launch}; {}, {} partition(s), driver {} {}",
+            if roles.solo {
+                "one rank: produces, then consumes".to_owned()
+            } else {
+                format!(
+                    "{} producer(s), {} consumer(s)",
+                    roles.producers, roles.consumers
+                )
+            },
             roles.partitions,
             args.driver,
             Value::Object(opts.clone()),
