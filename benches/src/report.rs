@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::histogram::Histogram;
+
 /// What one phase of one run measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PhaseResult {
@@ -15,6 +17,10 @@ pub struct PhaseResult {
     pub seconds: f64,
     /// Peak resident set size during the phase, in KiB (if the platform reports it).
     pub peak_rss_kib: Option<u64>,
+    /// Wall-clock start of the phase, nanoseconds since the Unix epoch (to aggregate ranks).
+    pub start_unix_ns: u64,
+    /// Push latencies of the sampled pushes (produce only).
+    pub push_latency: Option<Histogram>,
 }
 
 impl PhaseResult {
@@ -28,14 +34,26 @@ impl PhaseResult {
         rate(self.bytes as f64 / (1024.0 * 1024.0), self.seconds)
     }
 
+    /// Push latency quantile `q` in microseconds, if measured.
+    pub fn latency_us(&self, q: f64) -> Option<f64> {
+        self.push_latency
+            .as_ref()
+            .and_then(|h| h.quantile(q))
+            .map(|ns| ns as f64 / 1000.0)
+    }
+
     /// One human-readable line; `label` is e.g. "run 1/3" or "median".
     pub fn text(&self, label: &str) -> String {
         let rss = match self.peak_rss_kib {
             Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
             None => "n/a".to_owned(),
         };
+        let latency = match (self.latency_us(0.5), self.latency_us(0.99)) {
+            (Some(p50), Some(p99)) => format!("  push p50 {p50:.0} us p99 {p99:.0} us"),
+            _ => String::new(),
+        };
         format!(
-            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}",
+            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}{latency}",
             self.phase,
             self.events,
             self.seconds,
@@ -56,6 +74,8 @@ impl PhaseResult {
             "events_per_sec": self.events_per_sec(),
             "mib_per_sec": self.mib_per_sec(),
             "peak_rss_kib": self.peak_rss_kib,
+            "push_p50_us": self.latency_us(0.5),
+            "push_p99_us": self.latency_us(0.99),
             "config": config,
         })
         .to_string()
@@ -90,6 +110,13 @@ pub fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Nanoseconds since the Unix epoch.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Resets the peak RSS to the current RSS (Linux ≥ 4.0), so each phase reports its own peak.
 /// Without it the figure is the process-wide peak so far.
 pub fn reset_peak_rss() {
@@ -107,6 +134,8 @@ mod tests {
             bytes: 1024 * 1024,
             seconds,
             peak_rss_kib: Some(rss),
+            start_unix_ns: 0,
+            push_latency: None,
         }
     }
 
