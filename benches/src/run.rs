@@ -21,6 +21,7 @@ struct Storage {
 pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
     diaspora_driver_files::register();
     diaspora_driver_fabric::register();
+    diaspora_driver_kafka::register();
     crate::memory::register();
     let workload = Workload::new(args.metadata_size, args.data_size)?;
     let config = config_json(args, &generic);
