@@ -21,6 +21,7 @@ struct Storage {
 pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
     diaspora_driver_files::register();
     diaspora_driver_fabric::register();
+    diaspora_driver_kafka::register();
     crate::memory::register();
     if args.mode == Mode::Ranks {
         return crate::ranks::run(args, &generic);
