@@ -16,6 +16,7 @@ pub mod memlog;
 pub mod partition;
 pub mod pool;
 pub mod ranks;
+pub mod say;
 pub mod seqstate;
 pub mod server;
 pub mod service;

@@ -197,7 +197,7 @@ impl Partition {
         if r.is_err() {
             // The replies of the batches being committed were dropped by the unwinding: their
             // callers got HandlerPanicked. Let the next batch start a new committer.
-            eprintln!(
+            crate::say!(
                 "diaspora-server: the committer of partition {} panicked",
                 self.index
             );

@@ -267,7 +267,7 @@ impl ThreadService {
                 .stats
                 .unauthorized
                 .fetch_add(1, Ordering::Relaxed);
-            eprintln!(
+            crate::say!(
                 "diaspora-server: refused client {:016x}: wrong or missing token",
                 h.client_id
             );
@@ -306,7 +306,7 @@ impl ThreadService {
 
     fn topic_create(&self, r: TopicCreate) -> Result<Empty, ProtoError> {
         self.shared.store.create(&r.name, &r.options)?;
-        eprintln!("diaspora-server: created topic {:?}", r.name);
+        crate::say!("diaspora-server: created topic {:?}", r.name);
         Ok(Empty)
     }
 
@@ -342,7 +342,7 @@ impl ThreadService {
         for p in &t.partitions {
             p.wake_all();
         }
-        eprintln!("diaspora-server: topic {:?} marked complete", r.name);
+        crate::say!("diaspora-server: topic {:?} marked complete", r.name);
         Ok(Empty)
     }
 
