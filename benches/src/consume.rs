@@ -6,7 +6,7 @@ use std::time::Instant;
 use diaspora_api::{select_all, ConsumerOptions, Event, TopicHandle, Value};
 use serde_json::Map;
 
-use crate::report::{peak_rss_kib, reset_peak_rss, PhaseResult};
+use crate::report::{peak_rss_kib, reset_peak_rss, unix_ns, PhaseResult};
 
 /// How to consume.
 #[derive(Clone, Debug)]
@@ -43,6 +43,7 @@ pub fn consume(topic: &TopicHandle, config: &ConsumeConfig) -> Result<PhaseResul
     let mut stats = Stats::default();
     // Last event seen in each partition, and whether it was acknowledged already.
     let mut last: Vec<Option<(Event, bool)>> = Vec::new();
+    let start_unix_ns = unix_ns();
     let start = Instant::now();
     while config.events == 0 || stats.events < config.events {
         let event = match consumer.pull().wait(config.timeout_ms) {
@@ -95,6 +96,8 @@ pub fn consume(topic: &TopicHandle, config: &ConsumeConfig) -> Result<PhaseResul
         seconds,
         peak_rss_kib,
         ceiling: None,
+        start_unix_ns,
+        push_latency: None,
     })
 }
 

@@ -7,18 +7,30 @@ use clap::Parser;
 
 mod args;
 mod ceiling;
+mod compare;
 mod consume;
+mod histogram;
+mod latency;
 mod memory;
+mod plot;
 mod produce;
+mod ranks;
 mod report;
 mod run;
 mod workload;
 
 fn main() -> ExitCode {
-    let result = args::split_generic(std::env::args().collect()).and_then(|(generic, rest)| {
-        let args = args::Args::parse_from(rest);
-        run::run(&args, generic)
-    });
+    let argv: Vec<String> = std::env::args().collect();
+    let result = if argv.get(1).map(String::as_str) == Some("compare") {
+        let rest =
+            std::iter::once("diaspora-bench compare".to_owned()).chain(argv.into_iter().skip(2));
+        compare::run(&compare::CompareArgs::parse_from(rest))
+    } else {
+        args::split_generic(argv).and_then(|(generic, rest)| {
+            let args = args::Args::parse_from(rest);
+            run::run(&args, generic)
+        })
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

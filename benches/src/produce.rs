@@ -1,11 +1,12 @@
 //! The produce phase: push N events (shared metadata and data, zero copy), then flush.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diaspora_api::{EventId, Future, Producer, ProducerOptions, TopicHandle, Value};
 use serde_json::Map;
 
-use crate::report::{peak_rss_kib, reset_peak_rss, PhaseResult};
+use crate::latency::{SampleHandle, Sampler};
+use crate::report::{peak_rss_kib, reset_peak_rss, unix_ns, PhaseResult};
 use crate::workload::Workload;
 
 /// How to produce.
@@ -19,6 +20,8 @@ pub struct ProduceConfig {
     pub options: Map<String, Value>,
     /// Mark the topic complete once everything is stored.
     pub mark_complete: bool,
+    /// Partitions to push into, round robin (`None`: the topic's partition selector).
+    pub partitions: Option<Vec<usize>>,
 }
 
 /// Pushes `config.events` events into `topic` and waits for them to be stored.
@@ -36,12 +39,29 @@ pub fn produce(
         .producer_with("diaspora-bench", options)
         .map_err(|e| format!("creating producer: {e}"))?;
 
+    let sampler = Sampler::new(config.events)?;
+    let targets = Targets(config.partitions.clone().filter(|p| !p.is_empty()));
     reset_peak_rss();
+    let start_unix_ns = unix_ns();
     let start = Instant::now();
     let last_futures = if config.push_threads <= 1 {
-        vec![push_n(&producer, workload, config.events)]
+        vec![push_n(
+            &producer,
+            workload,
+            config.events,
+            &sampler.handle(),
+            &targets,
+            0,
+        )]
     } else {
-        push_parallel(&producer, workload, config.events, config.push_threads)
+        push_parallel(
+            &producer,
+            workload,
+            config.events,
+            config.push_threads,
+            &sampler,
+            &targets,
+        )
     };
     producer
         .flush()
@@ -49,6 +69,13 @@ pub fn produce(
         .map_err(|e| format!("flush failed: {e}"))?;
     let seconds = start.elapsed().as_secs_f64();
     let peak_rss_kib = peak_rss_kib();
+    let sampled = sampler.finish(Duration::from_secs(35))?;
+    if let Some(why) = sampled.first_failure {
+        return Err(format!(
+            "{} sampled push(es) failed: {why}",
+            sampled.failures + sampled.unfinished
+        ));
+    }
 
     // The last event of each pushing thread must have been stored by the flush; a failed push
     // (whose future was dropped unread) shows up here too, as the driver fails later events.
@@ -71,18 +98,49 @@ pub fn produce(
         seconds,
         peak_rss_kib,
         ceiling: None,
+        start_unix_ns,
+        push_latency: Some(sampled.histogram),
     })
 }
 
-/// Pushes `n` events; returns the future of the last one (the others are dropped unread).
-fn push_n(producer: &Producer, workload: &Workload, n: u64) -> Option<Future<EventId>> {
+/// Where each push goes.
+struct Targets(Option<Vec<usize>>);
+
+impl Targets {
+    fn push(&self, producer: &Producer, workload: &Workload, i: u64) -> Future<EventId> {
+        match &self.0 {
+            None => producer.push(workload.metadata.clone(), workload.data.clone()),
+            Some(parts) => producer.push_to(
+                parts[(i % parts.len() as u64) as usize],
+                workload.metadata.clone(),
+                workload.data.clone(),
+            ),
+        }
+    }
+}
+
+/// Pushes `n` events; returns the future of the last one (sampled ones go to the latency
+/// sampler, the others are dropped unread). `offset` spreads threads over the partitions.
+fn push_n(
+    producer: &Producer,
+    workload: &Workload,
+    n: u64,
+    sample: &SampleHandle,
+    targets: &Targets,
+    offset: u64,
+) -> Option<Future<EventId>> {
     if n == 0 {
         return None;
     }
-    for _ in 1..n {
-        drop(producer.push(workload.metadata.clone(), workload.data.clone()));
+    for i in 0..n - 1 {
+        if sample.sampled(i) {
+            let t0 = Instant::now();
+            sample.submit(t0, targets.push(producer, workload, i + offset));
+        } else {
+            drop(targets.push(producer, workload, i + offset));
+        }
     }
-    Some(producer.push(workload.metadata.clone(), workload.data.clone()))
+    Some(targets.push(producer, workload, n - 1 + offset))
 }
 
 fn push_parallel(
@@ -90,6 +148,8 @@ fn push_parallel(
     workload: &Workload,
     events: u64,
     threads: u64,
+    sampler: &Sampler,
+    targets: &Targets,
 ) -> Vec<Option<Future<EventId>>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -97,7 +157,8 @@ fn push_parallel(
                 // Spread the remainder over the first threads.
                 let n = events / threads + u64::from(t < events % threads);
                 let producer = producer.clone();
-                s.spawn(move || push_n(&producer, workload, n))
+                let sample = sampler.handle();
+                s.spawn(move || push_n(&producer, workload, n, &sample, targets, t))
             })
             .collect();
         handles

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::ceiling::{Ceiling, Side};
+use crate::histogram::Histogram;
 
 /// What one phase of one run measured.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +21,10 @@ pub struct PhaseResult {
     /// The ceiling measured in the same run, and the side of it this phase is compared with
     /// (files driver; `None` for other drivers or with `--no-ceiling`).
     pub ceiling: Option<(Side, Ceiling)>,
+    /// Wall-clock start of the phase, nanoseconds since the Unix epoch (to aggregate ranks).
+    pub start_unix_ns: u64,
+    /// Push latencies of the sampled pushes (produce only).
+    pub push_latency: Option<Histogram>,
 }
 
 impl PhaseResult {
@@ -44,6 +49,14 @@ impl PhaseResult {
         Some(c.ratio(*side, self.bytes_per_sec()))
     }
 
+    /// Push latency quantile `q` in microseconds, if measured.
+    pub fn latency_us(&self, q: f64) -> Option<f64> {
+        self.push_latency
+            .as_ref()
+            .and_then(|h| h.quantile(q))
+            .map(|ns| ns as f64 / 1000.0)
+    }
+
     /// One human-readable line; `label` is e.g. "run 1/3" or "median".
     pub fn text(&self, label: &str) -> String {
         let rss = match self.peak_rss_kib {
@@ -56,8 +69,12 @@ impl PhaseResult {
             }
             _ => String::new(),
         };
+        let latency = match (self.latency_us(0.5), self.latency_us(0.99)) {
+            (Some(p50), Some(p99)) => format!("  push p50 {p50:.0} us p99 {p99:.0} us"),
+            _ => String::new(),
+        };
         format!(
-            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}{ratio}",
+            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}{latency}{ratio}",
             self.phase,
             self.events,
             self.seconds,
@@ -84,6 +101,8 @@ impl PhaseResult {
                 j
             }),
             "ceiling_ratio": self.ceiling_ratio(),
+            "push_p50_us": self.latency_us(0.5),
+            "push_p99_us": self.latency_us(0.99),
             "config": config,
         })
         .to_string()
@@ -125,6 +144,13 @@ pub fn peak_rss_kib() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Nanoseconds since the Unix epoch.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Resets the peak RSS to the current RSS (Linux ≥ 4.0), so each phase reports its own peak.
 /// Without it the figure is the process-wide peak so far.
 pub fn reset_peak_rss() {
@@ -143,6 +169,8 @@ mod tests {
             seconds,
             peak_rss_kib: Some(rss),
             ceiling: None,
+            start_unix_ns: 0,
+            push_latency: None,
         }
     }
 

@@ -22,7 +22,11 @@ struct Storage {
 pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
     diaspora_driver_files::register();
     diaspora_driver_fabric::register();
+    diaspora_driver_kafka::register();
     crate::memory::register();
+    if args.mode == Mode::Ranks {
+        return crate::ranks::run(args, &generic);
+    }
     let workload = Workload::new(args.metadata_size, args.data_size)?;
     let config = config_json(args, &generic);
 
@@ -138,12 +142,12 @@ fn measure_ceiling(
     Ok(Some(c))
 }
 
-fn new_driver(args: &Args, opts: &Map<String, Value>) -> Result<Driver, String> {
+pub(crate) fn new_driver(args: &Args, opts: &Map<String, Value>) -> Result<Driver, String> {
     Driver::new(&args.driver, Value::Object(opts.clone()))
         .map_err(|e| format!("driver {:?}: {e}", args.driver))
 }
 
-fn path_value(p: PathBuf) -> Value {
+pub(crate) fn path_value(p: PathBuf) -> Value {
     Value::String(p.to_string_lossy().into_owned())
 }
 
@@ -159,7 +163,7 @@ fn unique_stamp() -> String {
 /// when repeating) so a later `consume` invocation finds what `produce` wrote.
 fn topic_name(args: &Args, stamp: &str, run: u64) -> String {
     match (args.mode, args.runs) {
-        (Mode::Both, _) => format!("{}-{stamp}-r{run}", args.topic),
+        (Mode::Both | Mode::Ranks, _) => format!("{}-{stamp}-r{run}", args.topic),
         (_, 1) => args.topic.clone(),
         _ => format!("{}-r{run}", args.topic),
     }
@@ -210,16 +214,17 @@ fn common_options(
     o
 }
 
-fn produce_config(args: &Args, generic: &Generic) -> ProduceConfig {
+pub(crate) fn produce_config(args: &Args, generic: &Generic) -> ProduceConfig {
     ProduceConfig {
         events: args.events,
         push_threads: args.push_threads,
         options: common_options(args, args.producer_threads, &generic.producer),
         mark_complete: !args.no_complete,
+        partitions: None,
     }
 }
 
-fn consume_config(args: &Args, generic: &Generic, name: String) -> ConsumeConfig {
+pub(crate) fn consume_config(args: &Args, generic: &Generic, name: String) -> ConsumeConfig {
     ConsumeConfig {
         name,
         events: args.events,
@@ -242,7 +247,7 @@ fn emit(args: &Args, r: &PhaseResult, label: &str, run: Option<u64>, config: &Va
     }
 }
 
-fn config_json(args: &Args, generic: &Generic) -> Value {
+pub(crate) fn config_json(args: &Args, generic: &Generic) -> Value {
     json!({
         "mode": mode_name(args.mode),
         "driver": args.driver,
@@ -294,10 +299,11 @@ fn print_header(args: &Args, w: &Workload, driver_opts: &Map<String, Value>, s: 
     );
 }
 
-fn mode_name(m: Mode) -> &'static str {
+pub(crate) fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Produce => "produce",
         Mode::Consume => "consume",
         Mode::Both => "both",
+        Mode::Ranks => "ranks",
     }
 }

@@ -20,6 +20,7 @@ use error::CliError;
 fn main() -> ExitCode {
     diaspora_driver_files::register();
     diaspora_driver_fabric::register();
+    diaspora_driver_kafka::register();
     match run(std::env::args_os()) {
         Ok(()) | Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
         Err(CliError::Clap(e)) => {

@@ -16,7 +16,9 @@
 //! **Data.** Without a selector no data moves. With one, the batch's metadata comes first,
 //! the selector runs per event, then one `FetchData` brings every selected range of the batch
 //! back to back; each event gets a zero-copy slice of it, or its allocator's buffer filled
-//! from it. Whole-event selections are checked against the stored data CRC.
+//! from it. The pulling thread looks one batch ahead: before it waits for a batch's data, it
+//! runs the selector on the next buffered batch and requests that batch's data, so the
+//! network works while the application consumes. Whole-event selections are checked against the stored data CRC.
 //!
 //! **End of stream.** When the topic is complete and every consumed partition has been read
 //! to its end, `pull` returns the end-of-stream marker (every time).
@@ -79,6 +81,23 @@ struct State {
     events: VecDeque<Result<Event>>,
 }
 
+/// `FetchData` requests in flight for one batch.
+struct DataWait {
+    p: usize,
+    deadline: Instant,
+    receivers: Vec<mpsc::Receiver<std::result::Result<Bytes, ServiceError>>>,
+}
+
+/// A batch whose metadata is deserialized and whose selected data is requested.
+struct Prepared {
+    p: usize,
+    batch: FetchedBatch,
+    metas: Vec<Result<Metadata>>,
+    /// With a selector: each event's selection and the data requests (`None`: nothing
+    /// selected).
+    selected: Option<(Vec<Result<DataDescriptor>>, Option<DataWait>)>,
+}
+
 struct Inner {
     topic: Arc<TopicShared>,
     name: String,
@@ -90,7 +109,11 @@ struct Inner {
     state: Mutex<State>,
     cond: Condvar,
     /// Held while a batch is turned into events: one batch at a time keeps partition order.
-    processing: Mutex<()>,
+    /// It holds the next batch, already prepared (its data on the way) while the current one
+    /// is finished: a look-ahead of one batch when there is a selector.
+    processing: Mutex<Option<Prepared>>,
+    /// Whether `processing` holds a prepared batch (readable without waiting for the lock).
+    ahead: AtomicBool,
     /// Pull futures not yet resolved: while there are some, fetches continue in the
     /// background, so a pending pull becomes ready without being waited on.
     pending_pulls: AtomicUsize,
@@ -167,7 +190,8 @@ impl FabricConsumer {
                     events: VecDeque::new(),
                 }),
                 cond: Condvar::new(),
-                processing: Mutex::new(()),
+                processing: Mutex::new(None),
+                ahead: AtomicBool::new(false),
                 pending_pulls: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 topic,
@@ -184,21 +208,33 @@ impl Inner {
             return Some(e);
         }
         {
-            let _one = self.processing.lock();
-            let taken = {
-                let mut st = self.state.lock();
-                if let Some(e) = st.events.pop_front() {
-                    return Some(e);
+            let mut ahead = self.processing.lock();
+            let current = match ahead.take() {
+                Some(prepared) => Some(prepared),
+                None => {
+                    let taken = {
+                        let mut st = self.state.lock();
+                        if let Some(e) = st.events.pop_front() {
+                            return Some(e);
+                        }
+                        take_batch(&mut st)
+                    };
+                    taken.map(|(_, partition, batch)| self.prepare(partition, batch))
                 }
-                take_batch(&mut st)
             };
-            if let Some((slot, partition, batch)) = taken {
-                let events = self.process(partition, batch);
+            if let Some(current) = current {
+                // Look ahead: request the next batch's data before waiting for this one's.
+                if self.selector.is_some() {
+                    let next = take_batch(&mut self.state.lock());
+                    *ahead = next.map(|(_, partition, batch)| self.prepare(partition, batch));
+                }
+                self.ahead.store(ahead.is_some(), AtomicOrdering::SeqCst);
+                let events = self.finish(current);
                 let mut st = self.state.lock();
                 st.events.extend(events);
-                let _ = slot;
                 if let Some(e) = st.events.pop_front() {
                     drop(st);
+                    drop(ahead);
                     self.fetch_more(Duration::ZERO);
                     return Some(e);
                 }
@@ -207,6 +243,7 @@ impl Inner {
         {
             let st = self.state.lock();
             if st.events.is_empty()
+                && !self.ahead.load(AtomicOrdering::SeqCst)
                 && st
                     .slots
                     .iter()
@@ -345,8 +382,10 @@ impl Inner {
         }
     }
 
-    /// Turns a fetched batch into events: metadata, selection, data.
-    fn process(&self, p: usize, batch: FetchedBatch) -> Vec<Result<Event>> {
+    /// The first half of turning a batch into events: metadata, selection, and the data
+    /// requested (not waited for), so that the network works while the previous batch is
+    /// finished and handed out.
+    fn prepare(&self, p: usize, batch: FetchedBatch) -> Prepared {
         let first = batch.first_id;
         let serializer = &self.topic.policies.serializer;
         let metas: Vec<Result<Metadata>> = batch
@@ -355,15 +394,12 @@ impl Inner {
             .map(|e| serializer.deserialize(e.meta.clone()))
             .collect();
         let Some(select) = &self.selector else {
-            return metas
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    m.map(|m| {
-                        Event::new(first + i as u64, p, m, DataView::new(), self.acker.clone())
-                    })
-                })
-                .collect();
+            return Prepared {
+                p,
+                batch,
+                metas,
+                selected: None,
+            };
         };
         // Selection, per event.
         let mut selections: Vec<Result<DataDescriptor>> = Vec::with_capacity(metas.len());
@@ -403,9 +439,41 @@ impl Inner {
             selections.push(Ok(wanted));
         }
         let data = if ranges.is_empty() {
-            Ok(Bytes::new())
+            None
         } else {
-            self.fetch_data(p, ranges).map_err(Arc::new)
+            Some(self.start_data(p, ranges))
+        };
+        Prepared {
+            p,
+            batch,
+            metas,
+            selected: Some((selections, data)),
+        }
+    }
+
+    /// The second half: waits for the data and builds the events.
+    fn finish(&self, prepared: Prepared) -> Vec<Result<Event>> {
+        let Prepared {
+            p,
+            batch,
+            metas,
+            selected,
+        } = prepared;
+        let first = batch.first_id;
+        let Some((selections, data)) = selected else {
+            return metas
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    m.map(|m| {
+                        Event::new(first + i as u64, p, m, DataView::new(), self.acker.clone())
+                    })
+                })
+                .collect();
+        };
+        let data = match data {
+            None => Ok(Bytes::new()),
+            Some(w) => self.wait_data(w).map_err(Arc::new),
         };
         let mut at = 0usize;
         metas
@@ -473,10 +541,9 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// The selected ranges of a batch, waited on here: one `FetchData` per
-    /// [`MAX_RANGES`] ranges or [`MAX_FETCH_BYTES`] bytes (a request must fit one frame),
-    /// all in flight at once.
-    fn fetch_data(&self, p: usize, ranges: Vec<DataRange>) -> Result<Bytes> {
+    /// Requests the selected ranges of a batch: one `FetchData` per [`MAX_RANGES`] ranges or
+    /// [`MAX_FETCH_BYTES`] bytes (a request must fit one frame), all in flight at once.
+    fn start_data(&self, p: usize, ranges: Vec<DataRange>) -> DataWait {
         let deadline = Instant::now() + self.topic.timeout;
         let mut chunks: Vec<Vec<DataRange>> = Vec::new();
         let mut bytes = 0u64;
@@ -509,6 +576,20 @@ impl Inner {
                 rx
             })
             .collect();
+        DataWait {
+            p,
+            deadline,
+            receivers,
+        }
+    }
+
+    /// Waits for the data requested by [`start_data`](Self::start_data).
+    fn wait_data(&self, w: DataWait) -> Result<Bytes> {
+        let DataWait {
+            p,
+            deadline,
+            receivers,
+        } = w;
         let mut parts = Vec::with_capacity(receivers.len());
         for rx in receivers {
             let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
@@ -592,7 +673,10 @@ impl Waitable<Event> for PullWaiter {
             }
             let nap = left.unwrap_or(MAX_NAP).min(MAX_NAP);
             let mut st = self.inner.state.lock();
-            if st.events.is_empty() && st.slots.iter().all(|s| s.ready.is_empty()) {
+            if st.events.is_empty()
+                && !self.inner.ahead.load(AtomicOrdering::SeqCst)
+                && st.slots.iter().all(|s| s.ready.is_empty())
+            {
                 let _ = self.inner.cond.wait_for(&mut st, nap);
             }
         }
@@ -600,7 +684,9 @@ impl Waitable<Event> for PullWaiter {
 
     fn is_ready(&self) -> bool {
         let st = self.inner.state.lock();
-        !st.events.is_empty() || st.slots.iter().any(|s| !s.ready.is_empty())
+        !st.events.is_empty()
+            || self.inner.ahead.load(AtomicOrdering::SeqCst)
+            || st.slots.iter().any(|s| !s.ready.is_empty())
     }
 }
 

@@ -52,6 +52,8 @@ const LANDING: usize = 4 << 20;
 const STAGING_GRAIN: usize = 64 << 10;
 /// Free staging and landing buffers kept for reuse.
 const POOL_KEEP: usize = 16;
+/// Most bytes of free buffers kept for reuse (beyond, a returned buffer is released).
+const POOL_KEEP_BYTES: usize = 128 << 20;
 
 /// A registered buffer and the generation of the engines that registered it.
 type Pooled = (u64, Buffer);
@@ -69,6 +71,31 @@ impl Kept {
         Kept {
             staging: Some(b),
             pinned: Vec::new(),
+        }
+    }
+}
+
+/// Fetched data owned by a `Bytes`: the first `len` bytes of a pooled landing buffer, given
+/// back to the pool when the last slice is dropped.
+struct Landed {
+    buf: Option<Pooled>,
+    len: usize,
+    service: std::sync::Weak<RemoteService>,
+}
+
+impl AsRef<[u8]> for Landed {
+    fn as_ref(&self) -> &[u8] {
+        match &self.buf {
+            Some((_, b)) => &b.as_slice()[..self.len.min(b.len())],
+            None => &[],
+        }
+    }
+}
+
+impl Drop for Landed {
+    fn drop(&mut self) {
+        if let (Some(b), Some(s)) = (self.buf.take(), self.service.upgrade()) {
+            s.give_back(b);
         }
     }
 }
@@ -516,7 +543,7 @@ impl RemoteService {
                 .iter()
                 .position(|(_, b)| b.len() >= len && b.len() <= len * 4)
             {
-                return Ok(pool.swap_remove(i));
+                return Ok(pool.remove(i));
             }
         }
         let size = len.div_ceil(STAGING_GRAIN).max(1) * STAGING_GRAIN;
@@ -528,8 +555,14 @@ impl RemoteService {
     fn give_back(&self, b: Pooled) {
         let generation = self.conn.lock().generation;
         let mut pool = self.pool.lock();
-        if pool.len() < POOL_KEEP && b.0 == generation {
-            pool.push(b);
+        if b.0 != generation || b.1.len() > POOL_KEEP_BYTES {
+            return;
+        }
+        pool.push(b);
+        // Over the limits, the buffers given back longest ago go first.
+        let mut kept: usize = pool.iter().map(|(_, x)| x.len()).sum();
+        while pool.len() > POOL_KEEP || kept > POOL_KEEP_BYTES {
+            kept -= pool.remove(0).1.len();
         }
     }
 
@@ -568,7 +601,12 @@ impl RemoteService {
             + Send
             + 'static,
         deadline: Instant,
-        decode: impl FnOnce(&RemoteService, Placement, Vec<u8>, Option<&Buffer>) -> Result<T, ServiceError>
+        decode: impl FnOnce(
+                &RemoteService,
+                Placement,
+                Vec<u8>,
+                &mut Option<Pooled>,
+            ) -> Result<T, ServiceError>
             + Send
             + 'static,
         done: Done<T>,
@@ -584,7 +622,7 @@ impl RemoteService {
                 Ok(s) => s,
                 Err(e) => return done(Err(e)),
             };
-            let (body, keep) = match body(&me, engine) {
+            let (body, mut keep) = match body(&me, engine) {
                 Ok(b) => b,
                 Err(e) => return done(Err(e)),
             };
@@ -599,8 +637,10 @@ impl RemoteService {
             let me2 = me.clone();
             pending.on_complete(move |r| match r {
                 Ok(body) => {
-                    let out = decode(&me2, pl, body, keep.staging.as_ref().map(|(_, b)| b));
-                    if let Some(b) = keep.staging {
+                    // `decode` may take the buffer (zero-copy fetched data keeps it).
+                    let mut staging = keep.staging.take();
+                    let out = decode(&me2, pl, body, &mut staging);
+                    if let Some(b) = staging {
                         me2.give_back(b);
                     }
                     drop(keep.pinned);
@@ -802,7 +842,7 @@ impl Service for RemoteService {
                     Ok(r) => r,
                     Err(e) => return Err(me.refusal(pl, &topic, e)),
                 };
-                decode_fetch(me, pl, &r, landing)
+                decode_fetch(me, pl, &r, landing.as_ref().map(|(_, b)| b))
             },
             done,
         );
@@ -857,16 +897,23 @@ impl Service for RemoteService {
                     Ok(r) => r,
                     Err(e) => return Err(me.refusal(pl, "", e)),
                 };
-                let landing = landing.ok_or_else(|| me.retryable(pl, "no landing buffer"))?;
-                if r.total != total || total as usize > landing.len() {
+                let len = landing.as_ref().map_or(0, |(_, b)| b.len());
+                if landing.is_none() {
+                    return Err(me.retryable(pl, "no landing buffer"));
+                }
+                if r.total != total || total as usize > len {
                     return Err(me.retryable(
                         pl,
                         format!("FetchData wrote {} bytes, {total} were asked", r.total),
                     ));
                 }
-                Ok(Bytes::copy_from_slice(
-                    &landing.as_slice()[..total as usize],
-                ))
+                // Zero copy: the events' data are slices of the landing buffer, which goes
+                // back to the pool when the last of them is dropped.
+                Ok(Bytes::from_owner(Landed {
+                    buf: landing.take(),
+                    len: total as usize,
+                    service: me.me.clone(),
+                }))
             },
             done,
         );

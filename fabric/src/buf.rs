@@ -37,11 +37,20 @@ pub fn page_size() -> usize {
 
 /// A zeroed, page-aligned heap buffer (length rounded up to whole pages; `len()` is what was
 /// asked).
+///
+/// From [`MAP_AT`] bytes on, the buffer is an anonymous mapping: the kernel hands out zeroed
+/// pages as they are first touched, so allocating costs no `memset` pass over the buffer (the
+/// allocator's `alloc_zeroed` with page alignment writes every byte, and registration runs on
+/// a progress thread, which then stops serving the network for that long).
 pub struct PageBuf {
     ptr: NonNull<u8>,
     len: usize,
     layout: Layout,
+    mapped: bool,
 }
+
+/// Buffers of at least this many bytes are anonymous mappings.
+pub const MAP_AT: usize = 64 * 1024;
 
 // SAFETY: PageBuf uniquely owns its allocation, like Box<[u8]>.
 unsafe impl Send for PageBuf {}
@@ -57,12 +66,36 @@ impl PageBuf {
             return None;
         }
         let layout = Layout::from_size_align(rounded, page).ok()?;
+        if rounded >= MAP_AT {
+            // SAFETY: an anonymous private mapping at an address the kernel picks, no fd; the
+            // result is checked against MAP_FAILED. Its pages read as zero.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    rounded,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            return Some(PageBuf {
+                ptr: NonNull::new(p.cast())?,
+                len,
+                layout,
+                mapped: true,
+            });
+        }
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc::alloc_zeroed(layout) };
         Some(PageBuf {
             ptr: NonNull::new(p)?,
             len,
             layout,
+            mapped: false,
         })
     }
 }
@@ -84,8 +117,15 @@ impl DerefMut for PageBuf {
 
 impl Drop for PageBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        if self.mapped {
+            // SAFETY: mapped in `new` with this length (`layout.size()`), unmapped once.
+            unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.layout.size());
+            }
+        } else {
+            // SAFETY: allocated in `new` with this layout, freed once.
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        }
     }
 }
 
@@ -108,6 +148,13 @@ mod tests {
         b[4999] = 7;
         assert_eq!(b[4999], 7);
         assert!(PageBuf::new(0).is_none());
+        // A mapped one, zeroed and writable to its last byte.
+        let mut m = PageBuf::new(MAP_AT + 1).expect("map");
+        assert_eq!(m.len(), MAP_AT + 1);
+        assert_eq!(m.as_ptr() as usize % page_size(), 0);
+        assert!(m.iter().all(|&x| x == 0));
+        m[MAP_AT] = 9;
+        assert_eq!(m[MAP_AT], 9);
         assert!(PageBuf::new(usize::MAX).is_none());
     }
 }

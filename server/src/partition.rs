@@ -7,13 +7,15 @@
 //! 2. The data is read by RDMA (not here), checked, and [`Partition::submit`]ted.
 //! 3. One committer at a time (a job on the I/O pool) takes every submitted batch, orders
 //!    them by (producer, seq): the next expected seq of each producer is accepted, an older
-//!    one is a `Duplicate`, a later one waits while its predecessor is still in flight and is
-//!    `OutOfOrder` otherwise. All accepted batches are written in **one** append (one fsync
+//!    one is a `Duplicate`, a later one waits while its predecessor is in flight, or for up
+//!    to [`REORDER_GRACE`] for a predecessor not yet begun (batches sent back to back can
+//!    reach the handlers out of order), and is `OutOfOrder` after that. All accepted batches are written in **one** append (one fsync
 //!    with `sync`): the producer state intent first, then the log (see [`crate::seqstate`]).
 //! 4. Each batch is answered with its first id; waiting fetches are woken.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diaspora_driver_files::partition::BatchPayload;
@@ -22,6 +24,23 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::log::Log;
 use crate::seqstate::SeqState;
+use crate::timer::TimerHandle;
+
+/// How long a batch waits for a predecessor that has not begun yet before it is refused as
+/// `OutOfOrder` (the producer then resends it).
+pub const REORDER_GRACE: Duration = Duration::from_secs(1);
+
+/// Waiter ids of held batches' deadlines (top bit set: fetch waiters count from 0).
+static GRACE_IDS: AtomicU64 = AtomicU64::new(1 << 63);
+
+/// Where committers run and how they schedule a deadline.
+#[derive(Clone)]
+pub struct CommitCtx {
+    /// The I/O pool committers run on.
+    pub pool: diaspora_api::ThreadPool,
+    /// Deadlines of held batches.
+    pub timers: TimerHandle,
+}
 
 /// Appends (group commits) done by every partition of this process.
 pub static APPENDS: AtomicU64 = AtomicU64::new(0);
@@ -48,7 +67,8 @@ pub struct Ready {
 struct Queue {
     ready: Vec<Ready>,
     inflight: HashSet<(u64, u64)>,
-    parked: BTreeMap<(u64, u64), Ready>,
+    /// Batches waiting for their turn, with when they were submitted.
+    parked: BTreeMap<(u64, u64), (Ready, Instant)>,
     committing: bool,
 }
 
@@ -106,33 +126,41 @@ impl Partition {
     }
 
     /// Abandons a begun batch (its data could not be read or checked).
-    pub fn abort(
-        &self,
-        producer: u64,
-        seq: u64,
-        pool: &diaspora_api::ThreadPool,
-        me: &std::sync::Arc<Self>,
-    ) {
+    pub fn abort(self: &Arc<Self>, producer: u64, seq: u64, ctx: &CommitCtx) {
         let mut q = self.q.lock();
         q.inflight.remove(&(producer, seq));
         // Successors waiting for it must now be answered.
         if !q.parked.is_empty() && !q.committing {
             q.committing = true;
             drop(q);
-            let me = me.clone();
-            pool.push_work(move || me.commit_loop(), 0);
+            self.start_committer(ctx);
+        }
+    }
+
+    fn start_committer(self: &Arc<Self>, ctx: &CommitCtx) {
+        let me = self.clone();
+        let c = ctx.clone();
+        ctx.pool.push_work(move || me.commit_loop(&c), 0);
+    }
+
+    /// Starts a committer if none runs (a held batch's deadline passed).
+    fn kick(self: &Arc<Self>, ctx: &CommitCtx) {
+        let mut q = self.q.lock();
+        if !q.committing {
+            q.committing = true;
+            drop(q);
+            self.start_committer(ctx);
         }
     }
 
     /// Queues a checked batch; starts a committer on `pool` if none runs.
-    pub fn submit(self: &std::sync::Arc<Self>, ready: Ready, pool: &diaspora_api::ThreadPool) {
+    pub fn submit(self: &Arc<Self>, ready: Ready, ctx: &CommitCtx) {
         let mut q = self.q.lock();
         q.ready.push(ready);
         if !q.committing {
             q.committing = true;
             drop(q);
-            let me = self.clone();
-            pool.push_work(move || me.commit_loop(), 0);
+            self.start_committer(ctx);
         }
     }
 
@@ -153,12 +181,23 @@ impl Partition {
         q.committing || !q.ready.is_empty() || !q.inflight.is_empty()
     }
 
-    fn commit_loop(&self) {
+    fn commit_loop(self: &Arc<Self>, ctx: &CommitCtx) {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.commit_rounds()));
+        if let Ok(Some(at)) = r {
+            // A batch is held for a predecessor: look again when its grace ends (or earlier,
+            // when anything wakes the partition's waiters).
+            let id = GRACE_IDS.fetch_add(1, Ordering::Relaxed);
+            let me = self.clone();
+            let c = ctx.clone();
+            self.waiters
+                .lock()
+                .push((id, Box::new(move || me.kick(&c))));
+            ctx.timers.add(at, id, self.clone());
+        }
         if r.is_err() {
             // The replies of the batches being committed were dropped by the unwinding: their
             // callers got HandlerPanicked. Let the next batch start a new committer.
-            eprintln!(
+            crate::say!(
                 "diaspora-server: the committer of partition {} panicked",
                 self.index
             );
@@ -168,14 +207,18 @@ impl Partition {
         }
     }
 
-    fn commit_rounds(&self) {
+    /// Commits until nothing is left to do; returns when the grace of the earliest batch
+    /// still held for a predecessor ends.
+    fn commit_rounds(&self) -> Option<Instant> {
         loop {
+            let now = Instant::now();
+            let mut held: Option<Instant> = None;
             let mut seq = self.seq.lock();
             let mut q = self.q.lock();
             let fresh = std::mem::take(&mut q.ready);
             let had_fresh = !fresh.is_empty();
             for it in fresh {
-                q.parked.insert((it.producer, it.seq), it);
+                q.parked.insert((it.producer, it.seq), (it, now));
             }
             let mut accepted: Vec<Ready> = Vec::new();
             let mut refused: Vec<(Reply, ProtoError)> = Vec::new();
@@ -186,7 +229,17 @@ impl Partition {
                 if s > exp && q.inflight.contains(&(p, exp)) {
                     continue; // its predecessor is still being read: wait for it
                 }
-                let Some(it) = q.parked.remove(&(p, s)) else {
+                if s > exp {
+                    if let Some((_, since)) = q.parked.get(&(p, s)) {
+                        let until = *since + REORDER_GRACE;
+                        if now < until {
+                            // Its predecessor has not begun yet: give it time to arrive.
+                            held = Some(held.map_or(until, |h| h.min(until)));
+                            continue;
+                        }
+                    }
+                }
+                let Some((it, _)) = q.parked.remove(&(p, s)) else {
                     continue;
                 };
                 q.inflight.remove(&(p, s));
@@ -213,7 +266,7 @@ impl Partition {
             if !had_fresh && accepted.is_empty() && refused.is_empty() {
                 q.committing = false;
                 self.idle.notify_all();
-                return;
+                return held;
             }
             drop(q);
             let mut replies: Vec<(Reply, Result<u64, ProtoError>)> =

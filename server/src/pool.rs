@@ -37,6 +37,12 @@ impl BufPool {
         self.handle.register(class)
     }
 
+    /// A newly registered buffer of `len` bytes rounded up to 4 KiB (for data a log keeps:
+    /// a size class could waste up to half of it).
+    pub fn get_exact(&self, len: usize) -> Result<Buffer, RpcError> {
+        self.handle.register(len.max(1).div_ceil(4096) * 4096)
+    }
+
     /// Gives a buffer back.
     pub fn put(&self, b: Buffer) {
         let class = b.len();

@@ -92,7 +92,7 @@ pub fn plan(cfg: &ServerConfig) -> Result<Plan, RankError> {
             sharing: pin::Sharing::Auto,
         })
         .map_err(RankError::Pin)?;
-        eprintln!("diaspora-server: {launch}; {layout}");
+        crate::say!("diaspora-server: {launch}; {layout}");
         (0..cfg.cores.len())
             .map(|i| layout.cpu_for(i).map(|c| c as usize))
             .collect()
@@ -135,7 +135,7 @@ impl Joining {
     /// Records that this rank failed to start: every other rank stops naming it.
     pub fn fail(mut self, reason: &str) {
         if let Err(e) = self.rd.fail(reason) {
-            eprintln!("diaspora-server: cannot record the failure in the run directory: {e}");
+            crate::say!("diaspora-server: cannot record the failure in the run directory: {e}");
         }
     }
 

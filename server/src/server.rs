@@ -85,7 +85,7 @@ pub fn start(cfg: &ServerConfig) -> Result<Running, ServerError> {
     let dir = cfg.run_dir_or_default();
     let rank = plan.launch.rank;
     let joining = ranks::Joining::join(&dir, plan.launch, cfg).map_err(ServerError::Rank)?;
-    eprintln!(
+    crate::say!(
         "diaspora-server: rank {rank} joined run directory {}",
         dir.display()
     );
@@ -155,7 +155,7 @@ fn start_rank(
         StorageKind::Files => "files",
         StorageKind::Memory => "memory",
     };
-    eprintln!(
+    crate::say!(
         "diaspora-server: rank {rank} of {}: pid {} listening on {} progress thread(s) ({}), storage {storage} in {}, group file {} (epoch {})",
         group.ranks.len(),
         std::process::id(),
@@ -234,7 +234,7 @@ impl Running {
             e.shutdown();
         }
         let s = &self.shared.stats;
-        eprintln!(
+        crate::say!(
             "diaspora-server: stopped; stored {} batches ({} events) in {} appends, answered {} fetches, refused {} unauthenticated and {} malformed requests",
             s.batches.load(Ordering::Relaxed),
             s.events.load(Ordering::Relaxed),

@@ -27,9 +27,9 @@ use diaspora_rpc::wire::ErrorCode;
 use diaspora_rpc::{Engine, Handle, Peer, Request, Responder};
 use parking_lot::Mutex;
 
-use crate::partition::{Partition, Ready};
+use crate::partition::{CommitCtx, Partition, Ready};
 use crate::pool::{BufPool, Pooled};
-use crate::store::{Store, Topic};
+use crate::store::{StorageKind, Store, Topic};
 use crate::timer::Timers;
 
 /// Longest an RDMA transfer may take when the request carries no deadline.
@@ -267,7 +267,7 @@ impl ThreadService {
                 .stats
                 .unauthorized
                 .fetch_add(1, Ordering::Relaxed);
-            eprintln!(
+            crate::say!(
                 "diaspora-server: refused client {:016x}: wrong or missing token",
                 h.client_id
             );
@@ -306,7 +306,7 @@ impl ThreadService {
 
     fn topic_create(&self, r: TopicCreate) -> Result<Empty, ProtoError> {
         self.shared.store.create(&r.name, &r.options)?;
-        eprintln!("diaspora-server: created topic {:?}", r.name);
+        crate::say!("diaspora-server: created topic {:?}", r.name);
         Ok(Empty)
     }
 
@@ -342,7 +342,7 @@ impl ThreadService {
         for p in &t.partitions {
             p.wake_all();
         }
-        eprintln!("diaspora-server: topic {:?} marked complete", r.name);
+        crate::say!("diaspora-server: topic {:?} marked complete", r.name);
         Ok(Empty)
     }
 
@@ -422,11 +422,17 @@ impl ThreadService {
             io.push_work(move || me.store_batch(b, Bytes::new(), p, resp, need), 0);
             return;
         }
-        let buf = match self.pool.get(need as usize) {
+        // The memory log keeps the received buffer itself (no copy): size it exactly rather
+        // than by power-of-two class, and do not expect it back in the pool.
+        let buf = match if self.shared.store.kind() == StorageKind::Memory {
+            self.pool.get_exact(need as usize)
+        } else {
+            self.pool.get(need as usize)
+        } {
             Ok(buf) => buf,
             Err(e) => {
                 self.shared.inflight_bytes.fetch_sub(need, Ordering::AcqRel);
-                p.abort(b.producer_id, b.seq, &self.shared.io, &p);
+                p.abort(b.producer_id, b.seq, &self.commit_ctx());
                 let e = ProtoError::new(
                     Status::Internal,
                     format!("cannot register {need} bytes: {e}"),
@@ -462,7 +468,7 @@ impl ThreadService {
                                 me.pool.put(buf);
                             }
                             me.shared.inflight_bytes.fetch_sub(need, Ordering::AcqRel);
-                            p.abort(b.producer_id, b.seq, &me.shared.io, &p);
+                            p.abort(b.producer_id, b.seq, &me.commit_ctx());
                             let e = ProtoError::new(
                                 Status::Transfer,
                                 format!(
@@ -491,7 +497,7 @@ impl ThreadService {
             Ok(x) => x,
             Err(e) => {
                 self.shared.inflight_bytes.fetch_sub(need, Ordering::AcqRel);
-                p.abort(b.producer_id, b.seq, &self.shared.io, &p);
+                p.abort(b.producer_id, b.seq, &self.commit_ctx());
                 return send::<ProduceResponse>(resp, Err(e));
             }
         };
@@ -522,8 +528,16 @@ impl ThreadService {
                 payload,
                 reply,
             },
-            &self.shared.io,
+            &self.commit_ctx(),
         );
+    }
+
+    /// Where the partitions' committers run and schedule deadlines.
+    fn commit_ctx(&self) -> CommitCtx {
+        CommitCtx {
+            pool: self.shared.io.clone(),
+            timers: self.shared.timers.handle(),
+        }
     }
 
     fn fetch(self: &Arc<Self>, req: Request, resp: Resp) {

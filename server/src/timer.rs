@@ -1,5 +1,5 @@
-//! Deadlines of long-polling fetches: one thread that runs each parked fetch's job when its
-//! `wait_ms` runs out (unless new events woke it first).
+//! Deadlines of long-polling fetches, and of batches held for a late predecessor: one thread
+//! that runs each parked job of a partition when its time comes (unless it ran earlier).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,8 +43,12 @@ impl Timers {
 
     /// Runs `partition`'s waiter `id` at `at` if it is still parked then.
     pub fn add(&self, at: Instant, id: u64, partition: Arc<Partition>) {
-        self.inner.due.lock().insert((at, id), partition);
-        self.inner.cv.notify_one();
+        self.handle().add(at, id, partition);
+    }
+
+    /// A handle that adds deadlines (for the partitions' committers).
+    pub fn handle(&self) -> TimerHandle {
+        TimerHandle(self.inner.clone())
     }
 
     /// Stops the thread, running every pending waiter now.
@@ -54,6 +58,18 @@ impl Timers {
         if let Some(t) = self.thread.lock().take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Adds deadlines to a [`Timers`] thread (after it stopped, they never fire).
+#[derive(Clone)]
+pub struct TimerHandle(Arc<Inner>);
+
+impl TimerHandle {
+    /// Runs `partition`'s waiter `id` at `at` if it is still parked then.
+    pub fn add(&self, at: Instant, id: u64, partition: Arc<Partition>) {
+        self.0.due.lock().insert((at, id), partition);
+        self.0.cv.notify_one();
     }
 }
 

@@ -228,6 +228,34 @@ fn a_wrong_or_missing_token_is_refused_and_nothing_else_is_served() {
 }
 
 #[test]
+fn a_batch_that_overtakes_its_predecessor_waits_for_it_instead_of_being_refused() {
+    for provider in providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = dir.path().join("group.json");
+        let _s = Server::start(&provider, &dir.path().join("data"), &group, &[]);
+        let c = Client::connect(&group).unwrap();
+        c.create_topic("t", "{}").unwrap();
+        let t = c.open_topic("t").unwrap();
+        // Batch 1 reaches the server first (another connection), batch 0 150 ms later: the
+        // server holds batch 1 (within REORDER_GRACE) and stores both in order.
+        let g2 = group.clone();
+        let later = std::thread::spawn(move || {
+            let c2 = Client::connect(&g2).unwrap();
+            let t2 = c2.open_topic("t").unwrap();
+            c2.produce(&t2, "t", 0, 5, 1, &events(2, 3, 10))
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        let first = c.produce(&t, "t", 0, 5, 0, &events(3, 0, 10)).unwrap();
+        assert_eq!(first.first_id, 0);
+        let second = later.join().unwrap().expect("held, then stored");
+        assert_eq!(second.first_id, 3);
+        let (f, got) = c.fetch(&t, "t", 0, "", Some(0), 100, 0, 1 << 20).unwrap();
+        assert_eq!(f.count, 5);
+        assert_eq!(got[3].meta, events(1, 3, 0)[0].0);
+    }
+}
+
+#[test]
 fn batches_are_ordered_by_seq_and_resends_are_stored_once() {
     for provider in providers() {
         let dir = tempfile::tempdir().unwrap();

@@ -43,6 +43,7 @@ fn driver_options(
     let string_keys: &[&str] = match args.driver.as_str() {
         "files" => diaspora_driver_files::FilesDriverOptions::STRING_KEYS,
         "fabric" => diaspora_driver_fabric::FabricOptions::STRING_KEYS,
+        "kafka" => diaspora_driver_kafka::KafkaOptions::STRING_KEYS,
         _ => &[],
     };
     scan.take_typed(Scope::Driver, string_keys)

@@ -111,7 +111,9 @@ impl RawEp {
         let cq = Cq::open(&domain, &CqOptions::default())?;
         let av = Av::open(&domain)?;
         let ep = Endpoint::open(&domain, &cq, &av)?;
-        let block = cq.wait_fd().is_some();
+        // BENCH_WAIT=spin: the raw side spins too (same strategy as the engines).
+        let block =
+            cq.wait_fd().is_some() && std::env::var_os("BENCH_WAIT").is_none_or(|v| v != "spin");
         Ok(RawEp {
             ep,
             av,
@@ -173,12 +175,33 @@ fn post_retry(
     }
 }
 
+/// `BENCH_WAIT=spin|block|spin-then-block:<µs>` overrides the engines' wait strategy (client
+/// and target side), to compare strategies; unset: the provider's default.
+fn wait_override() -> Res<Option<diaspora_rpc::WaitStrategy>> {
+    use diaspora_rpc::WaitStrategy;
+    let Some(v) = std::env::var_os("BENCH_WAIT") else {
+        return Ok(None);
+    };
+    let v = v.to_string_lossy();
+    Ok(Some(match v.as_ref() {
+        "spin" => WaitStrategy::Spin,
+        "block" => WaitStrategy::Block,
+        s => match s.strip_prefix("spin-then-block:").map(str::parse::<u64>) {
+            Some(Ok(us)) => WaitStrategy::SpinThenBlock {
+                spindown: Duration::from_micros(us),
+            },
+            _ => return Err(format!("BENCH_WAIT={s}: spin, block or spin-then-block:<µs>").into()),
+        },
+    }))
+}
+
 // ---- the target process ------------------------------------------------------------------
 
 fn target(provider: &str) -> Res<()> {
     let mut config = EngineConfig::for_provider(provider);
     config.source = source_for(provider).map(str::to_owned);
     config.handler_pool = diaspora_api::ThreadPool::new(1);
+    config.wait = wait_override()?;
     let engine = Engine::new(config)?;
     engine.register_handler(1, |req, resp| resp.respond(req.body))?;
     let mut ebuf = engine.register(EXPOSED)?;
@@ -345,6 +368,7 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
     let mut config = EngineConfig::for_provider(provider);
     config.source = source_for(provider).map(str::to_owned);
     config.handler_pool = diaspora_api::ThreadPool::new(1);
+    config.wait = wait_override()?;
     let engine = Engine::new(config.clone())?;
     let epeer = engine.connect(&eaddr, Duration::from_secs(10)).wait()?;
     config.inline_progress = true;

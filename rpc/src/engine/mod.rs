@@ -412,6 +412,28 @@ impl<N: Net> Shared<N> {
         }
     }
 
+    /// Runs `f` on the progress state now if no thread holds it (the progress thread is
+    /// asleep or between iterations) and the engine is not stopping; `None` otherwise (the
+    /// caller queues a command instead). Never blocks, so it cannot deadlock on the progress
+    /// thread itself.
+    fn with_idle_core(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut progress::Progress<N>) -> Result<N::Mr, crate::net::NetError>,
+        what: &'static str,
+    ) -> Option<Result<Buffer<N>, RpcError>> {
+        let mut core = self.core.try_lock()?;
+        let p = core.as_mut()?;
+        if p.stopping() {
+            return None;
+        }
+        let r = f(p);
+        drop(core);
+        Some(match r {
+            Ok(mr) => Ok(self.wrap(mr)),
+            Err(source) => Err(RpcError::Transport { what, source }),
+        })
+    }
+
     fn submit_or_fail(&self, cmd: Cmd<N>) {
         if let Err(cmd) = self.submit(cmd) {
             cmd.fail(RpcError::ShuttingDown);
@@ -727,7 +749,18 @@ impl<N: Net> Handle<N> {
     }
 
     /// Registers a zeroed buffer of `len` bytes that peers may read and write.
+    ///
+    /// When no thread is driving progress at this moment (the progress thread sleeps), the
+    /// registration is done at once on the calling thread, under the progress lock (so the
+    /// domain is still used by one thread at a time); otherwise it is queued for the progress
+    /// thread.
     pub fn register(&self, len: usize) -> Result<Buffer<N>, RpcError> {
+        if let Some(r) = self
+            .shared
+            .with_idle_core(|p| p.register_now(len), "register")
+        {
+            return r;
+        }
         let (sink, pending) = pair();
         self.shared.submit_or_fail(Cmd::Register { len, sink });
         pending.wait()
@@ -744,6 +777,19 @@ impl<N: Net> Handle<N> {
                 "cannot register an empty buffer".into(),
             ));
         }
+        let mut bytes = Some(bytes);
+        if let Some(r) = self.shared.with_idle_core(
+            |p| match bytes.take() {
+                Some(b) => p.register_bytes_now(b),
+                None => Err("register bytes: nothing to register".into()),
+            },
+            "register bytes",
+        ) {
+            return r;
+        }
+        let Some(bytes) = bytes else {
+            return Err(RpcError::InvalidArgument("bytes already taken".into()));
+        };
         let (sink, pending) = pair();
         self.shared
             .submit_or_fail(Cmd::RegisterBytes { bytes, sink });

@@ -299,6 +299,16 @@ impl<N: Net> Progress<N> {
     }
 
     /// True once a shutdown was asked for; the thread then runs [`drain`](Self::drain).
+    /// Registers `len` bytes at once (the caller holds the progress lock).
+    pub(super) fn register_now(&mut self, len: usize) -> Result<N::Mr, NetError> {
+        self.net.register(len, true)
+    }
+
+    /// Registers `bytes` in place at once (the caller holds the progress lock).
+    pub(super) fn register_bytes_now(&mut self, bytes: bytes::Bytes) -> Result<N::Mr, NetError> {
+        self.net.register_bytes(bytes)
+    }
+
     pub(super) fn stopping(&self) -> bool {
         self.stopping
     }

@@ -8,7 +8,7 @@ fn main() {
     let cfg = match ServerConfig::resolve(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("diaspora-server: {e}");
+            diaspora_server::say!("diaspora-server: {e}");
             std::process::exit(2);
         }
     };
@@ -17,19 +17,19 @@ fn main() {
     let set = match signals::block() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("diaspora-server: cannot block signals: {e}");
+            diaspora_server::say!("diaspora-server: cannot block signals: {e}");
             std::process::exit(1);
         }
     };
     let running = match diaspora_server::server::start(&cfg) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("diaspora-server: {e}");
+            diaspora_server::say!("diaspora-server: {e}");
             std::process::exit(1);
         }
     };
     let sig = signals::wait(&set);
-    eprintln!("diaspora-server: signal {sig} received, stopping");
+    diaspora_server::say!("diaspora-server: signal {sig} received, stopping");
     running.stop();
 }
 

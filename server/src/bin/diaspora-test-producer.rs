@@ -8,20 +8,20 @@ use diaspora_server::client::Client;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
-        eprintln!("usage: diaspora-test-producer GROUP_FILE TOPIC");
+        diaspora_server::say!("usage: diaspora-test-producer GROUP_FILE TOPIC");
         std::process::exit(2);
     }
     let c = match Client::connect(Path::new(&args[1])) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("diaspora-test-producer: {e}");
+            diaspora_server::say!("diaspora-test-producer: {e}");
             std::process::exit(1);
         }
     };
     let topic = match c.open_topic(&args[2]) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("diaspora-test-producer: {e}");
+            diaspora_server::say!("diaspora-test-producer: {e}");
             std::process::exit(1);
         }
     };
@@ -31,7 +31,7 @@ fn main() {
         match c.produce(&topic, &args[2], 0, producer, seq, &events) {
             Ok(_) => println!("stored {seq}"),
             Err(e) => {
-                eprintln!("diaspora-test-producer: {e}");
+                diaspora_server::say!("diaspora-test-producer: {e}");
                 std::process::exit(1);
             }
         }
