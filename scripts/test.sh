@@ -8,6 +8,7 @@
 # 3. cargo clippy on every target, warnings are errors
 # 4. the tests: cargo nextest (or cargo test when nextest is not installed)
 # 5. the doctests (nextest does not run them)
+# 5b. diaspora-launcher with its optional features mpi and hwloc (clippy and tests)
 # 6. the Python bindings: scripts/python.sh (pip install . into a venv in the target dir, pytest)
 #
 # Every step runs even if an earlier one failed, so one CI run reports everything; the script
@@ -69,6 +70,14 @@ else
     run tests cargo test --workspace --exclude diaspora-python --no-fail-fast --lib --bins --tests
 fi
 run doctests cargo test --workspace --exclude diaspora-python --doc
+# The launcher's optional features (hwloc pinning, MPI rank detection and rendezvous): built and
+# tested on their own, so the workspace build above stays lean (only this crate is rebuilt).
+run launcher-features-clippy cargo clippy -p diaspora-launcher --features mpi,hwloc --all-targets -- -D warnings
+if [[ $RUNNER == nextest ]]; then
+    run launcher-features cargo nextest run -p diaspora-launcher --features mpi,hwloc --no-fail-fast
+else
+    run launcher-features cargo test -p diaspora-launcher --features mpi,hwloc --no-fail-fast
+fi
 run python bash scripts/python.sh
 
 # Summary lines of the test runners (the log of a long run scrolls them away).
