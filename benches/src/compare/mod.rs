@@ -1,13 +1,15 @@
 //! `diaspora-bench compare`: the same workloads on every driver in one run.
 //!
 //! For each driver (files, the in-memory baseline, fabric over `tcp;ofi_rxm`, fabric over
-//! `shm`) it runs the three standard cases ((a) 1M × 30 B metadata, (b) 64 KiB data, (c)
+//! `shm`, and, when asked, the kafka driver on a tansu broker) it runs the three standard cases ((a) 1M × 30 B metadata, (b) 64 KiB data, (c)
 //! 1 KiB data) with 1..P producers and as many consumers, and a sweep of data sizes (0 B to
 //! 1 MiB) with one producer and one consumer. Each row is a fresh set of processes:
 //! `diaspora-bench ranks` with `--rank i --size 2P` (producers and consumers are separate
 //! processes; the memory driver, which lives in one process, runs P pushing threads and one
 //! consumer in one process), and for fabric rows a fresh `diaspora-server` on 127.0.0.1
 //! (`--storage memory` by default), stopped after the row, whose peak RSS is reported too.
+//! Kafka rows (`--drivers ...,kafka`) start a fresh tansu broker (`memory://`) per row the
+//! same way.
 //! Before the rows it measures raw `fi_read` on each fabric provider with
 //! `diaspora-fabric-bench`, and prints produce bandwidth of case (b) against raw `fi_read` of
 //! 64 KiB (the size of one event's data segment) with 1 and 8 reads in flight.
@@ -37,7 +39,9 @@ pub struct CompareArgs {
     #[arg(long, default_value = "compare-results")]
     pub out: PathBuf,
 
-    /// Drivers, comma-separated: files, memory, fabric-tcp, fabric-shm.
+    /// Drivers, comma-separated: files, memory, fabric-tcp, fabric-shm, kafka (the kafka
+    /// driver on a tansu broker the command starts per row; not in the default list: tansu's
+    /// fetch path is about 22 MB/s, so its rows take minutes).
     #[arg(
         long,
         default_value = "files,memory,fabric-tcp,fabric-shm",
@@ -79,6 +83,10 @@ pub struct CompareArgs {
     #[arg(long)]
     pub fabric_bench: Option<PathBuf>,
 
+    /// The tansu broker binary of kafka rows (default: $TANSU, /opt/tansu/bin/tansu, PATH).
+    #[arg(long)]
+    pub tansu: Option<PathBuf>,
+
     /// Storage of the fabric rows' server: memory (the network path alone) or files.
     #[arg(long, default_value = "memory")]
     pub server_storage: String,
@@ -108,6 +116,8 @@ pub enum Kind {
     FabricTcp,
     /// The fabric driver and a diaspora-server over shm.
     FabricShm,
+    /// The kafka driver and a tansu broker (memory storage).
+    Kafka,
 }
 
 impl Kind {
@@ -117,8 +127,9 @@ impl Kind {
             "memory" => Ok(Kind::Memory),
             "fabric-tcp" => Ok(Kind::FabricTcp),
             "fabric-shm" => Ok(Kind::FabricShm),
+            "kafka" => Ok(Kind::Kafka),
             other => Err(format!(
-                "unknown driver {other:?} (files, memory, fabric-tcp, fabric-shm)"
+                "unknown driver {other:?} (files, memory, fabric-tcp, fabric-shm, kafka)"
             )),
         }
     }
@@ -130,6 +141,7 @@ impl Kind {
             Kind::Memory => "memory",
             Kind::FabricTcp => "fabric-tcp",
             Kind::FabricShm => "fabric-shm",
+            Kind::Kafka => "kafka",
         }
     }
 
@@ -304,6 +316,15 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
             "cargo build -p diaspora-rpc --bin diaspora-fabric-bench",
         )?;
     }
+    let tansu = if specs.iter().any(|s| s.kind == Kind::Kafka) {
+        let t = a.tansu.clone().or_else(procs::find_tansu).ok_or(
+            "kafka rows need the tansu broker: install it (scripts/install-deps.sh), set TANSU or pass --tansu",
+        )?;
+        need(&t, "bash scripts/install-deps.sh")?;
+        Some(t)
+    } else {
+        None
+    };
     if !["memory", "files"].contains(&a.server_storage.as_str()) {
         return Err(format!(
             "--server-storage {:?}: memory or files",
@@ -356,7 +377,12 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
         );
         let row_logs = logs.join(&id);
         let dir = scratch.join(&id);
-        let row = run_row(a, spec, &bench, &server, &dir, &row_logs, &id, timeout);
+        let bins = Bins {
+            bench: &bench,
+            server: &server,
+            tansu: tansu.as_deref(),
+        };
+        let row = run_row(a, spec, &bins, &dir, &row_logs, &id, timeout);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 eprintln!("warning: could not remove {}: {e}", dir.display());
@@ -400,12 +426,17 @@ pub fn run(a: &CompareArgs) -> Result<(), String> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The programs a row starts.
+struct Bins<'a> {
+    bench: &'a Path,
+    server: &'a Path,
+    tansu: Option<&'a Path>,
+}
+
 fn run_row(
     a: &CompareArgs,
     spec: &Spec,
-    bench: &Path,
-    server_bin: &Path,
+    bins: &Bins<'_>,
     dir: &Path,
     logs: &Path,
     id: &str,
@@ -418,6 +449,7 @@ fn run_row(
         storage: match spec.kind {
             Kind::Files => "files".into(),
             Kind::Memory => "none".into(),
+            Kind::Kafka => "tansu-memory".into(),
             _ => a.server_storage.clone(),
         },
         case: spec.case.into(),
@@ -435,7 +467,7 @@ fn run_row(
         let deadline = Instant::now() + timeout;
         let mut server = match spec.kind.provider() {
             Some(p) => Some(procs::Server::start(
-                server_bin,
+                bins.server,
                 p,
                 &a.server_storage,
                 a.server_threads,
@@ -444,6 +476,15 @@ fn run_row(
                 Duration::from_secs(30),
             )?),
             None => None,
+        };
+        let mut broker = match (spec.kind, bins.tansu) {
+            (Kind::Kafka, Some(t)) => Some(procs::Broker::start(
+                t,
+                &logs.join("tansu.log"),
+                Duration::from_secs(30),
+            )?),
+            (Kind::Kafka, None) => return Err("no tansu binary".into()),
+            _ => None,
         };
         let results = dir.join("results.json");
         let mut args: Vec<String> = vec![
@@ -495,13 +536,32 @@ fn run_row(
                 ]);
                 2 * spec.procs
             }
+            Kind::Kafka => {
+                let addr = broker.as_ref().map(|b| b.addr.clone()).unwrap_or_default();
+                args.extend([
+                    "--driver".into(),
+                    "kafka".into(),
+                    "--driver.bootstrap_servers".into(),
+                    addr,
+                    // tansu 0.6.0 cannot fetch from inside a record batch.
+                    "--driver.resume".into(),
+                    "scan".into(),
+                ]);
+                2 * spec.procs
+            }
         };
         if size > 1 {
             args.extend(["--producers".into(), spec.procs.to_string()]);
         }
-        let mut ranks = procs::Ranks::spawn(bench, size, &args, logs)?;
+        let mut ranks = procs::Ranks::spawn(bins.bench, size, &args, logs)?;
         let ran = ranks.wait(deadline);
-        row.server_rss_kib = server.as_ref().and_then(procs::Server::peak_rss_kib);
+        row.server_rss_kib = server
+            .as_ref()
+            .and_then(procs::Server::peak_rss_kib)
+            .or_else(|| broker.as_ref().and_then(procs::Broker::peak_rss_kib));
+        if let Some(b) = broker.as_mut() {
+            b.stop();
+        }
         let stopped = server.as_mut().map_or(Ok(()), procs::Server::stop);
         ran?;
         let text = std::fs::read_to_string(&results)
@@ -540,6 +600,9 @@ mod tests {
         assert_eq!(tiny.len(), 3 + 2);
         assert!(tiny.iter().all(|r| r.events >= 2));
         assert!(plan(&args("--drivers nope")).is_err());
+        let kafka = plan(&args("--drivers kafka --sizes 0 --procs 1")).expect("ok");
+        assert_eq!(kafka.len(), 3 + 1);
+        assert!(kafka.iter().all(|r| r.kind == Kind::Kafka));
         assert!(plan(&args("--scale 0")).is_err());
         assert!(plan(&args("--sizes x")).is_err());
     }

@@ -229,3 +229,101 @@ impl Drop for Ranks {
         }
     }
 }
+
+/// A tansu Kafka-protocol broker on a free 127.0.0.1 port (`memory://` storage), started for
+/// one kafka row; killed on [`Broker::stop`] or on drop (its storage is in memory: nothing to
+/// drain).
+pub struct Broker {
+    child: Option<Child>,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+}
+
+impl Broker {
+    /// Starts `tansu broker` with its log in `log`, and waits (at most `timeout`) until it
+    /// accepts connections.
+    pub fn start(bin: &Path, log: &Path, timeout: Duration) -> Result<Broker, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("finding a free port: {e}"))?
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let out =
+            std::fs::File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = scrubbed(bin)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let mut broker = Broker {
+            child: Some(child),
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if std::net::TcpStream::connect(&broker.addr).is_ok() {
+                return Ok(broker);
+            }
+            let exited = broker
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(st) = exited {
+                broker.child = None;
+                return Err(format!("tansu exited ({st}) at start:\n{}", tail(log, 10)));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "tansu did not listen on {} within {timeout:?}:\n{}",
+                    broker.addr,
+                    tail(log, 10)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its peak RSS so far, KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.child.as_ref().map(Child::id).and_then(peak_rss_kib_of)
+    }
+
+    /// Kills and reaps it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The tansu binary: `$TANSU`, else `/opt/tansu/bin/tansu` (where `scripts/install-deps.sh`
+/// puts it), else `tansu` on the PATH.
+pub fn find_tansu() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TANSU").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let opt = Path::new("/opt/tansu/bin/tansu");
+    if opt.is_file() {
+        return Some(opt.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("tansu"))
+            .find(|c| c.is_file())
+    })
+}
