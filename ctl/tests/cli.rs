@@ -3,69 +3,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_diaspora-ctl");
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
-        Run {
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts exit code 1 with an `error: ...` message containing `needle`.
-    #[track_caller]
-    fn fails_with(self, needle: &str) -> Self {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        assert!(
-            self.stderr.starts_with("error: "),
-            "stderr: {}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "stderr: {}", self.stderr);
-        self
-    }
-
-    fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
-    }
-}
+mod run;
+use run::Run;
 
 fn ctl(args: &[&str]) -> Run {
     Command::new(BIN)

@@ -3,7 +3,7 @@
 //! acknowledgement, and a clear error when the broker is unreachable.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,62 +13,8 @@ mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_diaspora-ctl");
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(o: Output) -> Self {
-        Run {
-            code: o.status.code(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
-    }
-}
-
-impl Run {
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    fn fails_with(self, needle: &str) -> Self {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        assert!(
-            self.stderr.starts_with("error: "),
-            "stderr: {}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            self.stderr
-        );
-        assert!(!self.stderr.contains("panicked"), "stderr: {}", self.stderr);
-        self
-    }
-
-    fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().collect()
-    }
-}
+mod run;
+use run::Run;
 
 /// `args` plus the kafka driver's options for the broker at `addr`.
 fn with_broker(args: &[&str], addr: &str) -> Vec<String> {
