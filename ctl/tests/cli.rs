@@ -1,9 +1,8 @@
 //! End-to-end tests of the `diaspora-ctl` binary against the files driver in a temporary
 //! directory.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -13,29 +12,15 @@ mod run;
 use run::Run;
 
 fn ctl(args: &[&str]) -> Run {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run diaspora-ctl")
-        .into()
+    let mut c = Command::new(BIN);
+    c.args(args);
+    run::output(c)
 }
 
 fn ctl_stdin(args: &[&str], input: &str) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn diaspora-ctl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait").into()
+    let mut c = Command::new(BIN);
+    c.args(args);
+    run::output_with_stdin(c, input)
 }
 
 /// `args` followed by `--driver files --driver.root_path <root>`.
@@ -526,13 +511,9 @@ fn produce_refuses_metadata_consumers_cannot_parse() {
 }
 
 fn ctl_in(cwd: &Path, args: &[&str]) -> Run {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run diaspora-ctl")
-        .into()
+    let mut c = Command::new(BIN);
+    c.args(args).current_dir(cwd);
+    run::output(c)
 }
 
 /// A root path that looks like JSON (`2024`, `true`, `null`) is a directory name, not a type
@@ -640,21 +621,9 @@ fn key_hash_refuses_unknown_keys() {
 }
 
 fn ctl_stdin_in(cwd: &Path, args: &[&str], input: &str) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn diaspora-ctl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait").into()
+    let mut c = Command::new(BIN);
+    c.args(args).current_dir(cwd);
+    run::output_with_stdin(c, input)
 }
 
 /// An acknowledgement file whose two slots are damaged stops `consume` with an error that

@@ -2,7 +2,6 @@
 //! create/list/describe/complete, produce (generated and from stdin), consume with resume after
 //! acknowledgement, and a clear error when the broker is unreachable.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,29 +36,15 @@ fn with_broker(args: &[&str], addr: &str) -> Vec<String> {
 }
 
 fn ctl(args: &[&str], addr: &str) -> Run {
-    Command::new(BIN)
-        .args(with_broker(args, addr))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run diaspora-ctl")
-        .into()
+    let mut c = Command::new(BIN);
+    c.args(with_broker(args, addr));
+    run::output(c)
 }
 
 fn ctl_stdin(args: &[&str], addr: &str, input: &str) -> Run {
-    let mut child = Command::new(BIN)
-        .args(with_broker(args, addr))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn diaspora-ctl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait").into()
+    let mut c = Command::new(BIN);
+    c.args(with_broker(args, addr));
+    run::output_with_stdin(c, input)
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 #![allow(dead_code)]
 
-use std::process::Output;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 pub struct Run {
     pub code: Option<i32>,
@@ -60,4 +61,29 @@ impl Run {
     pub fn lines(&self) -> Vec<&str> {
         self.stdout.lines().collect()
     }
+}
+
+/// Runs `cmd` (program, arguments, directory already set) with no input.
+pub fn output(mut cmd: Command) -> Run {
+    cmd.stdin(Stdio::null())
+        .output()
+        .expect("run diaspora-ctl")
+        .into()
+}
+
+/// Runs `cmd` with `input` on its standard input.
+pub fn output_with_stdin(mut cmd: Command, input: &str) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora-ctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait").into()
 }
