@@ -79,7 +79,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let who = rank.map(|r| format!("rank {r}: ")).unwrap_or_default();
-            eprintln!("diaspora-launch-probe: {who}{e}");
+            // One write, so the lines of ranks sharing a stderr do not interleave mid-line
+            // (`eprintln!` with arguments writes piece by piece).
+            let line = format!("diaspora-launch-probe: {who}{e}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
             ExitCode::FAILURE
         }
     }
