@@ -683,10 +683,10 @@ fn read_span(file: &File, path: &Path, start: u64, end: Option<u64>) -> FilesRes
             file_len,
         });
     };
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, start)
-        .map_err(|e| FilesError::io("read", path, e))?;
-    Ok(Bytes::from(buf))
+    // Not zero-filled first: the span is read straight into fresh capacity.
+    let mut buf = BytesMut::with_capacity(len);
+    read_exact_at_into(file, &mut buf, len, start).map_err(|e| FilesError::io("read", path, e))?;
+    Ok(buf.freeze())
 }
 
 /// Reads as much of `buf` as the file holds at `offset`.
