@@ -34,7 +34,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("diaspora-bench: {e}");
+            // One write: ranks under mpirun or srun share this stderr.
+            diaspora_launcher::say!("diaspora-bench: {e}");
             ExitCode::FAILURE
         }
     }

@@ -47,6 +47,7 @@ pub mod mpi;
 pub mod pin;
 mod proc;
 mod rundir;
+pub mod say;
 
 pub use atomic::write_file_atomic;
 pub use entry::{EntryState, Formed, Outcome, RankEntry, ENTRY_VERSION, MAX_FILE_BYTES};

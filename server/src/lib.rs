@@ -16,7 +16,8 @@ pub mod memlog;
 pub mod partition;
 pub mod pool;
 pub mod ranks;
-pub mod say;
+/// One log line, one `write(2)` (shared with every multi-rank binary: `diaspora_launcher::say`).
+pub use diaspora_launcher::say;
 pub mod seqstate;
 pub mod server;
 pub mod service;

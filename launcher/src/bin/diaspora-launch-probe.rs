@@ -79,10 +79,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let who = rank.map(|r| format!("rank {r}: ")).unwrap_or_default();
-            // One write, so the lines of ranks sharing a stderr do not interleave mid-line
-            // (`eprintln!` with arguments writes piece by piece).
-            let line = format!("diaspora-launch-probe: {who}{e}\n");
-            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+            // One write, so the lines of ranks sharing a stderr never interleave mid-line.
+            diaspora_launcher::say!("diaspora-launch-probe: {who}{e}");
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,7 @@
 //! One log line, one `write(2)`.
 //!
 //! `eprintln!` writes a formatted line in several pieces (stderr is unbuffered), so the lines
-//! of server ranks that share a log file (srun, mpirun) interleave mid-line. [`say!`](crate::say)
+//! of ranks that share a log file (srun, mpirun) interleave mid-line. [`say!`](crate::say!)
 //! formats the whole line first and writes it with a single call; lines shorter than
 //! `PIPE_BUF` (4 KiB) then never mix, on a pipe or on a shared file.
 
