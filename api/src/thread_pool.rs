@@ -372,4 +372,82 @@ mod tests {
         }
         assert_eq!(ThreadPool::inline().pending_tasks(), 0);
     }
+
+    #[test]
+    fn queued_jobs_run_highest_priority_first_then_in_submission_order() {
+        let p = ThreadPool::new(1);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        p.push_work(
+            move || {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv_timeout(std::time::Duration::from_secs(20));
+            },
+            0,
+        );
+        started_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("blocker started");
+        // Queued behind the blocker: (label, priority).
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let jobs = [
+            ("a", 1),
+            ("b", 5),
+            ("c", 1),
+            ("d", 9),
+            ("e", 5),
+            ("f", 1),
+            ("g", 0),
+            ("h", 9),
+        ];
+        for (label, priority) in jobs {
+            let order = order.clone();
+            p.push_work(move || order.lock().push(label), priority);
+        }
+        go_tx.send(()).expect("release");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while order.lock().len() < jobs.len() {
+            assert!(std::time::Instant::now() < deadline, "jobs never ran");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(
+            *order.lock(),
+            ["d", "h", "b", "e", "a", "c", "f", "g"],
+            "highest priority first, FIFO among equals"
+        );
+    }
+
+    #[test]
+    fn queued_equality_matches_the_ordering() {
+        let q = |priority, seq| Queued {
+            priority,
+            seq,
+            job: Box::new(|| {}),
+        };
+        assert!(q(3, 7) == q(3, 7));
+        assert!(q(3, 7) != q(3, 8));
+        assert!(q(3, 7) != q(4, 7));
+        assert!(q(3, 7) != q(4, 8));
+        assert_eq!(
+            q(3, 7).partial_cmp(&q(3, 7)),
+            Some(std::cmp::Ordering::Equal)
+        );
+        assert_eq!(
+            q(4, 7).partial_cmp(&q(3, 7)),
+            Some(std::cmp::Ordering::Greater)
+        );
+        assert_eq!(
+            q(3, 7).partial_cmp(&q(3, 6)),
+            Some(std::cmp::Ordering::Less)
+        );
+    }
+
+    #[test]
+    fn debug_names_the_thread_count() {
+        assert_eq!(format!("{:?}", ThreadPool::new(2)), "ThreadPool(2 threads)");
+        assert_eq!(
+            format!("{:?}", ThreadPool::inline()),
+            "ThreadPool(0 threads)"
+        );
+    }
 }

@@ -369,6 +369,52 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_file_reads_as_nothing_acknowledged_but_other_open_errors_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            read(&dir.path().join("none.acks"), 2).expect("read"),
+            [0, 0]
+        );
+        // A path under a regular file: ENOTDIR, not NotFound.
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").expect("write");
+        let under = file.join("c.acks");
+        assert!(matches!(read(&under, 2), Err(FilesError::Io { .. })));
+        assert!(matches!(
+            AckStore::load(&under, 2, &[0, 1], false),
+            Err(FilesError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_acknowledgement_file_is_an_error_not_a_hang() {
+        // A directory opens but every read fails (EISDIR): reported, never retried forever.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.acks");
+        std::fs::create_dir(&p).expect("mkdir");
+        assert!(matches!(read(&p, 2), Err(FilesError::Io { .. })));
+        assert!(matches!(
+            AckStore::load(&p, 2, &[0, 1], false),
+            Err(FilesError::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn an_acknowledgement_another_store_already_wrote_is_not_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.acks");
+        let a = AckStore::load(&p, 2, &[0, 1], false).expect("load a");
+        let b = AckStore::load(&p, 2, &[0, 1], false).expect("load b");
+        a.acknowledge(0, 4).expect("a acks");
+        let before = std::fs::read(&p).expect("read");
+        b.acknowledge(0, 4).expect("b acks the same event");
+        assert_eq!(std::fs::read(&p).expect("read"), before, "nothing to write");
+        assert_eq!(b.next_offsets(), [5, 0], "b learns the merged state");
+        b.acknowledge(0, 5).expect("b gets further");
+        assert_eq!(read(&p, 2).expect("read"), [6, 0]);
+    }
+
+    #[test]
     fn a_torn_slot_falls_back_to_the_previous_acknowledgement() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.acks");

@@ -36,7 +36,7 @@ use crate::topic::TopicShared;
 /// Records read per refill with an adaptive batch size.
 const ADAPTIVE_RECORDS: usize = 4_096;
 /// A refill stops adding events once it holds this much selected data (at least one event).
-const MAX_REFILL_DATA: u64 = 64 << 20;
+pub(crate) const MAX_REFILL_DATA: u64 = 64 << 20;
 /// A refill stops adding events once it holds this much metadata (at least one event).
 pub(crate) const MAX_REFILL_META: u64 = 16 << 20;
 /// No refill starts while the events already buffered hold this many bytes.
@@ -64,7 +64,7 @@ struct Cursor {
 
 #[derive(Default)]
 pub(crate) struct Queue {
-    events: VecDeque<Result<Event>>,
+    pub(crate) events: VecDeque<Result<Event>>,
     /// Metadata and data bytes of the buffered events.
     pub(crate) bytes: u64,
     pub(crate) prefetching: bool,

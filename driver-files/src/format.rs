@@ -397,6 +397,46 @@ mod tests {
     const GOLDEN_CRC: [u8; 4] = [0xb5, 0xe1, 0xc7, 0xa5];
 
     #[test]
+    fn only_a_record_matching_every_tombstone_field_is_a_tombstone() {
+        let t = IndexRecord::tombstone(7, 9);
+        assert!(t.is_tombstone());
+        let variants = [
+            IndexRecord { meta_len: 1, ..t },
+            IndexRecord { data_len: 1, ..t },
+            IndexRecord { meta_crc: 0, ..t },
+            IndexRecord { data_crc: 0, ..t },
+            // Only one field as in a tombstone.
+            IndexRecord {
+                meta_len: 5,
+                data_len: 5,
+                meta_crc: 1,
+                ..t
+            },
+            IndexRecord {
+                meta_len: 5,
+                data_len: 5,
+                data_crc: 1,
+                ..t
+            },
+            IndexRecord {
+                meta_len: 5,
+                meta_crc: 1,
+                data_crc: 1,
+                ..t
+            },
+            IndexRecord {
+                data_len: 5,
+                meta_crc: 1,
+                data_crc: 1,
+                ..t
+            },
+        ];
+        for v in variants {
+            assert!(!v.is_tombstone(), "{v:?} is not a tombstone");
+        }
+    }
+
+    #[test]
     fn checked_ends_never_wrap() {
         let mut r = sample();
         r.meta_offset = u64::MAX - 1;

@@ -400,6 +400,53 @@ fn bad_records_in_the_middle_of_a_read_batch_are_rejected() {
     }
 }
 
+/// A record that does not follow its predecessor is read in a refill of its own, even when its
+/// bytes are valid: here every event is identical, so a record pointing at event 0's metadata
+/// or data passes every checksum and must be delivered, and so must the events read before it
+/// (taken into the same span, it would make the span end before it starts).
+#[test]
+fn a_valid_record_that_does_not_follow_its_predecessor_starts_a_new_span() {
+    for with_data in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let d = driver(root);
+        d.create_topic("t", json!({})).expect("create");
+        let t = d.open_topic("t").expect("open");
+        let p = t.producer().expect("producer");
+        for _ in 0..10 {
+            drop(p.push(json!({"same": 1}), vec![7u8; 25]));
+        }
+        p.flush().get().expect("flush");
+        if with_data {
+            rewrite_record(root, 5, |r| r.data_offset = 0);
+        } else {
+            rewrite_record(root, 5, |r| r.meta_offset = 0);
+        }
+        let c = t
+            .consumer_with(
+                "c",
+                ConsumerOptions {
+                    data_selector: with_data.then(select_all),
+                    batch_size: diaspora_api::BatchSize::Fixed(3),
+                    ..Default::default()
+                },
+            )
+            .expect("consumer");
+        for i in 0..10u64 {
+            let e = c
+                .pull()
+                .wait(20_000)
+                .unwrap_or_else(|e| panic!("data {with_data}: event {i}: {e}"))
+                .expect("an event within the deadline");
+            assert_eq!(e.id(), i, "data {with_data}");
+            assert_eq!(e.metadata().json().expect("json")["same"], 1);
+            if with_data {
+                assert_eq!(e.data().to_vec(), vec![7u8; 25], "data of {i}");
+            }
+        }
+    }
+}
+
 // ----- explicit repair -----
 
 #[test]

@@ -228,3 +228,26 @@ fn same_name_consumers_in_separate_processes_keep_each_others_acks() {
         );
     }
 }
+
+#[test]
+fn reset_consumer_restarts_a_name_from_the_first_event_and_names_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = driver(dir.path());
+    let t = topic_with_events(&d, 2, 3);
+    let c = t.consumer("c").expect("consumer");
+    for _ in 0..6 {
+        pull(&c).acknowledge().expect("ack");
+    }
+    drop(c);
+    let path = diaspora_driver_files::acks::reset_consumer(dir.path(), "t", "c").expect("reset");
+    assert_eq!(path, dir.path().join("t").join("consumers").join("c.acks"));
+    assert_eq!(
+        diaspora_driver_files::acks::read(&path, 2).expect("read"),
+        [0, 0]
+    );
+    let c = t.consumer("c").expect("consumer again");
+    let e = pull(&c);
+    assert_eq!(e.id(), 0, "the first event again");
+    assert!(diaspora_driver_files::acks::reset_consumer(dir.path(), "no-such-topic", "c").is_err());
+    assert!(diaspora_driver_files::acks::reset_consumer(dir.path(), "t", "bad/name").is_err());
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use diaspora_api::{json, ConsumerBackend, ConsumerOptions, ThreadPool};
 
 use super::{settle, topic_with};
-use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_META};
+use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_DATA, MAX_REFILL_META};
 use crate::topic::TopicShared;
 
 fn big_meta(i: usize, pad: usize) -> String {
@@ -59,9 +59,11 @@ fn prefetch_buffers_a_bounded_number_of_bytes() {
     };
     let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
     let bound = MAX_BUFFERED_BYTES + MAX_REFILL_META;
+    let mut pulled = 0u64;
     for i in 0..40u64 {
         let e = settle(consumer.pull(), "pull").expect("event");
         assert_eq!(e.id(), i);
+        pulled += e.metadata().as_bytes().len() as u64;
         drop(e);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
@@ -70,6 +72,13 @@ fn prefetch_buffers_a_bounded_number_of_bytes() {
                 q.bytes <= bound,
                 "after {i} pulls, {} bytes buffered (bound {bound})",
                 q.bytes
+            );
+            // Counted independently of the queue's own accounting: read minus delivered.
+            let read = consumer.inner.meta_read.load(Ordering::SeqCst);
+            assert!(
+                read - pulled <= bound,
+                "after {i} pulls, {} bytes read and not delivered (bound {bound})",
+                read - pulled
             );
             if !q.prefetching {
                 break;
@@ -106,4 +115,37 @@ fn event_larger_than_the_cap_is_delivered_alone() {
     assert_eq!(e.metadata().as_bytes().len(), big_meta(1, huge).len());
     let e = settle(consumer.pull(), "pull 2").expect("event 2");
     assert_eq!(e.id(), 2);
+}
+
+/// A refill stops adding events once it holds `MAX_REFILL_DATA` of selected data, whatever the
+/// batch size asks for (150 events of just over 1 MiB: one refill holds at most 64 of them).
+#[test]
+fn one_refill_holds_at_most_the_data_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    let size = (1 << 20) + 1;
+    for i in 0..150u32 {
+        drop(producer.push(json!({ "i": i }), vec![i as u8; size]));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let options = ConsumerOptions {
+        data_selector: Some(diaspora_api::select_all()),
+        ..Default::default()
+    };
+    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    let e = settle(consumer.pull(), "pull").expect("event 0");
+    assert_eq!(e.data().len(), size as u64);
+    let q = consumer.inner.queue.lock();
+    let held = q.bytes + e.data().len() + e.metadata().as_bytes().len() as u64;
+    assert!(
+        held <= MAX_REFILL_DATA + 64 * 16,
+        "one refill holds {held} bytes (cap {MAX_REFILL_DATA} of data)"
+    );
+    assert!(
+        q.events.len() >= 60,
+        "but fills it: {} events",
+        q.events.len()
+    );
 }
