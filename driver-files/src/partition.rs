@@ -106,7 +106,7 @@ fn path_of(dir: &Path, ext: &str) -> PathBuf {
     dir.join(format!("{SEGMENT_BASE}.{ext}"))
 }
 
-fn is_read_only_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_read_only_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
@@ -481,22 +481,21 @@ impl PartitionLog {
         let got = read_up_to(&f.index, &mut buf, record_offset(from))
             .map_err(|e| FilesError::io("read", self.index_path(), e))?;
         let mut out = Vec::with_capacity(n);
-        for (i, chunk) in buf[..got - got % RECORD_SIZE]
-            .chunks_exact(RECORD_SIZE)
-            .enumerate()
-        {
+        // Only the first record's failure is an error (its id is `from`); a later one ends the
+        // read, and the next read starts with it.
+        for chunk in buf[..got - got % RECORD_SIZE].chunks_exact(RECORD_SIZE) {
             match IndexRecord::decode(chunk) {
                 Ok(r) if r.is_tombstone() && out.is_empty() => {
                     return Err(FilesError::CorruptRecord {
                         path: self.index_path(),
-                        index: from + i as u64,
+                        index: from,
                         reason: "event was damaged and removed by topic repair".into(),
                     });
                 }
                 Ok(r) if r.is_tombstone() => break,
                 Ok(r) => out.push(r),
                 Err(_) if out.is_empty() => {
-                    return self.recheck_bad_record(from + i as u64, max);
+                    return self.recheck_bad_record(from, max);
                 }
                 Err(_) => break,
             }

@@ -34,9 +34,9 @@ const ADAPTIVE_MAX_EVENTS: usize = 65_536;
 /// Without background threads, adaptive batches are sealed at this many events.
 const INLINE_BATCH_EVENTS: usize = 4_096;
 /// Any batch is sealed once it references this much data.
-const MAX_BATCH_DATA: u64 = 16 << 20;
+pub(crate) const MAX_BATCH_DATA: u64 = 16 << 20;
 /// Any batch is sealed once it holds this much metadata.
-const MAX_BATCH_META: usize = 8 << 20;
+pub(crate) const MAX_BATCH_META: usize = 8 << 20;
 
 struct OpenBatch {
     payload: BatchPayload,

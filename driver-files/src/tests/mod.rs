@@ -1,9 +1,11 @@
 //! Unit tests that need the driver's internals: user policies that panic, injected store
 //! panics, the consumer's read counters.
 
+mod batch_caps;
 mod flush_behavior;
 mod memory;
 mod panics;
+mod partition_log;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
