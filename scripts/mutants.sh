@@ -3,6 +3,7 @@
 #
 #   bash scripts/mutants.sh            # all core files
 #   bash scripts/mutants.sh FILE...    # only these files
+#   MUTANTS_EXTRA=--iterate bash scripts/mutants.sh   # retest only what the last run missed
 #
 # Installs cargo-mutants if it is missing, mutates each file, runs the files-driver tests and the
 # conformance suite against every mutant (nextest, with the per-test time limit of
@@ -36,7 +37,7 @@ for f in "${FILES[@]}"; do args+=(--file "$f"); done
 cargo mutants "${args[@]}" --test-tool nextest \
     --test-package diaspora-driver-files --test-package diaspora-conformance \
     --test-package diaspora-api --timeout-multiplier 3 \
-    --cargo-test-arg=--profile=mutants || true
+    --cargo-test-arg=--profile=mutants ${MUTANTS_EXTRA:-} || true
 
 python3 - <<'PY'
 import json, collections
