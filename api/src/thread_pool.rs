@@ -345,10 +345,8 @@ mod tests {
         assert_eq!(n.load(Ordering::SeqCst), 1000);
     }
 
-    #[test]
-    fn pending_tasks_counts_queued_and_running_jobs() {
-        let p = ThreadPool::new(1);
-        assert_eq!(p.pending_tasks(), 0);
+    /// Occupies `p`'s worker with a job that waits (bounded) for the returned sender.
+    fn block_the_worker(p: &ThreadPool) -> std::sync::mpsc::Sender<()> {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         p.push_work(
@@ -360,7 +358,15 @@ mod tests {
         );
         started_rx
             .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("job started");
+            .expect("blocker started");
+        go_tx
+    }
+
+    #[test]
+    fn pending_tasks_counts_queued_and_running_jobs() {
+        let p = ThreadPool::new(1);
+        assert_eq!(p.pending_tasks(), 0);
+        let go_tx = block_the_worker(&p);
         p.push_work(|| {}, 0);
         p.push_work(|| {}, 0);
         assert_eq!(p.pending_tasks(), 3, "one running, two queued");
@@ -376,18 +382,7 @@ mod tests {
     #[test]
     fn queued_jobs_run_highest_priority_first_then_in_submission_order() {
         let p = ThreadPool::new(1);
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        p.push_work(
-            move || {
-                let _ = started_tx.send(());
-                let _ = go_rx.recv_timeout(std::time::Duration::from_secs(20));
-            },
-            0,
-        );
-        started_rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .expect("blocker started");
+        let go_tx = block_the_worker(&p);
         // Queued behind the blocker: (label, priority).
         let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let jobs = [
