@@ -378,10 +378,14 @@ mod tests {
         // A path under a regular file: ENOTDIR, not NotFound.
         let file = dir.path().join("plain");
         std::fs::write(&file, b"x").expect("write");
-        let under = file.join("c.acks");
-        assert!(matches!(read(&under, 2), Err(FilesError::Io { .. })));
+        assert_unusable(&file.join("c.acks"));
+    }
+
+    /// Both ways of reading the acknowledgements at `p` fail with an I/O error.
+    fn assert_unusable(p: &Path) {
+        assert!(matches!(read(p, 2), Err(FilesError::Io { .. })));
         assert!(matches!(
-            AckStore::load(&under, 2, &[0, 1], false),
+            AckStore::load(p, 2, &[0, 1], false),
             Err(FilesError::Io { .. })
         ));
     }
@@ -392,11 +396,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("c.acks");
         std::fs::create_dir(&p).expect("mkdir");
-        assert!(matches!(read(&p, 2), Err(FilesError::Io { .. })));
-        assert!(matches!(
-            AckStore::load(&p, 2, &[0, 1], false),
-            Err(FilesError::Io { .. })
-        ));
+        assert_unusable(&p);
     }
 
     #[test]
