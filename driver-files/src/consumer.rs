@@ -207,7 +207,7 @@ impl Inner {
     }
 
     /// Reads the next run of events of the first partition (round robin) that has some.
-    fn refill(&self) {
+    pub(crate) fn refill(&self) {
         let mut cur = self.cursor.lock();
         {
             let q = self.queue.lock();

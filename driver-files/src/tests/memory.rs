@@ -149,3 +149,57 @@ fn one_refill_holds_at_most_the_data_cap() {
         q.events.len()
     );
 }
+
+/// The refill caps are inclusive: two events of exactly half `MAX_REFILL_META` of metadata fill
+/// one refill together, and the third waits for the next.
+#[test]
+fn two_events_of_exactly_half_the_metadata_cap_share_a_refill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    let half = (MAX_REFILL_META / 2) as usize;
+    let pad = half - big_meta(0, 0).len();
+    for i in 0..3 {
+        drop(producer.push(big_meta(i, pad), ()));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let consumer = FilesConsumer::new(shared, "c", ConsumerOptions::default()).expect("consumer");
+    let e = settle(consumer.pull(), "pull").expect("event 0");
+    assert_eq!(e.metadata().as_bytes().len(), half);
+    assert_eq!(
+        consumer.inner.meta_read.load(Ordering::SeqCst),
+        2 * half as u64
+    );
+    assert_eq!(
+        consumer.inner.queue.lock().events.len(),
+        1,
+        "event 1 came too"
+    );
+}
+
+/// Likewise for data: two events of exactly half `MAX_REFILL_DATA` share a refill.
+#[test]
+fn two_events_of_exactly_half_the_data_cap_share_a_refill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    let half = (MAX_REFILL_DATA / 2) as usize;
+    for i in 0..3u8 {
+        drop(producer.push(json!({ "i": i }), vec![i; half]));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let options = ConsumerOptions {
+        data_selector: Some(diaspora_api::select_all()),
+        ..Default::default()
+    };
+    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    let e = settle(consumer.pull(), "pull").expect("event 0");
+    assert_eq!(e.data().len(), half as u64);
+    assert_eq!(
+        consumer.inner.queue.lock().events.len(),
+        1,
+        "event 1 came too"
+    );
+}

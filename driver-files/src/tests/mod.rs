@@ -6,6 +6,8 @@ mod flush_behavior;
 mod memory;
 mod panics;
 mod partition_log;
+mod prefetch;
+mod span_reads;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
