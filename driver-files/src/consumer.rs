@@ -29,6 +29,7 @@ use diaspora_api::{
 use parking_lot::Mutex;
 
 use crate::acks::AckStore;
+use crate::bufpool::BufPool;
 use crate::error::FilesError;
 use crate::format::IndexRecord;
 use crate::topic::TopicShared;
@@ -36,14 +37,15 @@ use crate::topic::TopicShared;
 /// Records read per refill with an adaptive batch size.
 const ADAPTIVE_RECORDS: usize = 4_096;
 /// A refill stops adding events once it holds this much selected data (at least one event).
-pub(crate) const MAX_REFILL_DATA: u64 = 64 << 20;
+pub(crate) const MAX_REFILL_DATA: u64 = 1 << 20;
 /// A refill stops adding events once it holds this much metadata (at least one event).
 pub(crate) const MAX_REFILL_META: u64 = 16 << 20;
 /// No refill starts while the events already buffered hold this many bytes.
-pub(crate) const MAX_BUFFERED_BYTES: u64 = MAX_REFILL_DATA;
-/// Runs of events averaging more selected data than this are read event by event: large
-/// events gain nothing from one big read, which would only add page faults on a huge buffer.
-const SPAN_READ_MAX_AVG: u64 = 16 << 10;
+pub(crate) const MAX_BUFFERED_BYTES: u64 = 4 * MAX_REFILL_DATA;
+/// Events with at most this much selected data are read into recycled buffers ([`BufPool`]),
+/// which hold at most [`MAX_POOLED_BYTES`] when free.
+const MAX_POOLED_BUFFER: u64 = MAX_REFILL_DATA;
+const MAX_POOLED_BYTES: usize = 2 * MAX_BUFFERED_BYTES as usize;
 /// Longest sleep between two polls of an empty topic.
 const MAX_POLL_SLEEP: Duration = Duration::from_millis(5);
 
@@ -58,21 +60,68 @@ impl Acknowledger for Acks {
 struct Cursor {
     /// Next id to read, per consumed partition.
     next: Vec<u64>,
+    /// Index records to read at the next refill, per consumed partition (at most the batch
+    /// size): as many as the last refill could take within its byte budgets, doubled when it
+    /// took all it read. Large events fill a refill's data budget with a few records, and
+    /// reading and checking the thousands more a batch size allows would cost more than
+    /// their data.
+    want: Vec<usize>,
     /// Index (in `partitions`) of the partition to try first.
     rr: usize,
 }
 
 #[derive(Default)]
 pub(crate) struct Queue {
-    pub(crate) events: VecDeque<Result<Event>>,
+    pub(crate) events: VecDeque<Buffered>,
     /// Metadata and data bytes of the buffered events.
     pub(crate) bytes: u64,
     pub(crate) prefetching: bool,
 }
 
+/// A read event, and the checksum its whole data must match when it was selected: checked by
+/// the pull that delivers it, so that with a prefetching pool the check of one event overlaps
+/// the read of the next ones.
+pub(crate) struct Buffered {
+    event: Result<Event>,
+    data_crc: Option<u32>,
+}
+
+impl Buffered {
+    fn failed(e: Error) -> Self {
+        Buffered {
+            event: Err(e),
+            data_crc: None,
+        }
+    }
+
+    /// The event, once its data matches its checksum.
+    fn deliver(self, topic: &str) -> Result<Event> {
+        let event = self.event?;
+        let Some(crc) = self.data_crc else {
+            return Ok(event);
+        };
+        let mut h = crc32fast::Hasher::new();
+        for s in event.data().segments() {
+            h.update(s);
+        }
+        if h.finalize() == crc {
+            return Ok(event);
+        }
+        let (p, id) = (event.partition(), event.id());
+        Err(event_failed(
+            p,
+            id,
+            Error::Corrupted(format!(
+                "topic {topic} partition {p} event {id}: data checksum mismatch"
+            )),
+        ))
+    }
+}
+
 /// Bytes an event holds in memory while buffered.
-fn event_bytes(e: &Result<Event>) -> u64 {
-    e.as_ref()
+fn event_bytes(b: &Buffered) -> u64 {
+    b.event
+        .as_ref()
         .map_or(0, |e| e.metadata().as_bytes().len() as u64 + e.data().len())
 }
 
@@ -100,10 +149,14 @@ pub(crate) struct Inner {
     records_per_refill: usize,
     max_buffered: usize,
     pool: ThreadPool,
+    /// Recycled buffers for the data of events read one by one.
+    recycled: BufPool,
     cursor: Mutex<Cursor>,
     pub(crate) queue: Mutex<Queue>,
     /// Bytes of metadata read from the metadata files so far (memory-bound tests).
     pub(crate) meta_read: std::sync::atomic::AtomicU64,
+    /// Index records read so far (tests of the read size).
+    pub(crate) records_read: std::sync::atomic::AtomicU64,
 }
 
 /// The files driver's [`ConsumerBackend`].
@@ -143,10 +196,12 @@ impl FilesConsumer {
             inner: Arc::new(Inner {
                 cursor: Mutex::new(Cursor {
                     next: partitions.iter().map(|&p| start[p]).collect(),
+                    want: vec![records_per_refill; partitions.len()],
                     rr: 0,
                 }),
                 queue: Mutex::new(Queue::default()),
                 meta_read: std::sync::atomic::AtomicU64::new(0),
+                records_read: std::sync::atomic::AtomicU64::new(0),
                 acker: Arc::new(Acks(acks)),
                 selector: options.data_selector,
                 allocator: options.data_allocator,
@@ -154,6 +209,7 @@ impl FilesConsumer {
                 records_per_refill,
                 max_buffered: records_per_refill * options.max_num_batches.max(1),
                 pool: options.thread_pool.unwrap_or_else(ThreadPool::inline),
+                recycled: BufPool::new(MAX_POOLED_BYTES),
                 partitions,
                 topic,
             }),
@@ -182,28 +238,29 @@ impl Inner {
         let mut q = self.queue.lock();
         let e = q.events.pop_front()?;
         q.bytes = q.bytes.saturating_sub(event_bytes(&e));
-        if self.pool.size() > 0
+        let prefetch = self.pool.size() > 0
             && !q.prefetching
             && q.events.len() < self.records_per_refill / 2
-            && q.bytes < MAX_BUFFERED_BYTES / 2
-        {
-            q.prefetching = true;
+            && q.bytes < MAX_BUFFERED_BYTES / 2;
+        q.prefetching |= prefetch;
+        drop(q);
+        if prefetch {
             let me = self.clone();
-            drop(q);
             self.pool.push_work(
                 move || {
                     // A panic here is a driver bug; it is reported by the next pull.
                     let r = diaspora_api::catch_panic("the consumer's prefetch", || me.refill());
                     let mut q = me.queue.lock();
                     if let Err(e) = r {
-                        q.events.push_back(Err(e));
+                        q.events.push_back(Buffered::failed(e));
                     }
                     q.prefetching = false;
                 },
                 0,
             );
         }
-        Some(e)
+        // Outside the queue lock, while the prefetch (if any) reads on.
+        Some(e.deliver(&self.topic.name))
     }
 
     /// Reads the next run of events of the first partition (round robin) that has some.
@@ -218,7 +275,8 @@ impl Inner {
         let np = self.partitions.len();
         for k in 0..np {
             let slot = (cur.rr + k) % np;
-            let events = self.read_partition(slot, &mut cur.next[slot]);
+            let Cursor { next, want, .. } = &mut *cur;
+            let events = self.read_partition(slot, &mut next[slot], &mut want[slot]);
             if !events.is_empty() {
                 cur.rr = (slot + 1) % np;
                 // Appended under the cursor lock: the queue keeps partition order.
@@ -230,10 +288,10 @@ impl Inner {
         }
     }
 
-    fn read_partition(&self, slot: usize, next: &mut u64) -> Vec<Result<Event>> {
+    fn read_partition(&self, slot: usize, next: &mut u64, want: &mut usize) -> Vec<Buffered> {
         let p = self.partitions[slot];
         let log = &self.topic.partitions[p];
-        let records = match log.read_records(*next, self.records_per_refill) {
+        let records = match log.read_records(*next, (*want).clamp(1, self.records_per_refill)) {
             Ok(r) => r,
             Err(FilesError::CorruptRecord {
                 path,
@@ -246,21 +304,24 @@ impl Inner {
                     index,
                     reason,
                 };
-                return vec![Err(event_failed(p, index, e.into()))];
+                return vec![Buffered::failed(event_failed(p, index, e.into()))];
             }
-            Err(e) => return vec![Err(e.into())],
+            Err(e) => return vec![Buffered::failed(e.into())],
         };
         if records.is_empty() {
             return Vec::new();
         }
-        let sane = match log.sizes() {
+        let (sane, data_len) = match log.sizes() {
             // Data bounds matter only to consumers that read data.
-            Ok((_, meta_len, data_len)) => sane_prefix(
-                &records,
-                meta_len,
-                self.selector.is_some().then_some(data_len),
+            Ok((_, meta_len, data_len)) => (
+                sane_prefix(
+                    &records,
+                    meta_len,
+                    self.selector.is_some().then_some(data_len),
+                ),
+                data_len,
             ),
-            Err(e) => return vec![Err(e.into())],
+            Err(e) => return vec![Buffered::failed(e.into())],
         };
         if sane == 0 {
             // A checksummed record pointing outside its files: never served, reported, skipped.
@@ -270,13 +331,16 @@ impl Inner {
                 "topic {} partition {p} event {id}: record points outside the metadata or data file",
                 self.topic.name
             ));
-            return vec![Err(event_failed(p, id, e))];
+            return vec![Buffered::failed(event_failed(p, id, e))];
         }
         let take = self.records_within_budget(&records[..sane]);
+        self.records_read
+            .fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        *want = self.next_want(&records[..take], records.len(), *want);
         let records = &records[..take];
         let span = match log.read_meta_span(&records[0], &records[take - 1]) {
             Ok(s) => s,
-            Err(e) => return vec![Err(e.into())],
+            Err(e) => return vec![Buffered::failed(e.into())],
         };
         self.meta_read
             .fetch_add(span.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -292,21 +356,21 @@ impl Inner {
                 self.prepare(p, first_id + j as u64, *rec, raw)
             })
             .collect();
-        // Phase 2: data. Dense selections of small events with the default allocator come from
-        // one read of the whole run, handed out as zero-copy slices; otherwise each event's
-        // selection is read straight into the buffer its allocator provides.
+        // Phase 2: data. Dense selections with the default allocator come from one read of the
+        // whole run (into a recycled buffer), handed out as zero-copy slices; otherwise each
+        // event's selection is read straight into the buffer its allocator provides.
         let selected: u64 = prepared
             .iter()
             .filter_map(|r| r.as_ref().ok())
             .map(|pr| pr.selection.size())
             .sum();
         let run_len = records[take - 1].data_end() - records[0].data_offset;
-        let dense = selected * 2 >= run_len && selected / take as u64 <= SPAN_READ_MAX_AVG;
+        let dense = selected * 2 >= run_len;
         let data_run =
             if selected > 0 && self.allocator.is_none() && self.buffers.is_none() && dense {
-                match log.read_data_span(&records[0], &records[take - 1]) {
+                match self.read_run(log, &records[0], &records[take - 1], run_len) {
                     Ok(run) => Some(run),
-                    Err(e) => return vec![Err(e.into())],
+                    Err(e) => return vec![Buffered::failed(e.into())],
                 }
             } else {
                 None
@@ -317,10 +381,50 @@ impl Inner {
             .into_iter()
             .enumerate()
             .map(|(j, r)| {
-                r.and_then(|pr| self.finish(pr, data_run.as_ref(), records[0].data_offset))
-                    .map_err(|e| event_failed(p, first_id + j as u64, e))
+                r.and_then(|pr| {
+                    self.finish(pr, data_run.as_ref(), records[0].data_offset, data_len)
+                })
+                .unwrap_or_else(|e| Buffered::failed(event_failed(p, first_id + j as u64, e)))
             })
             .collect()
+    }
+
+    /// Reads the data of records `first..=last` (`run_len` bytes) with one read: into a
+    /// recycled buffer if it is small enough to be kept, else into a fresh one.
+    fn read_run(
+        &self,
+        log: &crate::partition::PartitionLog,
+        first: &IndexRecord,
+        last: &IndexRecord,
+        run_len: u64,
+    ) -> std::result::Result<Bytes, FilesError> {
+        if run_len > MAX_POOLED_BUFFER {
+            return log.read_data_span(first, last);
+        }
+        // Within the data file: `sane_prefix` checked every record of the run against it.
+        let mut buf = self.recycled.take(run_len as usize);
+        log.read_data_span_into(first, last, buf.as_mut_slice())?;
+        Ok(buf.freeze())
+    }
+
+    /// Records to read at the next refill, after one that read `read` records (wanting
+    /// `want`) and took `taken`: as many as it took when the budgets stopped it, twice as many
+    /// when it took every record and they filled less than half of each budget.
+    fn next_want(&self, taken: &[IndexRecord], read: usize, want: usize) -> usize {
+        if taken.len() < read {
+            return taken.len();
+        }
+        let meta: u64 = taken.iter().map(|r| u64::from(r.meta_len)).sum();
+        let data: u64 = if self.selector.is_some() {
+            taken.iter().map(|r| r.data_len).fold(0, u64::saturating_add)
+        } else {
+            0
+        };
+        if read == want && meta <= MAX_REFILL_META / 2 && data <= MAX_REFILL_DATA / 2 {
+            want.saturating_mul(2).min(self.records_per_refill)
+        } else {
+            want
+        }
     }
 
     /// How many records fit in one refill's metadata and data budgets (at least one).
@@ -389,8 +493,15 @@ impl Inner {
     }
 
     /// Fetches the selected data (from `run`, the data of the whole refill starting at file
-    /// offset `run_start`, when given) and builds the event.
-    fn finish(&self, pr: Prepared, run: Option<&Bytes>, run_start: u64) -> Result<Event> {
+    /// offset `run_start`, when given; `data_len` is the data file's length the run was checked
+    /// against) and builds the event. Its data checksum is left to the pull that delivers it.
+    fn finish(
+        &self,
+        pr: Prepared,
+        run: Option<&Bytes>,
+        run_start: u64,
+        data_len: u64,
+    ) -> Result<Buffered> {
         let Prepared {
             p,
             id,
@@ -420,9 +531,6 @@ impl Inner {
                 }
                 buf.freeze()
             };
-            if whole && crc32fast::hash(&bytes) != rec.data_crc {
-                return Err(self.corrupt(p, id, "data"));
-            }
             DataView::from(bytes)
         } else if let Some(balloc) = &self.buffers {
             let mut buffers = diaspora_api::buffer::allocate(balloc, &metadata, &selection)?;
@@ -430,21 +538,26 @@ impl Inner {
                 let mut slices: Vec<&mut [u8]> =
                     buffers.iter_mut().map(DataBuffer::as_mut_slice).collect();
                 self.topic.partitions[p].read_data_into(&rec, segments, &mut slices)?;
-                if whole {
-                    let mut h = crc32fast::Hasher::new();
-                    for s in &slices {
-                        h.update(s);
-                    }
-                    if h.finalize() != rec.data_crc {
-                        return Err(self.corrupt(p, id, "data"));
-                    }
-                }
             }
             DataView::from_segments(buffers.into_iter().map(DataBuffer::into_bytes))
+        } else if self.allocator.is_none() && selection.size() <= MAX_POOLED_BUFFER {
+            // Checked by `sane_prefix` for the run; checked again before anything is taken.
+            if rec.checked_data_end().is_none_or(|e| e > data_len) {
+                return Err(FilesError::OutOfRange {
+                    path: self.topic.partitions[p].data_path(),
+                    start: rec.data_offset,
+                    end: rec.data_end(),
+                    file_len: data_len,
+                }
+                .into());
+            }
+            let mut buf = self.recycled.take(selection.size() as usize);
+            self.topic.partitions[p].read_data(&rec, segments, buf.as_mut_slice())?;
+            DataView::from(buf.freeze())
         } else {
             let log = &self.topic.partitions[p];
             let buf = match &self.allocator {
-                None => log.read_data_new(&rec, segments)?,
+                None => log.read_data_new(&rec, segments, data_len)?,
                 Some(alloc) => {
                     let mut buf =
                         diaspora_api::catch_panic("the consumer's data allocator", || {
@@ -460,13 +573,14 @@ impl Inner {
                     buf
                 }
             };
-            if whole && crc32fast::hash(&buf) != rec.data_crc {
-                return Err(self.corrupt(p, id, "data"));
-            }
             DataView::from(buf.freeze())
         };
-        Ok(Event::new(id, p, metadata, data, self.acker.clone())
-            .with_partition_info(self.topic.partition_infos[p].clone()))
+        let event = Event::new(id, p, metadata, data, self.acker.clone())
+            .with_partition_info(self.topic.partition_infos[p].clone());
+        Ok(Buffered {
+            event: Ok(event),
+            data_crc: whole.then_some(rec.data_crc),
+        })
     }
 }
 

@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub mod acks;
+mod bufpool;
 mod consumer;
 mod driver;
 pub mod error;

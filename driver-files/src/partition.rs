@@ -220,6 +220,11 @@ impl PartitionLog {
         path_of(&self.dir, INDEX_EXT)
     }
 
+    /// Path of the data file.
+    pub fn data_path(&self) -> PathBuf {
+        path_of(&self.dir, DATA_EXT)
+    }
+
     /// Whether the files are writable (false on a read-only tree).
     pub fn is_writable(&self) -> FilesResult<bool> {
         Ok(self.files()?.writable)
@@ -568,6 +573,35 @@ impl PartitionLog {
         )
     }
 
+    /// Reads the data of consecutive records into `out`, which must be exactly as long as
+    /// their data, after checking that the span lies within the data file.
+    pub fn read_data_span_into(
+        &self,
+        first: &IndexRecord,
+        last: &IndexRecord,
+        out: &mut [u8],
+    ) -> FilesResult<()> {
+        let f = self.files()?;
+        let path = path_of(&self.dir, DATA_EXT);
+        let file_len = f.len(&f.data, &self.dir, DATA_EXT)?;
+        let start = first.data_offset;
+        let end = last.checked_data_end();
+        match end {
+            Some(end) if start <= end && end <= file_len && end - start == out.len() as u64 => {}
+            _ => {
+                return Err(FilesError::OutOfRange {
+                    path,
+                    start,
+                    end: end.unwrap_or(u64::MAX),
+                    file_len,
+                })
+            }
+        }
+        f.data
+            .read_exact_at(out, start)
+            .map_err(|e| FilesError::io("read", path, e))
+    }
+
     /// File offsets `start..end` of a segment of a record's data, checked.
     fn segment_range(&self, rec: &IndexRecord, s: &Segment) -> FilesResult<(u64, usize)> {
         let bad = || FilesError::OutOfRange {
@@ -620,9 +654,16 @@ impl PartitionLog {
     }
 
     /// Reads the selected `segments` of a record's data into a new buffer (not zero-filled).
-    pub fn read_data_new(&self, rec: &IndexRecord, segments: &[Segment]) -> FilesResult<BytesMut> {
+    /// `data_len` is the data file's length as the caller last saw it (files only grow while
+    /// open; a record beyond it is refused before anything is allocated): a reader that checks
+    /// a run of records against one `sizes()` saves a `stat` per event.
+    pub fn read_data_new(
+        &self,
+        rec: &IndexRecord,
+        segments: &[Segment],
+        data_len: u64,
+    ) -> FilesResult<BytesMut> {
         let f = self.files()?;
-        let data_len = f.len(&f.data, &self.dir, DATA_EXT)?;
         if rec.checked_data_end().is_none_or(|e| e > data_len) {
             return Err(FilesError::OutOfRange {
                 path: path_of(&self.dir, DATA_EXT),

@@ -118,13 +118,13 @@ fn event_larger_than_the_cap_is_delivered_alone() {
 }
 
 /// A refill stops adding events once it holds `MAX_REFILL_DATA` of selected data, whatever the
-/// batch size asks for (150 events of just over 1 MiB: one refill holds at most 64 of them).
+/// batch size asks for (150 events of just over a 64th of it: one refill holds at most 64).
 #[test]
 fn one_refill_holds_at_most_the_data_cap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let topic = topic_with(dir.path(), 1, |_| {});
     let producer = topic.producer().expect("producer");
-    let size = (1 << 20) + 1;
+    let size = (MAX_REFILL_DATA / 64) as usize + 1;
     for i in 0..150u32 {
         drop(producer.push(json!({ "i": i }), vec![i as u8; size]));
     }
@@ -202,4 +202,63 @@ fn two_events_of_exactly_half_the_data_cap_share_a_refill() {
         1,
         "event 1 came too"
     );
+}
+
+/// A refill reads about as many index records as its budgets let it take: 64 KiB events fill
+/// the data cap with a few records, and reading the 4096 an adaptive batch allows at every
+/// refill would check thousands of records to deliver a few.
+#[test]
+fn refills_of_large_events_read_few_more_records_than_they_take() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    let size = 64 << 10;
+    let per_refill = (MAX_REFILL_DATA / size as u64) as usize;
+    let n = 20 * per_refill;
+    for i in 0..n {
+        drop(producer.push(json!({ "i": i }), vec![0u8; size]));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let options = ConsumerOptions {
+        data_selector: Some(diaspora_api::select_all()),
+        ..Default::default()
+    };
+    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    for i in 0..n as u64 {
+        assert_eq!(settle(consumer.pull(), "pull").expect("event").id(), i);
+    }
+    let read = consumer.inner.records_read.load(Ordering::SeqCst) as usize;
+    // The first refill reads every record (n); each later one about what it takes.
+    assert!(
+        read <= 2 * n + per_refill,
+        "{read} index records read to deliver {n} events"
+    );
+}
+
+/// Small events still get whole batches per refill once the read size has adapted up: with
+/// no data selected, 10,000 events of tiny metadata take few refills.
+#[test]
+fn refills_of_small_events_read_whole_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    let n = 10_000u64;
+    for i in 0..n {
+        drop(producer.push(json!({ "i": i }), ()));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
+    let consumer = FilesConsumer::new(shared, "c", ConsumerOptions::default()).expect("consumer");
+    for i in 0..n {
+        assert_eq!(settle(consumer.pull(), "pull").expect("event").id(), i);
+        if i == 0 {
+            assert_eq!(
+                consumer.inner.queue.lock().events.len(),
+                4095,
+                "one refill took a whole adaptive batch"
+            );
+        }
+    }
+    assert_eq!(consumer.inner.records_read.load(Ordering::SeqCst), n);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use diaspora_api::{json, BatchSize, ConsumerBackend, ConsumerOptions, ThreadPool};
 
 use super::{settle, topic_with};
-use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES};
+use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_DATA};
 use crate::topic::TopicShared;
 
 /// Writes `events` (metadata, data) to a one-partition topic under `dir`.
@@ -89,52 +89,53 @@ fn prefetch_starts_below_half_a_batch_and_not_before() {
     }
 }
 
-/// The byte bound of the prefetch is strict: with exactly half of `MAX_BUFFERED_BYTES` still
-/// buffered (one event of 32 MiB of metadata and data), no prefetch starts; once it is pulled
-/// too, one does.
+/// The byte bound of the prefetch is strict. Events of half a refill's data cap, two per
+/// refill, and a batch size too large to matter: after each pull (and the prefetch it
+/// started) a quarter of `MAX_BUFFERED_BYTES` more is buffered, until a pull leaves exactly
+/// half of it: that one starts no prefetch; the next one does.
 #[test]
 fn prefetch_waits_until_less_than_half_the_byte_bound_is_buffered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let meta = |i: usize| json!({ "i": i }).to_string();
-    let half = (MAX_BUFFERED_BYTES / 2) as usize;
+    let size = (MAX_REFILL_DATA / 2) as usize; // metadata and data of one event
+    let n = 16;
     write(
         dir.path(),
-        vec![
-            (meta(0), vec![0; half - meta(0).len()]),
-            (meta(1), vec![1; half - meta(1).len()]),
-            // Past the refill's 64 MiB data cap: the first refill holds events 0 and 1 only.
-            (meta(2), vec![2; 1 << 20]),
-        ],
+        (0..n)
+            .map(|i| (meta(i), vec![i as u8; size - meta(i).len()]))
+            .collect(),
     );
     let c = consumer(
         dir.path(),
         ConsumerOptions {
-            batch_size: BatchSize::Fixed(4),
+            batch_size: BatchSize::Fixed(1000),
             data_selector: Some(diaspora_api::select_all()),
             thread_pool: Some(ThreadPool::new(1)),
             ..Default::default()
         },
     );
-    let e = settle(c.pull(), "pull 0").expect("event 0");
-    assert_eq!(
-        e.metadata().as_bytes().len() as u64 + e.data().len(),
-        half as u64
-    );
-    assert_eq!(
-        c.inner.queue.lock().bytes,
-        half as u64,
-        "event 1 is buffered"
-    );
-    assert_eq!(
-        state(&c),
-        (false, 1),
-        "1 event, fewer than half a batch, but exactly half the byte bound: no prefetch"
-    );
-    drop(e);
-    let e = settle(c.pull(), "pull 1").expect("event 1");
-    assert_eq!(e.id(), 1);
-    assert_eq!(after_prefetch(&c), 1, "event 2 was read ahead");
-    assert_eq!(settle(c.pull(), "pull 2").expect("event 2").id(), 2);
+    let half = MAX_BUFFERED_BYTES / 2;
+    let mut at_half = 0;
+    for i in 0..n as u64 {
+        let before = c.inner.queue.lock().bytes;
+        let e = settle(c.pull(), "pull").expect("event");
+        assert_eq!(e.id(), i);
+        assert_eq!(
+            e.metadata().as_bytes().len() as u64 + e.data().len(),
+            size as u64
+        );
+        let left = before.saturating_sub(size as u64);
+        if left >= half {
+            assert_eq!(c.inner.queue.lock().bytes, left);
+            assert!(
+                !c.inner.queue.lock().prefetching,
+                "pull {i} left {left} bytes buffered, not less than {half}: no prefetch"
+            );
+            at_half += usize::from(left == half);
+        }
+        after_prefetch(&c);
+    }
+    assert!(at_half > 0, "some pull left exactly half the bound");
 }
 
 /// A refill adds nothing once `max_buffered` (batch size × `max_num_batches`) events are
@@ -165,11 +166,12 @@ fn refill_adds_nothing_once_max_buffered_events_are_buffered() {
 #[test]
 fn refill_adds_nothing_once_max_buffered_bytes_are_buffered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let quarter = (MAX_BUFFERED_BYTES / 4) as usize;
+    let size = MAX_REFILL_DATA as usize; // one event per refill
+    let n = (MAX_BUFFERED_BYTES / MAX_REFILL_DATA) as usize + 2;
     write(
         dir.path(),
-        (0..5u8)
-            .map(|i| (json!({ "i": i }).to_string(), vec![i; quarter]))
+        (0..n)
+            .map(|i| (json!({ "i": i }).to_string(), vec![i as u8; size]))
             .collect(),
     );
     let c = consumer(
@@ -180,15 +182,67 @@ fn refill_adds_nothing_once_max_buffered_bytes_are_buffered() {
             ..Default::default()
         },
     );
-    c.inner.refill();
+    for k in 1..n - 1 {
+        c.inner.refill();
+        assert_eq!(state(&c).1, k, "one event per refill");
+    }
     let q = c.inner.queue.lock();
-    assert_eq!(
-        q.events.len(),
-        4,
-        "the 64 MiB data cap stops the first refill"
-    );
     assert!(q.bytes >= MAX_BUFFERED_BYTES, "{} bytes buffered", q.bytes);
     drop(q);
     c.inner.refill();
-    assert_eq!(state(&c).1, 4, "the byte bound is reached: nothing added");
+    assert_eq!(
+        state(&c).1,
+        n - 2,
+        "the byte bound is reached: nothing added"
+    );
+}
+
+/// Data checksums are checked by the pull that delivers an event, also when a prefetch read
+/// it: a damaged event fails its own pull, and the events around it are delivered.
+#[test]
+fn damaged_data_read_ahead_fails_its_own_pull() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let size = 64 << 10;
+    write(
+        dir.path(),
+        (0..40u8)
+            .map(|i| (json!({ "i": i }).to_string(), vec![i; size]))
+            .collect(),
+    );
+    let data = dir
+        .path()
+        .join("t/partitions/00000000/00000000000000000000.data");
+    let mut bytes = std::fs::read(&data).expect("read data file");
+    bytes[25 * size + 100] ^= 0xff;
+    std::fs::write(&data, bytes).expect("write data file");
+    let c = consumer(
+        dir.path(),
+        ConsumerOptions {
+            batch_size: BatchSize::Fixed(4),
+            data_selector: Some(diaspora_api::select_all()),
+            thread_pool: Some(ThreadPool::new(1)),
+            ..Default::default()
+        },
+    );
+    for i in 0..40u64 {
+        match settle(c.pull(), "pull") {
+            Ok(e) => {
+                assert_ne!(i, 25, "the damaged event was delivered");
+                assert_eq!(e.id(), i);
+                assert_eq!(e.data().to_vec(), vec![i as u8; size]);
+            }
+            Err(diaspora_api::Error::EventFailed {
+                partition,
+                id,
+                source,
+            }) => {
+                assert_eq!((i, partition, id), (25, 0, 25));
+                assert!(
+                    source.to_string().contains("data checksum mismatch"),
+                    "{source}"
+                );
+            }
+            Err(e) => panic!("pull {i}: {e}"),
+        }
+    }
 }
