@@ -149,7 +149,8 @@ pub struct Args {
     pub results: Option<std::path::PathBuf>,
     /// Skip the ceiling (files driver: sequential 1 MiB writes then reads of the same number of
     /// bytes on a scratch file next to the topic, measured before each run, each result shown
-    /// as a ratio of it).
+    /// as a ratio of it), and the `syncfs` that settles the file system before each of its
+    /// passes and each phase.
     #[arg(long)]
     pub no_ceiling: bool,
 

@@ -3,10 +3,17 @@
 //!
 //! [`measure_files`] writes `bytes` bytes into a scratch file with sequential
 //! `write` calls of [`CHUNK`] bytes (or another call size) (no sync, as the files driver does not sync by default), then
-//! reads them back with sequential `read` calls of the same size, and removes the file. It
+//! reads them back with sequential `read` calls of the same size, and removes the file; it
+//! does this twice and keeps the faster write and the faster read (see [`PASSES`]). It
 //! reports both speeds and how much of the file the page cache held right after writing it
 //! (`mincore`), so a reader can tell a page-cache figure from a disk figure. Nothing is
 //! dropped from the page cache: the ceiling is measured in the state the benchmark left.
+//!
+//! Each write and each read pass (the ceiling's and the benchmark's phases) starts on a
+//! settled file system ([`settle`]: `syncfs`, untimed): otherwise a pass runs while the
+//! kernel writes back what the previous one left dirty, and on this 2-core machine that moved
+//! the ceiling's read speed between 5.7 and 19 GiB/s and its write speed between 0.9 and
+//! 4.9 GiB/s from one run to the next.
 //!
 //! A result is then shown as a ratio of its ceiling with [`Ceiling::ratio`]: produce against
 //! the write speed, consume (with data) against the read speed.
@@ -142,12 +149,51 @@ fn rate(amount: f64, seconds: f64) -> f64 {
 /// returns (also on error).
 pub fn measure_files(dir: &Path, bytes: u64, call_size: usize) -> io::Result<Ceiling> {
     let call_size = call_size.max(1);
+    // Not all zeros (a file system could special-case them), not all one byte.
+    let mut buf = AlignedBuf::new(call_size);
+    for (i, b) in buf.as_mut_slice().iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let mut back = AlignedBuf::new(call_size);
+    let mut best = one_pass(dir, bytes, buf.as_mut_slice(), back.as_mut_slice())?;
+    for _ in 1..PASSES {
+        let p = one_pass(dir, bytes, buf.as_mut_slice(), back.as_mut_slice())?;
+        best = Pass {
+            write_seconds: best.write_seconds.min(p.write_seconds),
+            read_seconds: best.read_seconds.min(p.read_seconds),
+            resident_after_write: p.resident_after_write.or(best.resident_after_write),
+        };
+    }
+    Ok(Ceiling {
+        dir: dir.to_path_buf(),
+        bytes,
+        call_size,
+        write_seconds: best.write_seconds,
+        read_seconds: best.read_seconds,
+        resident_after_write: best.resident_after_write,
+    })
+}
+
+/// Write and read passes of the ceiling; each speed is the best of them. On a virtual machine
+/// the first pass can run at a fraction of the next (in this one: 0.43 against 4.9 GB/s for
+/// `dd` into a fresh file), because page-cache pages the guest had freed must first be faulted
+/// back in by the host; the benchmark's own phases then reuse those pages.
+const PASSES: usize = 2;
+
+struct Pass {
+    write_seconds: f64,
+    read_seconds: f64,
+    resident_after_write: Option<f64>,
+}
+
+/// Writes `bytes` bytes into a new scratch file with calls of `buf.len()` bytes, reads them back
+/// into `back`, and removes the file (also on error).
+fn one_pass(dir: &Path, bytes: u64, buf: &[u8], back: &mut [u8]) -> io::Result<Pass> {
+    let call_size = buf.len();
     let mut scratch = tempfile::Builder::new()
         .prefix(".diaspora-bench-ceiling-")
         .tempfile_in(dir)?;
-    // Not all zeros (a file system could special-case them), not all one byte.
-    let buf: Vec<u8> = (0..call_size).map(|i| (i % 251) as u8).collect();
-
+    settle(dir)?;
     let start = Instant::now();
     let mut left = bytes;
     while left > 0 {
@@ -159,11 +205,11 @@ pub fn measure_files(dir: &Path, bytes: u64, call_size: usize) -> io::Result<Cei
     let resident_after_write = resident_fraction(scratch.as_file(), bytes);
 
     let mut file = scratch.reopen()?;
-    let mut back = vec![0u8; call_size];
+    settle(dir)?;
     let start = Instant::now();
     let mut read = 0u64;
     loop {
-        let n = file.read(&mut back)?;
+        let n = file.read(back)?;
         if n == 0 {
             break;
         }
@@ -178,14 +224,51 @@ pub fn measure_files(dir: &Path, bytes: u64, call_size: usize) -> io::Result<Cei
         ));
     }
     scratch.close()?;
-    Ok(Ceiling {
-        dir: dir.to_path_buf(),
-        bytes,
-        call_size,
+    Ok(Pass {
         write_seconds,
         read_seconds,
         resident_after_write,
     })
+}
+
+/// A zeroed, page-aligned buffer, as `dd` uses: the kernel copies to and from the page cache
+/// at up to twice the speed it gets with the system allocator's buffers, which start 16 bytes
+/// into a page (measured here: 1 MiB reads at 5.5-7.9 against 14-19 GiB/s).
+struct AlignedBuf {
+    pages: Vec<Page>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        AlignedBuf {
+            pages: vec![Page([0; 4096]); len.div_ceil(4096)],
+            len,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `pages` holds `len.div_ceil(4096)` pages of initialized bytes (`Page` is a
+        // plain byte array without padding), so `len` bytes from its start are in bounds; the
+        // slice borrows `self` mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.pages.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// Writes back everything dirty on the file system holding `dir` (`syncfs`), so that the pass
+/// that follows does not share the machine with the write-back of the one before.
+pub fn settle(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    // SAFETY: `d` is an open descriptor for the duration of the call; syncfs takes no
+    // pointers.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Fraction of the first `len` bytes of `file` resident in the page cache (`mmap` + `mincore`),

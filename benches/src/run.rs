@@ -73,6 +73,7 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
         let topic = open_or_create(&driver, args, &generic, &topic_name)?;
         let label = format!("run {}/{}", r + 1, args.runs);
         let ceiling = measure_ceiling(args, &opts, &workload, &label, &config)?;
+        settle(args, &opts)?;
         if args.mode != Mode::Consume {
             let mut p = produce(&topic, &workload, &produce_config(args, &generic))?;
             ceiling::attach(&mut p, ceiling.as_ref(), args.data_size);
@@ -84,6 +85,7 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
                 .consumer_name
                 .clone()
                 .unwrap_or_else(|| format!("bench-consumer-{stamp}-r{r}"));
+            settle(args, &opts)?;
             let mut c = consume(&topic, &consume_config(args, &generic, name))?;
             ceiling::attach(&mut c, ceiling.as_ref(), args.data_size);
             emit(args, &c, &label, Some(r), &config);
@@ -106,6 +108,26 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
     Ok(())
 }
 
+/// Files driver: writes back what is dirty on the topic's file system before a phase (see
+/// [`ceiling::settle`]), unless `--no-ceiling`.
+fn settle(args: &Args, opts: &Map<String, Value>) -> Result<(), String> {
+    if args.driver != "files" || args.no_ceiling {
+        return Ok(());
+    }
+    let root = files_root(opts);
+    if !root.exists() {
+        return Ok(());
+    }
+    ceiling::settle(&root).map_err(|e| format!("syncfs of {}: {e}", root.display()))
+}
+
+fn files_root(opts: &Map<String, Value>) -> PathBuf {
+    match opts.get("root_path") {
+        Some(Value::String(r)) => PathBuf::from(r),
+        _ => PathBuf::from("diaspora_data"),
+    }
+}
+
 /// The files driver's ceiling for this run: sequential 1 MiB writes then reads of as many bytes
 /// as the run produces, in the topic's root directory, measured just before the run and
 /// printed. `None` for other drivers, with `--no-ceiling`, or when the byte count is unknown
@@ -117,10 +139,7 @@ fn measure_ceiling(
     label: &str,
     config: &Value,
 ) -> Result<Option<Ceiling>, String> {
-    let root = match opts.get("root_path") {
-        Some(Value::String(r)) => PathBuf::from(r),
-        _ => PathBuf::from("diaspora_data"),
-    };
+    let root = files_root(opts);
     if args.driver != "files" || args.no_ceiling || args.events == 0 {
         return Ok(None);
     }
