@@ -5,6 +5,8 @@ use diaspora_api::{Bytes, Metadata};
 /// Prefix and suffix of the generated metadata: `{"x":123456,"name":"<padding>"}`.
 const PREFIX: &str = r#"{"x":123456,"name":""#;
 const SUFFIX: &str = r#""}"#;
+/// Alignment of the data buffer.
+const PAGE: usize = 4096;
 
 /// One event's content, shared (zero copy) by every push.
 #[derive(Clone, Debug)]
@@ -21,11 +23,18 @@ impl Workload {
         let text = metadata_text(metadata_size)?;
         let metadata = Metadata::from_json_str(&text)
             .map_err(|e| format!("generated metadata is not valid: {e}"))?;
-        // A recognisable, non-zero pattern so consumers can check what they read.
-        let data: Vec<u8> = (0..data_size).map(|i| (i % 251) as u8 + 1).collect();
+        // A recognisable, non-zero pattern so consumers can check what they read. Page-aligned,
+        // like the ceiling's buffers: the kernel copies a source that starts 16 bytes into a
+        // page (what the system allocator returns for large buffers) about 11% slower (pwritev
+        // of 4 x 64 KiB into the page cache, measured here: 4.2 against 4.5-4.9 GiB/s).
+        let mut raw = vec![0u8; data_size + PAGE];
+        let start = raw.as_ptr().align_offset(PAGE).min(PAGE);
+        for (i, b) in raw[start..start + data_size].iter_mut().enumerate() {
+            *b = (i % 251) as u8 + 1;
+        }
         Ok(Workload {
             metadata,
-            data: Bytes::from(data),
+            data: Bytes::from(raw).slice(start..start + data_size),
         })
     }
 
