@@ -329,7 +329,32 @@ impl<T: Clone + Send + 'static> Completion<T> {
         U: 'static,
         F: FnOnce(T) -> U + Send + 'static,
     {
-        self.future().map(f)
+        // One allocation per future (a pending `future().map(f)` takes two).
+        Future::pending(Box::new(MappedCompletion {
+            completion: self.clone(),
+            f: Some(f),
+        }))
+    }
+}
+
+/// The future of [`Completion::future_with`].
+struct MappedCompletion<T, F> {
+    completion: Arc<Completion<T>>,
+    f: Option<F>,
+}
+
+impl<T: Clone + Send + 'static, U, F: FnOnce(T) -> U + Send> Waitable<U>
+    for MappedCompletion<T, F>
+{
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<U>> {
+        let r = self.completion.wait_until(deadline)?;
+        match self.f.take() {
+            Some(f) => Some(r.map(f)),
+            None => Some(Err(Error::FutureConsumed)),
+        }
+    }
+    fn is_ready(&self) -> bool {
+        self.completion.is_complete()
     }
 }
 
