@@ -28,57 +28,54 @@ pub struct Metadata {
 /// A value known when the metadata is built, or computed once on first use. A clone knows
 /// what the original knows, without `OnceLock`'s synchronization (cloning three `OnceLock`s was
 /// a tenth of a producer's per-event time when the application clones one metadata per push).
-struct Cell<T> {
-    known: Option<T>,
-    lazy: OnceLock<T>,
+enum Cell<T> {
+    Known(T),
+    Lazy(OnceLock<T>),
 }
 
 impl<T> Cell<T> {
     fn new() -> Self {
-        Cell {
-            known: None,
-            lazy: OnceLock::new(),
-        }
+        Cell::Lazy(OnceLock::new())
     }
 
     fn with(value: T) -> Self {
-        Cell {
-            known: Some(value),
-            lazy: OnceLock::new(),
-        }
+        Cell::Known(value)
     }
 
     fn get(&self) -> Option<&T> {
-        self.known.as_ref().or_else(|| self.lazy.get())
+        match self {
+            Cell::Known(v) => Some(v),
+            Cell::Lazy(l) => l.get(),
+        }
     }
 
     fn get_or_init(&self, f: impl FnOnce() -> T) -> &T {
-        match &self.known {
-            Some(v) => v,
-            None => self.lazy.get_or_init(f),
+        match self {
+            Cell::Known(v) => v,
+            Cell::Lazy(l) => l.get_or_init(f),
         }
     }
 
     /// Sets the value if it is not known yet (else keeps the first one).
     fn set(&self, value: T) {
-        if self.known.is_none() {
-            let _ = self.lazy.set(value);
+        if let Cell::Lazy(l) = self {
+            let _ = l.set(value);
         }
     }
 
     fn get_mut(&mut self) -> Option<&mut T> {
-        match &mut self.known {
-            Some(v) => Some(v),
-            None => self.lazy.get_mut(),
+        match self {
+            Cell::Known(v) => Some(v),
+            Cell::Lazy(l) => l.get_mut(),
         }
     }
 }
 
 impl<T: Clone> Clone for Cell<T> {
     fn clone(&self) -> Self {
-        Cell {
-            known: self.get().cloned(),
-            lazy: OnceLock::new(),
+        match self.get() {
+            Some(v) => Cell::Known(v.clone()),
+            None => Cell::new(),
         }
     }
 }
