@@ -253,7 +253,8 @@ impl Inner {
         }
         // Checked before reading: if the topic was complete and nothing is left, it is the end.
         let complete = self.topic.is_complete();
-        if let Err(e) = diaspora_api::catch_panic("the consumer's read", || self.refill()) {
+        if let Err(e) = diaspora_api::catch_panic("the consumer's read", || self.refill_if_empty())
+        {
             return Some(Err(e));
         }
         if let Some(e) = self.pop() {
@@ -293,10 +294,24 @@ impl Inner {
 
     /// Reads the next run of events of the first partition (round robin) that has some.
     pub(crate) fn refill(&self) {
+        self.refill_with(false);
+    }
+
+    /// A refill for a pull that found nothing buffered: once it holds the cursor (after a
+    /// prefetch that held it), it reads only if the queue is still empty, so that the pulling
+    /// thread takes what the prefetch read instead of reading alongside it.
+    fn refill_if_empty(&self) {
+        self.refill_with(true);
+    }
+
+    fn refill_with(&self, if_empty: bool) {
         let mut cur = self.cursor.lock();
         {
             let q = self.queue.lock();
-            if q.events.len() >= self.max_buffered || q.bytes >= MAX_BUFFERED_BYTES {
+            if q.events.len() >= self.max_buffered
+                || q.bytes >= MAX_BUFFERED_BYTES
+                || (if_empty && !q.events.is_empty())
+            {
                 return;
             }
         }
@@ -691,7 +706,8 @@ impl Waitable<Event> for PullWaiter {
         // As in `try_next`: a topic complete before the read has nothing more to wait for.
         let complete = self.inner.topic.is_complete();
         // A panicking read is reported by the wait, which reads again.
-        let read = diaspora_api::catch_panic("the consumer's read", || self.inner.refill());
+        let read =
+            diaspora_api::catch_panic("the consumer's read", || self.inner.refill_if_empty());
         read.is_err() || complete || !self.inner.queue.lock().events.is_empty()
     }
 }
