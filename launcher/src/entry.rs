@@ -191,9 +191,11 @@ pub fn live_singleton(
         return None;
     }
     // A copy refused while I was looking (its claim rewritten as failed after mine was
-    // written) is one of mine, even if it has exited since.
+    // written), or within the window before my claim (it met another copy and stopped before
+    // this one, started a little later, got as far as claiming), is one of mine, even if it
+    // has exited since.
     let live = if e.state == EntryState::Failed {
-        e.written_ms >= my_written_ms
+        e.written_ms.saturating_add(window_ms) >= my_written_ms
     } else if same_host(&e.process, me) {
         probe.alive(&e.process)
     } else if !key.run_id.is_empty() {
@@ -347,10 +349,13 @@ pub(crate) mod tests {
         let remote_recent = entry("", 0, 1, pid("b", 3), EntryState::Starting);
         assert!(live_singleton(&remote_recent, &k, 1200, 500, &p).is_some());
         assert!(live_singleton(&remote_recent, &k, 9000, 500, &p).is_none());
-        // refused copies count if refused after my claim, even when dead
+        // refused copies count if refused after my claim or within the window before it, even
+        // when dead
         let refused = entry("", 0, 1, pid("a", 3), EntryState::Failed);
         assert!(live_singleton(&refused, &k, 900, 500, &p).is_some());
-        assert!(live_singleton(&refused, &k, 1001, 500, &p).is_none());
+        assert!(live_singleton(&refused, &k, 1001, 500, &p).is_some());
+        assert!(live_singleton(&refused, &k, 1500, 500, &p).is_some());
+        assert!(live_singleton(&refused, &k, 1501, 500, &p).is_none());
     }
 
     proptest! {

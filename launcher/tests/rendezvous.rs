@@ -93,7 +93,10 @@ fn copies_started_without_a_launcher_are_refused() {
     }
     assert!(!g.exists(), "no group file for N unrelated singletons");
 
-    // a single copy alone is fine (claims of the dead copies above are stale)
+    // a single copy alone is fine once the claims of the dead copies above are stale: older
+    // than its window (twice its grace). Refused claims younger than that count, so that a
+    // copy that starts after its siblings already met and stopped is refused too.
+    std::thread::sleep(std::time::Duration::from_millis(600));
     let o = wait_bounded(
         probe(&run, &g, &[])
             .args(["--singleton-grace-ms", "200"])
