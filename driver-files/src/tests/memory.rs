@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use diaspora_api::{json, ConsumerBackend, ConsumerOptions, ThreadPool};
 
-use super::{settle, topic_with};
+use super::{files_consumer, settle, topic_with, write_events};
 use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_DATA, MAX_REFILL_META};
 use crate::topic::TopicShared;
 
@@ -155,16 +155,10 @@ fn one_refill_holds_at_most_the_data_cap() {
 #[test]
 fn two_events_of_exactly_half_the_metadata_cap_share_a_refill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic = topic_with(dir.path(), 1, |_| {});
-    let producer = topic.producer().expect("producer");
     let half = (MAX_REFILL_META / 2) as usize;
     let pad = half - big_meta(0, 0).len();
-    for i in 0..3 {
-        drop(producer.push(big_meta(i, pad), ()));
-    }
-    settle(producer.flush(), "flush").expect("flush");
-    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
-    let consumer = FilesConsumer::new(shared, "c", ConsumerOptions::default()).expect("consumer");
+    write_events(dir.path(), (0..3).map(|i| (big_meta(i, pad), Vec::new())));
+    let consumer = files_consumer(dir.path(), ConsumerOptions::default());
     let e = settle(consumer.pull(), "pull").expect("event 0");
     assert_eq!(e.metadata().as_bytes().len(), half);
     assert_eq!(
@@ -182,19 +176,12 @@ fn two_events_of_exactly_half_the_metadata_cap_share_a_refill() {
 #[test]
 fn two_events_of_exactly_half_the_data_cap_share_a_refill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic = topic_with(dir.path(), 1, |_| {});
-    let producer = topic.producer().expect("producer");
     let half = (MAX_REFILL_DATA / 2) as usize;
-    for i in 0..3u8 {
-        drop(producer.push(json!({ "i": i }), vec![i; half]));
-    }
-    settle(producer.flush(), "flush").expect("flush");
-    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
-    let options = ConsumerOptions {
-        data_selector: Some(diaspora_api::select_all()),
-        ..Default::default()
-    };
-    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    write_events(
+        dir.path(),
+        (0..3u8).map(|i| (json!({ "i": i }).to_string(), vec![i; half])),
+    );
+    let consumer = files_consumer(dir.path(), reading_data());
     let e = settle(consumer.pull(), "pull").expect("event 0");
     assert_eq!(e.data().len(), half as u64);
     assert_eq!(
@@ -210,21 +197,14 @@ fn two_events_of_exactly_half_the_data_cap_share_a_refill() {
 #[test]
 fn refills_of_large_events_read_few_more_records_than_they_take() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic = topic_with(dir.path(), 1, |_| {});
-    let producer = topic.producer().expect("producer");
     let size = 64 << 10;
     let per_refill = (MAX_REFILL_DATA / size as u64) as usize;
     let n = 20 * per_refill;
-    for i in 0..n {
-        drop(producer.push(json!({ "i": i }), vec![0u8; size]));
-    }
-    settle(producer.flush(), "flush").expect("flush");
-    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
-    let options = ConsumerOptions {
-        data_selector: Some(diaspora_api::select_all()),
-        ..Default::default()
-    };
-    let consumer = FilesConsumer::new(shared, "c", options).expect("consumer");
+    write_events(
+        dir.path(),
+        (0..n).map(|i| (json!({ "i": i }).to_string(), vec![0u8; size])),
+    );
+    let consumer = files_consumer(dir.path(), reading_data());
     for i in 0..n as u64 {
         assert_eq!(settle(consumer.pull(), "pull").expect("event").id(), i);
     }
@@ -241,15 +221,12 @@ fn refills_of_large_events_read_few_more_records_than_they_take() {
 #[test]
 fn refills_of_small_events_read_whole_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic = topic_with(dir.path(), 1, |_| {});
-    let producer = topic.producer().expect("producer");
     let n = 10_000u64;
-    for i in 0..n {
-        drop(producer.push(json!({ "i": i }), ()));
-    }
-    settle(producer.flush(), "flush").expect("flush");
-    let shared = TopicShared::open(dir.path(), "t", ThreadPool::inline()).expect("open");
-    let consumer = FilesConsumer::new(shared, "c", ConsumerOptions::default()).expect("consumer");
+    write_events(
+        dir.path(),
+        (0..n).map(|i| (json!({ "i": i }).to_string(), Vec::new())),
+    );
+    let consumer = files_consumer(dir.path(), ConsumerOptions::default());
     for i in 0..n {
         assert_eq!(settle(consumer.pull(), "pull").expect("event").id(), i);
         if i == 0 {
@@ -261,4 +238,12 @@ fn refills_of_small_events_read_whole_batches() {
         }
     }
     assert_eq!(consumer.inner.records_read.load(Ordering::SeqCst), n);
+}
+
+/// Options of a consumer that reads every event's whole data.
+fn reading_data() -> ConsumerOptions {
+    ConsumerOptions {
+        data_selector: Some(diaspora_api::select_all()),
+        ..Default::default()
+    }
 }

@@ -66,6 +66,25 @@ pub fn topic_with(
     driver.open_topic("t").expect("open topic")
 }
 
+/// Writes `events` (metadata, data) to topic "t" with one partition under `root`, flushed.
+pub fn write_events(root: &Path, events: impl IntoIterator<Item = (String, Vec<u8>)>) {
+    let topic = topic_with(root, 1, |_| {});
+    let producer = topic.producer().expect("producer");
+    for (meta, data) in events {
+        drop(producer.push(meta, data));
+    }
+    settle(producer.flush(), "flush").expect("flush");
+}
+
+/// Consumer "c" of topic "t" under `root`, as the driver builds it (its internals visible).
+pub fn files_consumer(
+    root: &Path,
+    options: diaspora_api::ConsumerOptions,
+) -> crate::consumer::FilesConsumer {
+    let shared = TopicShared::open(root, "t", ThreadPool::inline()).expect("open");
+    crate::consumer::FilesConsumer::new(shared, "c", options).expect("consumer")
+}
+
 /// Waits (bounded) for a future; `Err` if it failed, panics if it timed out.
 pub fn settle<T>(mut f: diaspora_api::Future<T>, what: &str) -> Result<T> {
     match f.wait(TIMEOUT_MS) {

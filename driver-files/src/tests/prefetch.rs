@@ -7,24 +7,8 @@ use std::time::{Duration, Instant};
 
 use diaspora_api::{json, BatchSize, ConsumerBackend, ConsumerOptions, ThreadPool};
 
-use super::{settle, topic_with};
+use super::{files_consumer as consumer, settle, write_events as write};
 use crate::consumer::{FilesConsumer, MAX_BUFFERED_BYTES, MAX_REFILL_DATA};
-use crate::topic::TopicShared;
-
-/// Writes `events` (metadata, data) to a one-partition topic under `dir`.
-fn write(dir: &std::path::Path, events: Vec<(String, Vec<u8>)>) {
-    let topic = topic_with(dir, 1, |_| {});
-    let producer = topic.producer().expect("producer");
-    for (meta, data) in events {
-        drop(producer.push(meta, data));
-    }
-    settle(producer.flush(), "flush").expect("flush");
-}
-
-fn consumer(dir: &std::path::Path, options: ConsumerOptions) -> FilesConsumer {
-    let shared = TopicShared::open(dir, "t", ThreadPool::inline()).expect("open");
-    FilesConsumer::new(shared, "c", options).expect("consumer")
-}
 
 /// (prefetching, buffered events) right now.
 fn state(c: &FilesConsumer) -> (bool, usize) {
@@ -101,9 +85,7 @@ fn prefetch_waits_until_less_than_half_the_byte_bound_is_buffered() {
     let n = 16;
     write(
         dir.path(),
-        (0..n)
-            .map(|i| (meta(i), vec![i as u8; size - meta(i).len()]))
-            .collect(),
+        (0..n).map(|i| (meta(i), vec![i as u8; size - meta(i).len()])),
     );
     let c = consumer(
         dir.path(),
@@ -170,9 +152,7 @@ fn refill_adds_nothing_once_max_buffered_bytes_are_buffered() {
     let n = (MAX_BUFFERED_BYTES / MAX_REFILL_DATA) as usize + 2;
     write(
         dir.path(),
-        (0..n)
-            .map(|i| (json!({ "i": i }).to_string(), vec![i as u8; size]))
-            .collect(),
+        (0..n).map(|i| (json!({ "i": i }).to_string(), vec![i as u8; size])),
     );
     let c = consumer(
         dir.path(),
@@ -205,9 +185,7 @@ fn damaged_data_read_ahead_fails_its_own_pull() {
     let size = 64 << 10;
     write(
         dir.path(),
-        (0..40u8)
-            .map(|i| (json!({ "i": i }).to_string(), vec![i; size]))
-            .collect(),
+        (0..40u8).map(|i| (json!({ "i": i }).to_string(), vec![i; size])),
     );
     let data = dir
         .path()
