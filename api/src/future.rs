@@ -20,6 +20,15 @@ pub trait Waitable<T>: Send {
     fn is_ready(&self) -> bool;
 }
 
+impl<T> Waitable<T> for Box<dyn Waitable<T>> {
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<T>> {
+        (**self).wait_until(deadline)
+    }
+    fn is_ready(&self) -> bool {
+        (**self).is_ready()
+    }
+}
+
 enum State<T> {
     Ready(Result<T>),
     Pending(Box<dyn Waitable<T>>),
@@ -117,10 +126,7 @@ impl<T> Future<T> {
                 state: State::Ready(r.map(f)),
             },
             State::Taken => Future::failed(Error::FutureConsumed),
-            State::Pending(w) => Future::pending(Box::new(Mapped {
-                inner: w,
-                f: Some(f),
-            })),
+            State::Pending(w) => Future::pending(Box::new(Mapped::new(w, f))),
         }
     }
 }
@@ -248,12 +254,24 @@ impl<T> std::fmt::Debug for Future<T> {
     }
 }
 
-struct Mapped<T, F> {
-    inner: Box<dyn Waitable<T>>,
+/// A waitable `W` of `T` whose result goes through `f`.
+struct Mapped<T, W, F> {
+    inner: W,
     f: Option<F>,
+    _result: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T, U, F: FnOnce(T) -> U + Send> Waitable<U> for Mapped<T, F> {
+impl<T, W, F> Mapped<T, W, F> {
+    fn new(inner: W, f: F) -> Self {
+        Mapped {
+            inner,
+            f: Some(f),
+            _result: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T, U, W: Waitable<T>, F: FnOnce(T) -> U + Send> Waitable<U> for Mapped<T, W, F> {
     fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<U>> {
         let r = self.inner.wait_until(deadline)?;
         match self.f.take() {
@@ -330,31 +348,10 @@ impl<T: Clone + Send + 'static> Completion<T> {
         F: FnOnce(T) -> U + Send + 'static,
     {
         // One allocation per future (a pending `future().map(f)` takes two).
-        Future::pending(Box::new(MappedCompletion {
+        let waiter = CompletionWaiter {
             completion: self.clone(),
-            f: Some(f),
-        }))
-    }
-}
-
-/// The future of [`Completion::future_with`].
-struct MappedCompletion<T, F> {
-    completion: Arc<Completion<T>>,
-    f: Option<F>,
-}
-
-impl<T: Clone + Send + 'static, U, F: FnOnce(T) -> U + Send> Waitable<U>
-    for MappedCompletion<T, F>
-{
-    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<U>> {
-        let r = self.completion.wait_until(deadline)?;
-        match self.f.take() {
-            Some(f) => Some(r.map(f)),
-            None => Some(Err(Error::FutureConsumed)),
-        }
-    }
-    fn is_ready(&self) -> bool {
-        self.completion.is_complete()
+        };
+        Future::pending(Box::new(Mapped::new(waiter, f)))
     }
 }
 
