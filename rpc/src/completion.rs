@@ -38,6 +38,8 @@ pub struct Pending<T, E = RpcError> {
     slot: Arc<Slot<Result<T, E>>>,
     id: u64,
     driver: Option<Arc<dyn Drive>>,
+    /// How long `wait` polls before it sleeps on the condition variable.
+    spin: Duration,
 }
 
 /// The engine's side: completing it wakes the waiter or runs its callback.
@@ -58,6 +60,7 @@ pub(crate) fn pair<T, E: From<RpcError>>() -> (Sink<T, E>, Pending<T, E>) {
             slot,
             id: 0,
             driver: None,
+            spin: Duration::ZERO,
         },
     )
 }
@@ -106,6 +109,25 @@ impl<T, E> Pending<T, E> {
         self
     }
 
+    /// Makes `wait` poll for up to `spin` (yielding the core) before it sleeps: an outcome
+    /// that arrives meanwhile is taken without a thread wake-up.
+    pub(crate) fn with_spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Polls for the outcome for up to `spin`, or until `deadline`.
+    fn spin_until_done(&self, deadline: Option<Instant>) {
+        if self.spin.is_zero() {
+            return;
+        }
+        let start = Instant::now();
+        let until = deadline.map_or(start + self.spin, |d| d.min(start + self.spin));
+        while !self.is_done() && Instant::now() < until {
+            std::thread::yield_now();
+        }
+    }
+
     /// The operation's request id (to [`cancel`](crate::Engine::cancel) it).
     pub fn id(&self) -> u64 {
         self.id
@@ -122,6 +144,7 @@ impl<T, E> Pending<T, E> {
         if let Some(d) = &self.driver {
             d.drive(&|| self.is_done(), None);
         }
+        self.spin_until_done(None);
         let mut st = self.slot.state.lock();
         loop {
             if let State::Done(_) = &*st {
@@ -139,6 +162,7 @@ impl<T, E> Pending<T, E> {
         if let Some(d) = &self.driver {
             d.drive(&|| self.is_done(), Some(deadline));
         }
+        self.spin_until_done(Some(deadline));
         {
             let mut st = self.slot.state.lock();
             loop {
@@ -208,6 +232,38 @@ mod tests {
                 .unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn a_spinning_wait_takes_an_outcome_completed_while_it_polls() {
+        let (sink, pending) = pair::<u32, RpcError>();
+        let pending = pending.with_spin(Duration::from_secs(10));
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            sink.complete(Ok(7));
+        });
+        let start = Instant::now();
+        assert_eq!(pending.wait().unwrap(), 7);
+        // It returned when the outcome came, not when the spin ran out.
+        assert!(start.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_spinning_wait_timeout_still_gives_up_at_its_deadline() {
+        let (sink, pending) = pair::<u32, RpcError>();
+        let pending = pending.with_spin(Duration::from_secs(30));
+        let start = Instant::now();
+        let pending = pending
+            .wait_timeout(Duration::from_millis(20))
+            .expect_err("nothing completed it");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the spin outlived the deadline: {:?}",
+            start.elapsed()
+        );
+        sink.complete(Ok(3));
+        assert_eq!(pending.wait().unwrap(), 3);
     }
 
     #[test]

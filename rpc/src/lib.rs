@@ -23,7 +23,7 @@ pub mod op_table;
 pub mod wire;
 
 pub use completion::Pending;
-pub use config::{EngineConfig, WaitStrategy};
+pub use config::{EngineConfig, WaitStrategy, DEFAULT_SPINDOWN};
 pub use diaspora_fabric::{Address, AddressError, RemoteRegion};
 pub use engine::{
     Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, StatsSnapshot,

@@ -586,3 +586,36 @@ fn register_bytes_is_read_in_place_by_a_peer_and_refuses_to_be_written() {
         assert!(peer_proc.finish().success(), "{p}: peer exits cleanly");
     }
 }
+
+#[test]
+fn callers_that_shut_down_free_their_sessions_for_new_callers() {
+    for p in providers() {
+        // One session only: every new caller needs the previous one's GOODBYE.
+        let mut c = EngineConfig::for_provider(&p);
+        c.max_sessions = 1;
+        c.session_idle = Duration::from_secs(3600);
+        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
+        server
+            .register_handler(1, |req, resp| resp.respond(req.body))
+            .expect("handler");
+        for round in 0..4 {
+            let client = engine(&p);
+            let peer = client
+                .connect(server.address(), Duration::from_secs(10))
+                .wait()
+                .unwrap_or_else(|e| panic!("{p}: caller {round} refused: {e}"));
+            let out = client
+                .call(&peer, 1, vec![round; 16], Some(Duration::from_secs(10)))
+                .wait()
+                .unwrap_or_else(|e| panic!("{p}: call {round}: {e}"));
+            assert_eq!(out, vec![round; 16]);
+            client.shutdown();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().sessions_closed < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(server.stats().sessions_closed, 4, "{p}");
+        server.shutdown();
+    }
+}

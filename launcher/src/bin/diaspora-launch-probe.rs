@@ -81,6 +81,11 @@ fn main() -> ExitCode {
             let who = rank.map(|r| format!("rank {r}: ")).unwrap_or_default();
             // One write, so the lines of ranks sharing a stderr never interleave mid-line.
             diaspora_launcher::say!("diaspora-launch-probe: {who}{e}");
+            if rank.is_some() && rank == args.fail_rank {
+                // The rank that fails on purpose exits last: mpirun tears the job down as soon
+                // as one rank exits non-zero, which could cut off the others' reports of it.
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
             ExitCode::FAILURE
         }
     }

@@ -12,13 +12,14 @@
 //!   and polled directly on the safe layer (`Endpoint::post_read` + `Cq::read`) against the raw
 //!   target, and `Handle::read` through the engine (submission queue + progress thread)
 //!   against the engine target;
-//! - **request/response**: 64 B and 4 KiB with 1 and 16 in flight: raw send/recv ping-pong and
-//!   engine `Handle::call` round trips.
+//! - **request/response**: 64 B and 4 KiB requests with 1 and 16 in flight: raw send/recv
+//!   ping-pong and engine `Handle::call` round trips. As in Mercury's `hg_rate`, the payload
+//!   goes one way and the response is empty (`BENCH_RPC_ECHO=1`: echoed back).
 //!
-//! Every figure is printed with the engine/raw ratio. Waiting: tcp blocks on the CQ fd
-//! (`fi_trywait` + `poll`), shm spins, on both the raw and the engine side (the engine's
-//! default wait strategy per provider).
+//! Every figure is printed with the engine/raw ratio. Raw and engine wait the same way: the
+//! engine's default wait strategy per provider, or `BENCH_WAIT`.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -30,7 +31,7 @@ use diaspora_fabric::{
     Access, Address, Av, Completion, Cq, CqOptions, Domain, Endpoint, Fabric, Hints, Info,
     MemoryRegion, PageBuf, PeerAddr, RemoteRegion,
 };
-use diaspora_rpc::{Engine, EngineConfig};
+use diaspora_rpc::{Engine, EngineConfig, WaitStrategy};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -40,6 +41,16 @@ const READ_QD: [usize; 2] = [1, 8];
 const RPC_SIZES: [usize; 2] = [64, 4096];
 const RPC_INFLIGHT: [usize; 2] = [1, 16];
 const MSG_BUF: usize = 8192;
+/// Bytes of the raw target's reply: what the engine's empty response puts on the wire (its
+/// frame header).
+const REPLY_LEN: usize = 32;
+
+/// `BENCH_RPC_ECHO=1`: responses carry the request's payload back. By default they are empty,
+/// as in Mercury's `hg_rate` (whose RPCs have an input and no output): the payload travels one
+/// way, and the figures compare with Mercury's.
+fn echo() -> bool {
+    std::env::var_os("BENCH_RPC_ECHO").is_some_and(|v| v == "1")
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -96,7 +107,9 @@ struct RawEp {
     cq: Cq,
     domain: Domain,
     _fabric: Fabric,
-    block: bool,
+    /// How long to keep polling after the last completion before blocking.
+    spindown: Duration,
+    last_work: Cell<Instant>,
 }
 
 impl RawEp {
@@ -111,16 +124,22 @@ impl RawEp {
         let cq = Cq::open(&domain, &CqOptions::default())?;
         let av = Av::open(&domain)?;
         let ep = Endpoint::open(&domain, &cq, &av)?;
-        // BENCH_WAIT=spin: the raw side spins too (same strategy as the engines).
-        let block =
-            cq.wait_fd().is_some() && std::env::var_os("BENCH_WAIT").is_none_or(|v| v != "spin");
+        // The raw side waits like the engines: the same strategy (BENCH_WAIT or the
+        // provider's default), spinning for the same time after the last completion.
+        let strategy = wait_override()?.unwrap_or_else(|| WaitStrategy::default_for(provider));
+        let spindown = match strategy {
+            WaitStrategy::Spin => Duration::MAX,
+            WaitStrategy::Block => Duration::ZERO,
+            WaitStrategy::SpinThenBlock { spindown } => spindown,
+        };
         Ok(RawEp {
             ep,
             av,
             cq,
             domain,
             _fabric: fabric,
-            block,
+            spindown,
+            last_work: Cell::new(Instant::now()),
         })
     }
 
@@ -132,14 +151,22 @@ impl RawEp {
     }
 
     fn poll(&self, out: &mut Vec<Completion>) -> Res<()> {
+        let before = out.len();
         self.cq.read(out, 64)?;
+        if out.len() > before {
+            self.last_work.set(Instant::now());
+        }
         Ok(())
     }
 
-    /// Nothing completed: block on the CQ fd (tcp) or yield (shm).
+    /// Nothing completed: keep polling (yielding the core) within the spindown, then block on
+    /// the CQ fd (tcp), or nap 50 µs (shm, no wait fd; the engine's `idle_poll`).
     fn idle(&self) {
-        match (self.block, self.cq.wait_fd()) {
-            (true, Some(fd)) if self.cq.trywait().unwrap_or(false) => {
+        if self.last_work.get().elapsed() < self.spindown {
+            return std::thread::yield_now();
+        }
+        match self.cq.wait_fd() {
+            Some(fd) if self.cq.trywait().unwrap_or(false) => {
                 let mut pfd = libc::pollfd {
                     fd,
                     events: libc::POLLIN,
@@ -148,7 +175,8 @@ impl RawEp {
                 // SAFETY: one live pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 100) };
             }
-            _ => std::thread::yield_now(),
+            Some(_) => {}
+            None => std::thread::sleep(Duration::from_micros(50)),
         }
     }
 }
@@ -177,8 +205,7 @@ fn post_retry(
 
 /// `BENCH_WAIT=spin|block|spin-then-block:<µs>` overrides the engines' wait strategy (client
 /// and target side), to compare strategies; unset: the provider's default.
-fn wait_override() -> Res<Option<diaspora_rpc::WaitStrategy>> {
-    use diaspora_rpc::WaitStrategy;
+fn wait_override() -> Res<Option<WaitStrategy>> {
     let Some(v) = std::env::var_os("BENCH_WAIT") else {
         return Ok(None);
     };
@@ -195,15 +222,36 @@ fn wait_override() -> Res<Option<diaspora_rpc::WaitStrategy>> {
     }))
 }
 
+/// The handler pool of the target's engine: `BENCH_POOL_SPIN=<µs>` makes its worker poll for
+/// that long after each job ([`diaspora_api::ThreadPool::spinning`]); unset: the engine's
+/// default (one worker polling for `DEFAULT_SPINDOWN`).
+fn handler_pool() -> Res<diaspora_api::ThreadPool> {
+    match std::env::var("BENCH_POOL_SPIN") {
+        Err(_) => Ok(diaspora_api::ThreadPool::inline()),
+        Ok(v) => {
+            let us: u64 = v
+                .parse()
+                .map_err(|_| format!("BENCH_POOL_SPIN={v}: microseconds"))?;
+            Ok(diaspora_api::ThreadPool::spinning(
+                1,
+                Duration::from_micros(us),
+            ))
+        }
+    }
+}
+
 // ---- the target process ------------------------------------------------------------------
 
 fn target(provider: &str) -> Res<()> {
     let mut config = EngineConfig::for_provider(provider);
     config.source = source_for(provider).map(str::to_owned);
-    config.handler_pool = diaspora_api::ThreadPool::new(1);
+    config.handler_pool = handler_pool()?;
     config.wait = wait_override()?;
     let engine = Engine::new(config)?;
-    engine.register_handler(1, |req, resp| resp.respond(req.body))?;
+    let echo = echo();
+    engine.register_handler(1, move |req, resp| {
+        resp.respond(if echo { req.body } else { Vec::new() })
+    })?;
     let mut ebuf = engine.register(EXPOSED)?;
     ebuf.as_mut_slice().fill(0xab);
     let raw = RawEp::open(provider)?;
@@ -267,6 +315,7 @@ fn raw_echo(
         })?;
     }
     let mut peer: Option<PeerAddr> = None;
+    let echo = echo();
     while !stop.load(Ordering::SeqCst) {
         if peer.is_none() {
             if let Ok(a) = peer_rx.try_recv() {
@@ -280,9 +329,12 @@ fn raw_echo(
             check(&c)?;
             let id = c.op_id as usize;
             if id < slots {
-                // A request: echo it from the same buffer (slot id + slots marks the send).
+                // A request: answer from the same buffer (slot id + slots marks the send),
+                // the whole message (BENCH_RPC_ECHO) or as many bytes as the engine's empty
+                // response (its frame header).
                 let p = peer.ok_or("message before RAWPEER")?;
-                let seg = bufs[id].local(0..c.len)?;
+                let reply = if echo { c.len } else { c.len.min(REPLY_LEN) };
+                let seg = bufs[id].local(0..reply)?;
                 // SAFETY: the buffer is reposted only after this send completes.
                 post_retry(&raw, &mut done, || unsafe {
                     raw.ep.post_send(&seg, p, (id + slots) as u64)
@@ -369,6 +421,12 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
     config.source = source_for(provider).map(str::to_owned);
     config.handler_pool = diaspora_api::ThreadPool::new(1);
     config.wait = wait_override()?;
+    if let Ok(v) = std::env::var("BENCH_WAIT_SPIN") {
+        let us: u64 = v
+            .parse()
+            .map_err(|_| format!("BENCH_WAIT_SPIN={v}: microseconds"))?;
+        config.wait_spin = Duration::from_micros(us);
+    }
     let engine = Engine::new(config.clone())?;
     let epeer = engine.connect(&eaddr, Duration::from_secs(10)).wait()?;
     config.inline_progress = true;
@@ -385,7 +443,14 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
         .map(|_| inline.register(EXPOSED))
         .collect::<Result<_, _>>()?;
 
-    for size in READ_SIZES {
+    // BENCH_ONLY=read|rpc runs one half (to compare settings quickly).
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let (reads, rpcs) = match only.as_str() {
+        "read" => (&READ_SIZES[..], &[][..]),
+        "rpc" => (&[][..], &RPC_SIZES[..]),
+        _ => (&READ_SIZES[..], &RPC_SIZES[..]),
+    };
+    for &size in reads {
         for qd in READ_QD {
             writeln!(stdin, "RAW ON")?;
             let bufs = raw_bufs.take().ok_or("raw buffers")?;
@@ -412,7 +477,7 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
             );
         }
     }
-    for size in RPC_SIZES {
+    for &size in rpcs {
         for inflight in RPC_INFLIGHT {
             writeln!(stdin, "RAW ON")?;
             // The engine's messages carry a 32-byte frame header; by default the raw
@@ -643,8 +708,8 @@ fn engine_rpc(
     let mut rounds = 0u64;
     while let Some(p) = pending.pop_front() {
         let out = p.wait()?;
-        if out.len() != size {
-            return Err("short echo".into());
+        if out.len() != if echo() { size } else { 0 } {
+            return Err("wrong response length".into());
         }
         rounds += 1;
         if t0.elapsed() < dur {

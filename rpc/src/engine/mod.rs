@@ -1,6 +1,7 @@
 //! The engine: one progress thread that owns one endpoint, and the handles other threads use
 //! to submit work to it. See the crate README for the threading model.
 
+mod local;
 mod progress;
 mod waker;
 
@@ -206,6 +207,8 @@ pub(crate) struct Stats {
     pub(crate) served: AtomicU64,
     pub(crate) cancels: AtomicU64,
     pub(crate) released_late: AtomicU64,
+    pub(crate) sessions_closed: AtomicU64,
+    pub(crate) sessions_evicted: AtomicU64,
 }
 
 /// A snapshot of an engine's counters.
@@ -226,6 +229,10 @@ pub struct StatsSnapshot {
     pub cancels: u64,
     /// Buffers of timed-out or cancelled transfers freed when their late completion arrived.
     pub released_late: u64,
+    /// Sessions their callers closed (GOODBYE).
+    pub sessions_closed: u64,
+    /// Idle sessions closed to make room for a new caller.
+    pub sessions_evicted: u64,
 }
 
 pub(crate) enum Cmd<N: Net> {
@@ -326,6 +333,8 @@ pub(crate) struct Shared<N: Net> {
     inline_waiters: AtomicUsize,
     /// `EngineConfig::inline_progress`.
     pub(crate) inline: bool,
+    /// `EngineConfig::wait_spin`.
+    wait_spin: Duration,
 }
 
 impl<N: Net> Shared<N> {
@@ -517,7 +526,8 @@ impl<N: Net> Engine<N> {
             });
         }
         if config.handler_pool.size() == 0 {
-            config.handler_pool = diaspora_api::ThreadPool::new(1);
+            config.handler_pool =
+                diaspora_api::ThreadPool::spinning(1, crate::config::DEFAULT_SPINDOWN);
         }
         let provider = net.provider().to_owned();
         if provider != config.provider {
@@ -544,6 +554,7 @@ impl<N: Net> Engine<N> {
             sleeper,
             inline_waiters: AtomicUsize::new(0),
             inline: config.inline_progress,
+            wait_spin: config.wait_spin,
             handlers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
@@ -645,7 +656,10 @@ impl<N: Net> Handle<N> {
                 local: self.shared.provider.clone(),
                 remote: addr.provider().to_owned(),
             }));
-            return pending.with_id(id).with_driver(self.driver());
+            return pending
+                .with_id(id)
+                .with_driver(self.driver())
+                .with_spin(self.shared.wait_spin);
         }
         self.shared.submit_or_fail(Cmd::Connect {
             id,
@@ -653,7 +667,10 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        pending.with_id(id).with_driver(self.driver())
+        pending
+            .with_id(id)
+            .with_driver(self.driver())
+            .with_spin(self.shared.wait_spin)
     }
 
     /// Sends a request for `op` with `body` and returns its pending response body. With a
@@ -679,7 +696,10 @@ impl<N: Net> Handle<N> {
                 sink,
             }),
         }
-        pending.with_id(id).with_driver(self.driver())
+        pending
+            .with_id(id)
+            .with_driver(self.driver())
+            .with_spin(self.shared.wait_spin)
     }
 
     /// Sends many requests in one hand-off to the progress thread.
@@ -704,7 +724,12 @@ impl<N: Net> Handle<N> {
                     sink,
                 }),
             }
-            out.push(pending.with_id(id).with_driver(self.driver()));
+            out.push(
+                pending
+                    .with_id(id)
+                    .with_driver(self.driver())
+                    .with_spin(self.shared.wait_spin),
+            );
         }
         self.shared.submit_all(cmds);
         out
@@ -745,7 +770,10 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        pending.with_id(id).with_driver(self.driver())
+        pending
+            .with_id(id)
+            .with_driver(self.driver())
+            .with_spin(self.shared.wait_spin)
     }
 
     /// Registers a zeroed buffer of `len` bytes that peers may read and write.
@@ -763,7 +791,7 @@ impl<N: Net> Handle<N> {
         }
         let (sink, pending) = pair();
         self.shared.submit_or_fail(Cmd::Register { len, sink });
-        pending.wait()
+        pending.with_spin(self.shared.wait_spin).wait()
     }
 
     /// Registers the caller's `bytes` in place, without copying them, as a read-only buffer
@@ -793,7 +821,7 @@ impl<N: Net> Handle<N> {
         let (sink, pending) = pair();
         self.shared
             .submit_or_fail(Cmd::RegisterBytes { bytes, sink });
-        pending.wait()
+        pending.with_spin(self.shared.wait_spin).wait()
     }
 
     /// RMA-reads every region of `remote` (in order, back to back) from `peer` into `into`,
@@ -848,11 +876,17 @@ impl<N: Net> Handle<N> {
                 error,
                 buffer: Some(buf),
             }));
-            return pending.with_id(id).with_driver(self.driver());
+            return pending
+                .with_id(id)
+                .with_driver(self.driver())
+                .with_spin(self.shared.wait_spin);
         }
         let Some(mr) = buf.take() else {
             sink.complete(Err(RpcError::InvalidArgument("empty buffer".into()).into()));
-            return pending.with_id(id).with_driver(self.driver());
+            return pending
+                .with_id(id)
+                .with_driver(self.driver())
+                .with_spin(self.shared.wait_spin);
         };
         let cmd = Cmd::Bulk(BulkCmd {
             id,
@@ -864,7 +898,10 @@ impl<N: Net> Handle<N> {
             sink,
         });
         self.shared.submit_or_fail(cmd);
-        pending.with_id(id).with_driver(self.driver())
+        pending
+            .with_id(id)
+            .with_driver(self.driver())
+            .with_spin(self.shared.wait_spin)
     }
 
     fn driver(&self) -> Option<Arc<dyn crate::completion::Drive>> {
@@ -890,6 +927,8 @@ impl<N: Net> Handle<N> {
             served: s.served.load(Ordering::Relaxed),
             cancels: s.cancels.load(Ordering::Relaxed),
             released_late: s.released_late.load(Ordering::Relaxed),
+            sessions_closed: s.sessions_closed.load(Ordering::Relaxed),
+            sessions_evicted: s.sessions_evicted.load(Ordering::Relaxed),
         }
     }
 
@@ -899,5 +938,7 @@ impl<N: Net> Handle<N> {
     }
 }
 
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;

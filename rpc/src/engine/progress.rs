@@ -122,6 +122,24 @@ impl Outgoing {
 
 type Table<N> = OpTable<Op<N>, Option<BulkBufs<N>>, NetError>;
 
+/// A caller's session at this engine.
+struct Session {
+    fi_addr: u64,
+    /// Proves a GOODBYE comes from the caller (sent in the HELLO answer).
+    secret: u64,
+    /// When its last request (or its HELLO) arrived.
+    last_seen: Instant,
+}
+
+/// An unpredictable 64-bit value (SipHash keyed by the process's random state): the secret
+/// that lets only the caller close its session.
+fn new_secret(session: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(session);
+    h.finish()
+}
+
 pub(super) struct Progress<N: Net> {
     net: N,
     shared: Arc<Shared<N>>,
@@ -135,8 +153,16 @@ pub(super) struct Progress<N: Net> {
     registered_sends: usize,
     outbox: VecDeque<Outgoing>,
     bulk_backlog: VecDeque<u64>,
-    sessions: HashMap<u32, u64>,
+    sessions: HashMap<u32, Session>,
     next_session: u32,
+    /// Sessions this engine opened at peers (fi_addr, session, secret), closed with a
+    /// GOODBYE at shutdown; the oldest are forgotten beyond `max_sessions`.
+    opened: VecDeque<(u64, u32, u64)>,
+    /// This endpoint's raw address (see [`super::local`]).
+    local_addr: Vec<u8>,
+    /// The raw addresses of peers that are endpoints of this process (their posts are
+    /// guarded by [`super::local::unless_closed`]).
+    local_peers: HashMap<u64, Vec<u8>>,
     in_flight: HashSet<(u32, u64)>,
     stopping: bool,
     events: Vec<NetEvent>,
@@ -259,6 +285,9 @@ impl<N: Net> Progress<N> {
             outbox: VecDeque::new(),
             bulk_backlog: VecDeque::new(),
             sessions: HashMap::new(),
+            opened: VecDeque::new(),
+            local_addr: Vec::new(),
+            local_peers: HashMap::new(),
             // Sessions start at a random-ish point so a restarted engine does not accept a
             // stale session id from a previous incarnation by chance.
             next_session: (std::process::id() << 12) | 1,
@@ -281,6 +310,8 @@ impl<N: Net> Progress<N> {
             p.repost.push(i);
         }
         p.post_recvs()?;
+        p.local_addr = p.net.local_address();
+        super::local::opened(&p.local_addr);
         Ok(p)
     }
 
@@ -299,6 +330,15 @@ impl<N: Net> Progress<N> {
     }
 
     /// True once a shutdown was asked for; the thread then runs [`drain`](Self::drain).
+    /// Remembers the raw address of a peer that is an endpoint of this process; gives back
+    /// `fi_addr`.
+    fn note_peer(&mut self, fi_addr: u64, raw: &[u8]) -> u64 {
+        if super::local::is_ours(raw) {
+            self.local_peers.insert(fi_addr, raw.to_vec());
+        }
+        fi_addr
+    }
+
     /// Registers `len` bytes at once (the caller holds the progress lock).
     pub(super) fn register_now(&mut self, len: usize) -> Result<N::Mr, NetError> {
         self.net.register(len, true)
@@ -476,7 +516,7 @@ impl<N: Net> Progress<N> {
 
     fn connect(&mut self, id: u64, addr: Address, timeout: Duration, sink: Sink<Peer>) {
         let fi_addr = match self.net.insert_peer(addr.bytes()) {
-            Ok(a) => a,
+            Ok(a) => self.note_peer(a, addr.bytes()),
             Err(source) => {
                 return sink.complete(Err(RpcError::Transport {
                     what: "insert peer",
@@ -572,18 +612,19 @@ impl<N: Net> Progress<N> {
                 let remote = &b.regions[b.next];
                 let len = N::remote_len(remote);
                 let c = ctx(TAG_OP, id);
-                let r = if b.write {
-                    // SAFETY: the op table owns `b.mr` until every posted region of this op has
-                    // completed (or the endpoint is closed, in Progress::drop); the caller
-                    // checked that the regions fit in the buffer.
-                    unsafe { self.net.post_write(b.fi_addr, &b.mr, b.offset, remote, c) }
-                } else {
-                    // SAFETY: as above.
-                    unsafe {
-                        self.net
-                            .post_read(b.fi_addr, &mut b.mr, b.offset, remote, c)
+                let local = self.local_peers.get(&b.fi_addr).map(Vec::as_slice);
+                let net = &mut self.net;
+                let r = guarded(local, || {
+                    if b.write {
+                        // SAFETY: the op table owns `b.mr` until every posted region of this op
+                        // has completed (or the endpoint is closed, in Progress::drop); the
+                        // caller checked that the regions fit in the buffer.
+                        unsafe { net.post_write(b.fi_addr, &b.mr, b.offset, remote, c) }
+                    } else {
+                        // SAFETY: as above.
+                        unsafe { net.post_read(b.fi_addr, &mut b.mr, b.offset, remote, c) }
                     }
-                };
+                });
                 match r {
                     Ok(()) => {
                         b.next += 1;
@@ -754,7 +795,7 @@ impl<N: Net> Progress<N> {
             Err(e) => {
                 // Answer when the header says who to answer; drop otherwise.
                 match wire::frame::peek_ids(bytes)
-                    .and_then(|(id, s, op)| Some((id, s, op, *self.sessions.get(&s)?)))
+                    .and_then(|(id, s, op)| Some((id, s, op, self.sessions.get(&s)?.fi_addr)))
                 {
                     Some((id, session, op, fi_addr)) => {
                         stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -776,6 +817,69 @@ impl<N: Net> Progress<N> {
                 stats.cancels.fetch_add(1, Ordering::Relaxed);
                 self.in_flight.remove(&(h.session, h.request_id));
             }
+            Kind::Goodbye => self.on_goodbye(&h, frame.body),
+        }
+    }
+
+    /// A caller closes its session: forget it and its requests (their answers are dropped).
+    /// Only with the session's secret; anything else is dropped.
+    fn on_goodbye(&mut self, h: &Header, body: &[u8]) {
+        let secret = Reader::new(body).u64().ok();
+        match self.sessions.get(&h.session) {
+            Some(s) if body.len() == 8 && Some(s.secret) == secret => {
+                self.close_session(h.session);
+                self.shared
+                    .stats
+                    .sessions_closed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn close_session(&mut self, session: u32) {
+        self.sessions.remove(&session);
+        self.in_flight.retain(|&(s, _)| s != session);
+    }
+
+    /// With every session in use, makes room for a new caller by closing the session idle
+    /// longest, if it has been idle for `session_idle` and has no request in flight (a caller
+    /// that was killed never says GOODBYE). False if none qualifies.
+    fn evict_idle_session(&mut self) -> bool {
+        let busy: HashSet<u32> = self.in_flight.iter().map(|&(s, _)| s).collect();
+        let oldest = self
+            .sessions
+            .iter()
+            .filter(|(id, _)| !busy.contains(id))
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(&id, s)| (id, s.last_seen));
+        match oldest {
+            Some((id, seen)) if seen.elapsed() >= self.config.session_idle => {
+                self.close_session(id);
+                self.shared
+                    .stats
+                    .sessions_evicted
+                    .fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Closes every session this engine opened at its peers (shutdown): best effort, posted
+    /// at once or not at all; the drain then lets the sends finish.
+    fn say_goodbye(&mut self) {
+        for (fi_addr, session, secret) in std::mem::take(&mut self.opened) {
+            let h = Header {
+                kind: Kind::Goodbye,
+                op: 0,
+                request_id: 0,
+                session,
+                budget_us: 0,
+            };
+            self.send_now(fi_addr, &frame_bytes(&h, &secret.to_le_bytes()));
         }
     }
 
@@ -795,13 +899,13 @@ impl<N: Net> Progress<N> {
                 return;
             }
         };
-        if self.sessions.len() >= self.config.max_sessions {
+        if self.sessions.len() >= self.config.max_sessions && !self.evict_idle_session() {
             // Refusing costs nothing: no AV entry, no answer (the caller times out).
             self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let fi_addr = match self.net.insert_peer(raw) {
-            Ok(a) => a,
+            Ok(a) => self.note_peer(a, raw),
             Err(_) => {
                 self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -834,11 +938,20 @@ impl<N: Net> Progress<N> {
         }
         let session = self.next_session;
         self.next_session = self.next_session.wrapping_add(1).max(1);
-        self.sessions.insert(session, fi_addr);
+        let secret = new_secret(session);
+        self.sessions.insert(
+            session,
+            Session {
+                fi_addr,
+                secret,
+                last_seen: Instant::now(),
+            },
+        );
         let mut out = Vec::new();
         Writer::new(&mut out)
             .u32(session)
-            .u32(self.shared.max_body as u32);
+            .u32(self.shared.max_body as u32)
+            .u64(secret);
         let resp = Header {
             kind: Kind::Response,
             op: OP_HELLO,
@@ -850,10 +963,12 @@ impl<N: Net> Progress<N> {
     }
 
     fn on_request(&mut self, h: &Header, body: &[u8]) {
-        let Some(&fi_addr) = self.sessions.get(&h.session) else {
+        let Some(s) = self.sessions.get_mut(&h.session) else {
             self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        s.last_seen = Instant::now();
+        let fi_addr = s.fi_addr;
         let reply_err = |p: &mut Self, code: ErrorCode, msg: &str| {
             p.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             p.send_error(fi_addr, h.session, h.request_id, h.op, code, msg);
@@ -950,7 +1065,16 @@ impl<N: Net> Progress<N> {
                 }
                 let mut r = Reader::new(body);
                 match (r.u32(), r.u32()) {
-                    (Ok(session), Ok(_max_body)) => sink.complete(Ok(Peer { fi_addr, session })),
+                    (Ok(session), Ok(_max_body)) => {
+                        // The secret that closes the session (absent from older peers).
+                        if let Ok(secret) = r.u64() {
+                            self.opened.push_back((fi_addr, session, secret));
+                            if self.opened.len() > self.config.max_sessions {
+                                self.opened.pop_front();
+                            }
+                        }
+                        sink.complete(Ok(Peer { fi_addr, session }))
+                    }
                     (Err(e), _) | (_, Err(e)) => sink.complete(Err(RpcError::Wire(e))),
                 }
             }
@@ -972,6 +1096,7 @@ impl<N: Net> Progress<N> {
     }
 
     pub(super) fn drain(&mut self) {
+        self.say_goodbye();
         for (_, op) in self.ops.shutdown() {
             op.fail(RpcError::ShuttingDown);
         }
@@ -1012,10 +1137,30 @@ impl<N: Net> Drop for Progress<N> {
     fn drop(&mut self) {
         // Close the endpoint first: after this no posted operation touches any buffer, so the
         // fields (receive buffers, send buffers, the op table's bulk buffers) may be freed.
-        self.net.close();
+        let net = &mut self.net;
+        super::local::closing(&self.local_addr, || net.close());
         let (sinks, _buffers) = self.ops.close();
         for op in sinks {
             op.fail(RpcError::ShuttingDown);
+        }
+    }
+}
+
+/// Runs `post` unless the peer is an endpoint of this process (`local`: its raw address)
+/// that is closed; then the post fails instead. Posting to a closed endpoint of the same
+/// process crashes libfabric 1.17's shm provider (SIGSEGV in the peer region's spin lock).
+pub(super) fn guarded(
+    local: Option<&[u8]>,
+    post: impl FnOnce() -> Result<(), PostError>,
+) -> Result<(), PostError> {
+    match local {
+        None => post(),
+        Some(raw) => {
+            let mut r = Err(PostError::Failed(
+                "the peer, an endpoint of this process, is closed".into(),
+            ));
+            super::local::unless_closed(raw, || r = post());
+            r
         }
     }
 }

@@ -8,9 +8,9 @@ use crate::mock_net::{MockNet, World};
 use crate::wire::{self, frame, Header, Kind};
 use crate::WaitStrategy;
 
-type E = Engine<MockNet>;
+pub(super) type E = Engine<MockNet>;
 
-fn config() -> EngineConfig {
+pub(super) fn config() -> EngineConfig {
     EngineConfig {
         provider: "mock".into(),
         wait: Some(WaitStrategy::Block),

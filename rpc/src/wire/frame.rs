@@ -4,7 +4,7 @@
 //! offset  size  field        notes
 //! 0       2     magic        b"DF"
 //! 2       1     version      VERSION (1); anything else is refused
-//! 3       1     kind         1 = REQ, 2 = RESP, 3 = ERR, 4 = CANCEL
+//! 3       1     kind         1 = REQ, 2 = RESP, 3 = ERR, 4 = CANCEL, 5 = GOODBYE
 //! 4       2     op           u16 LE, the handler's op code (echoed in RESP/ERR)
 //! 6       2     flags        u16 LE, every bit reserved: must be zero
 //! 8       8     request_id   u64 LE, unique per (session, direction); RESP/ERR/CANCEL echo it
@@ -46,6 +46,9 @@ pub enum Kind {
     Error = 3,
     /// The caller gave up on `request_id`; the callee may stop working on it.
     Cancel = 4,
+    /// The caller closes its session (`session`); the body is the 8-byte secret the HELLO
+    /// answer carried, so no other peer can close it. The callee frees the session at once.
+    Goodbye = 5,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             2 => Some(Kind::Response),
             3 => Some(Kind::Error),
             4 => Some(Kind::Cancel),
+            5 => Some(Kind::Goodbye),
             _ => None,
         }
     }
@@ -283,6 +287,12 @@ mod tests {
     #[test]
     fn bad_magic_and_kind_are_refused() {
         let mut bytes = encode(&header(Kind::Cancel), b"");
+        bytes[3] = 5;
+        let crc = checksum(&bytes[..CRC_AT], &bytes[HEADER_LEN..]);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes, 64).unwrap().0.header.kind, Kind::Goodbye);
+        bytes[3] = 6;
+        assert_eq!(decode(&bytes, 64).unwrap_err().code, ErrorCode::BadKind);
         bytes[3] = 0;
         assert_eq!(decode(&bytes, 64).unwrap_err().code, ErrorCode::BadKind);
         bytes[0] = b'X';
@@ -302,7 +312,7 @@ mod tests {
 
     fn arb_header() -> impl Strategy<Value = Header> {
         (
-            1u8..=4,
+            1u8..=5,
             any::<u16>(),
             any::<u64>(),
             any::<u32>(),

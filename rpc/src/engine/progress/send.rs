@@ -5,7 +5,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use super::{ctx, Op, OpSink, Outgoing, Progress, SendSlot, TAG_SEND};
+use super::{ctx, guarded, Op, OpSink, Outgoing, Progress, SendSlot, TAG_SEND};
 use crate::error::RpcError;
 use crate::net::{Net, NetError, PostError};
 use crate::wire::{ErrorBody, ErrorCode, Header, Kind};
@@ -83,6 +83,32 @@ impl<N: Net> Progress<N> {
         }
     }
 
+    /// Posts `bytes` to `fi_addr` at once, or not at all (no free send buffer, `-FI_EAGAIN`,
+    /// or a failed post): for best-effort frames that must not be posted later, outside the
+    /// caller's control (GOODBYE). True if posted.
+    pub(super) fn send_now(&mut self, fi_addr: u64, bytes: &[u8]) -> bool {
+        let Ok(Some(slot)) = self.take_send_slot(bytes.len(), None) else {
+            return false;
+        };
+        self.fill_slot(slot, bytes);
+        let Some(s) = self.sends[slot].as_ref() else {
+            return false;
+        };
+        let local = self.local_peers.get(&fi_addr).map(Vec::as_slice);
+        let net = &mut self.net;
+        // SAFETY: as in `post_send`: `sends[slot]` owns the buffer until its completion is
+        // read or the endpoint is closed.
+        let r = guarded(local, || unsafe {
+            net.post_send(fi_addr, &s.mr, bytes.len(), ctx(TAG_SEND, slot as u64))
+        });
+        if r.is_ok() {
+            return true;
+        }
+        // Not posted: the slot goes back to the pool (an oversized one is freed).
+        self.release_slot(slot);
+        false
+    }
+
     fn take_send_slot(&mut self, len: usize, op: Option<u64>) -> Result<Option<usize>, NetError> {
         if len > self.config.eager_size {
             let mr = self.net.register(len, false)?;
@@ -137,12 +163,13 @@ impl<N: Net> Progress<N> {
         let Some(s) = self.sends[slot].as_ref() else {
             return true;
         };
+        let local = self.local_peers.get(&fi_addr).map(Vec::as_slice);
+        let net = &mut self.net;
         // SAFETY: `sends[slot]` owns the buffer until its completion is read (`on_send_done`)
         // or the endpoint is closed (Progress::drop closes it before freeing `sends`).
-        let r = unsafe {
-            self.net
-                .post_send(fi_addr, &s.mr, len, ctx(TAG_SEND, slot as u64))
-        };
+        let r = guarded(local, || unsafe {
+            net.post_send(fi_addr, &s.mr, len, ctx(TAG_SEND, slot as u64))
+        });
         match r {
             Ok(()) => true,
             Err(PostError::Again) => false,

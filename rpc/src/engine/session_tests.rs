@@ -1,0 +1,149 @@
+//! Session lifecycle on the mock transport: GOODBYE frees a caller's session, idle sessions
+//! make room for new callers when every session is in use, and nobody else can close a
+//! session.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::tests::{config, E};
+use super::*;
+use crate::mock_net::World;
+use crate::wire::{self, Header, Kind};
+
+const SHORT: Duration = Duration::from_millis(300);
+
+fn server(world: &World, max_sessions: usize, session_idle: Duration) -> E {
+    let mut c = config();
+    c.max_sessions = max_sessions;
+    c.session_idle = session_idle;
+    let server = E::with_net(world.endpoint("server"), c).unwrap();
+    server
+        .register_handler(1, |req, resp| resp.respond(req.body))
+        .unwrap();
+    server
+}
+
+fn client(world: &World, name: &str) -> E {
+    E::with_net(world.endpoint(name), config()).unwrap()
+}
+
+fn echo(client: &E, peer: &Peer, timeout: Duration) -> Result<Vec<u8>, RpcError> {
+    client.call(peer, 1, b"ping".to_vec(), Some(timeout)).wait()
+}
+
+#[test]
+fn a_caller_that_shuts_down_frees_its_session_for_the_next_one() {
+    let world = World::default();
+    // One session, and callers are never idle long enough to be evicted: only GOODBYE frees.
+    let server = server(&world, 1, Duration::from_secs(3600));
+    for round in 0..3 {
+        let c = client(&world, &format!("client-{round}"));
+        let peer = c
+            .connect(server.address(), Duration::from_secs(5))
+            .wait()
+            .unwrap_or_else(|e| panic!("caller {round} was refused its session: {e}"));
+        assert_eq!(echo(&c, &peer, Duration::from_secs(5)).unwrap(), b"ping");
+        c.shutdown();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().sessions_closed < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = server.stats();
+    assert_eq!((stats.sessions_closed, stats.sessions_evicted), (3, 0));
+}
+
+#[test]
+fn with_every_session_in_use_a_caller_takes_the_place_of_one_idle_for_session_idle() {
+    let world = World::default();
+    let idle = Duration::from_millis(400);
+    let server = server(&world, 1, idle);
+    let first = client(&world, "first");
+    let first_peer = first
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let second = client(&world, "second");
+    // The only session was just used: the newcomer is refused (its HELLO is dropped).
+    assert_eq!(
+        echo(&first, &first_peer, Duration::from_secs(5)).unwrap(),
+        b"ping"
+    );
+    let refused = second.connect(server.address(), SHORT).wait();
+    assert!(matches!(refused, Err(RpcError::Timeout(_))), "{refused:?}");
+    // Once the first caller has been idle for `session_idle`, the newcomer takes its place.
+    std::thread::sleep(idle + Duration::from_millis(100));
+    let second_peer = second
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    assert_eq!(
+        echo(&second, &second_peer, Duration::from_secs(5)).unwrap(),
+        b"ping"
+    );
+    assert_eq!(server.stats().sessions_evicted, 1);
+    // The evicted caller's requests are dropped: it times out (and would connect again).
+    let gone = echo(&first, &first_peer, SHORT);
+    assert!(matches!(gone, Err(RpcError::Timeout(_))), "{gone:?}");
+}
+
+#[test]
+fn a_session_with_a_request_in_flight_is_not_evicted_however_long_it_runs() {
+    let world = World::default();
+    let idle = Duration::from_millis(200);
+    let server = server(&world, 1, idle);
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = parking_lot::Mutex::new(release_rx);
+    server
+        .register_handler(2, move |req, resp| {
+            let _ = release_rx.lock().recv_timeout(Duration::from_secs(10));
+            resp.respond(req.body)
+        })
+        .unwrap();
+    let first = client(&world, "first");
+    let peer = first
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let long = first.call(&peer, 2, b"long".to_vec(), Some(Duration::from_secs(10)));
+    std::thread::sleep(idle * 2);
+    let second = client(&world, "second");
+    let refused = second.connect(server.address(), SHORT).wait();
+    assert!(matches!(refused, Err(RpcError::Timeout(_))), "{refused:?}");
+    release_tx.send(()).unwrap();
+    assert_eq!(long.wait().unwrap(), b"long");
+    assert_eq!(server.stats().sessions_evicted, 0);
+}
+
+#[test]
+fn a_goodbye_without_the_session_secret_is_dropped() {
+    let world = World::default();
+    let server = server(&world, 4, Duration::from_secs(3600));
+    let c = client(&world, "client");
+    let peer = c
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    for body in [&b""[..], &[0u8; 8][..], &[0u8; 9][..]] {
+        let dropped = server.stats().dropped;
+        let goodbye = |_id: u64, session: u32| {
+            wire::encode(
+                &Header {
+                    kind: Kind::Goodbye,
+                    op: 0,
+                    request_id: 0,
+                    session,
+                    budget_us: 0,
+                },
+                body,
+            )
+        };
+        // No answer comes to a GOODBYE: the raw call times out.
+        let r = c.call_raw(&peer, SHORT, goodbye).wait();
+        assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+        assert_eq!(server.stats().dropped, dropped + 1, "body {body:?}");
+        // The session still serves its caller.
+        assert_eq!(echo(&c, &peer, Duration::from_secs(5)).unwrap(), b"ping");
+    }
+    assert_eq!(server.stats().sessions_closed, 0);
+}
