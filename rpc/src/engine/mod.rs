@@ -92,7 +92,7 @@ impl<N: Net> Responder<N> {
         };
         // After shutdown there is nobody to answer to: the caller gets ShuttingDown or a
         // timeout from its own engine.
-        let _ = self.shared.submit(cmd);
+        let _ = self.shared.submit_direct(cmd);
     }
 }
 
@@ -349,6 +349,30 @@ impl<N: Net> Shared<N> {
         }
         self.kick();
         Ok(())
+    }
+
+    /// Posts `cmd` (a call, a bulk transfer or an answer) at once on this thread when nobody
+    /// drives progress at this instant and nothing is queued before it (order is kept);
+    /// queues it otherwise. Saves the progress thread's pick-up, which on a busy node is its
+    /// next time slice. Runs no callback: posting completes nothing but `cmd`'s own operation
+    /// (when the post fails), whose `Pending` the caller does not hold yet; completions are
+    /// read by whoever drives progress next, which the wake-up below makes prompt.
+    pub(crate) fn submit_direct(&self, cmd: Cmd<N>) -> Result<(), Cmd<N>> {
+        debug_assert!(matches!(
+            cmd,
+            Cmd::Call { .. } | Cmd::Bulk(_) | Cmd::Respond { .. }
+        ));
+        if let Some(mut core) = self.core.try_lock() {
+            if let Some(p) = core.as_mut().filter(|p| !p.stopping()) {
+                if self.queue.lock().cmds.is_empty() {
+                    p.command_now(cmd);
+                    drop(core);
+                    self.waker.wake();
+                    return Ok(());
+                }
+            }
+        }
+        self.submit(cmd)
     }
 
     fn submit_all(&self, cmds: Vec<Cmd<N>>) {
@@ -687,14 +711,19 @@ impl<N: Net> Handle<N> {
         let id = self.shared.id();
         match self.check_call(op, &body) {
             Err(e) => sink.complete(Err(e)),
-            Ok(()) => self.shared.submit_or_fail(Cmd::Call {
-                id,
-                peer: *peer,
-                op,
-                body,
-                timeout,
-                sink,
-            }),
+            Ok(()) => {
+                let cmd = Cmd::Call {
+                    id,
+                    peer: *peer,
+                    op,
+                    body,
+                    timeout,
+                    sink,
+                };
+                if let Err(cmd) = self.shared.submit_direct(cmd) {
+                    cmd.fail(RpcError::ShuttingDown);
+                }
+            }
         }
         pending
             .with_id(id)
@@ -897,7 +926,9 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        self.shared.submit_or_fail(cmd);
+        if let Err(cmd) = self.shared.submit_direct(cmd) {
+            cmd.fail(RpcError::ShuttingDown);
+        }
         pending
             .with_id(id)
             .with_driver(self.driver())

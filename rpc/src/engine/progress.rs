@@ -330,6 +330,13 @@ impl<N: Net> Progress<N> {
     }
 
     /// True once a shutdown was asked for; the thread then runs [`drain`](Self::drain).
+    /// Runs a call, bulk or answer command at once (the caller holds the progress lock; see
+    /// `Shared::submit_direct`).
+    pub(super) fn command_now(&mut self, cmd: Cmd<N>) {
+        self.command(cmd);
+        self.last_work = Instant::now();
+    }
+
     /// Remembers the raw address of a peer that is an endpoint of this process; gives back
     /// `fi_addr`.
     fn note_peer(&mut self, fi_addr: u64, raw: &[u8]) -> u64 {
