@@ -375,6 +375,12 @@ impl<N: Net> Shared<N> {
         self.submit(cmd)
     }
 
+    fn submit_direct_or_fail(&self, cmd: Cmd<N>) {
+        if let Err(cmd) = self.submit_direct(cmd) {
+            cmd.fail(RpcError::ShuttingDown);
+        }
+    }
+
     fn submit_all(&self, cmds: Vec<Cmd<N>>) {
         let refused = {
             let mut q = self.queue.lock();
@@ -680,10 +686,7 @@ impl<N: Net> Handle<N> {
                 local: self.shared.provider.clone(),
                 remote: addr.provider().to_owned(),
             }));
-            return pending
-                .with_id(id)
-                .with_driver(self.driver())
-                .with_spin(self.shared.wait_spin);
+            return self.tag(pending, id);
         }
         self.shared.submit_or_fail(Cmd::Connect {
             id,
@@ -691,10 +694,7 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        pending
-            .with_id(id)
-            .with_driver(self.driver())
-            .with_spin(self.shared.wait_spin)
+        self.tag(pending, id)
     }
 
     /// Sends a request for `op` with `body` and returns its pending response body. With a
@@ -720,15 +720,10 @@ impl<N: Net> Handle<N> {
                     timeout,
                     sink,
                 };
-                if let Err(cmd) = self.shared.submit_direct(cmd) {
-                    cmd.fail(RpcError::ShuttingDown);
-                }
+                self.shared.submit_direct_or_fail(cmd);
             }
         }
-        pending
-            .with_id(id)
-            .with_driver(self.driver())
-            .with_spin(self.shared.wait_spin)
+        self.tag(pending, id)
     }
 
     /// Sends many requests in one hand-off to the progress thread.
@@ -753,12 +748,7 @@ impl<N: Net> Handle<N> {
                     sink,
                 }),
             }
-            out.push(
-                pending
-                    .with_id(id)
-                    .with_driver(self.driver())
-                    .with_spin(self.shared.wait_spin),
-            );
+            out.push(self.tag(pending, id));
         }
         self.shared.submit_all(cmds);
         out
@@ -799,10 +789,7 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        pending
-            .with_id(id)
-            .with_driver(self.driver())
-            .with_spin(self.shared.wait_spin)
+        self.tag(pending, id)
     }
 
     /// Registers a zeroed buffer of `len` bytes that peers may read and write.
@@ -905,17 +892,11 @@ impl<N: Net> Handle<N> {
                 error,
                 buffer: Some(buf),
             }));
-            return pending
-                .with_id(id)
-                .with_driver(self.driver())
-                .with_spin(self.shared.wait_spin);
+            return self.tag(pending, id);
         }
         let Some(mr) = buf.take() else {
             sink.complete(Err(RpcError::InvalidArgument("empty buffer".into()).into()));
-            return pending
-                .with_id(id)
-                .with_driver(self.driver())
-                .with_spin(self.shared.wait_spin);
+            return self.tag(pending, id);
         };
         let cmd = Cmd::Bulk(BulkCmd {
             id,
@@ -926,9 +907,12 @@ impl<N: Net> Handle<N> {
             timeout,
             sink,
         });
-        if let Err(cmd) = self.shared.submit_direct(cmd) {
-            cmd.fail(RpcError::ShuttingDown);
-        }
+        self.shared.submit_direct_or_fail(cmd);
+        self.tag(pending, id)
+    }
+
+    /// The caller's side of operation `id`: its id, and how `wait` drives and polls.
+    fn tag<T, E>(&self, pending: Pending<T, E>, id: u64) -> Pending<T, E> {
         pending
             .with_id(id)
             .with_driver(self.driver())
