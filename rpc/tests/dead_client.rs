@@ -87,3 +87,44 @@ fn a_client_killed_with_long_calls_held_does_not_stop_the_server_serving_new_cli
         server.shutdown();
     }
 }
+
+#[test]
+fn the_session_of_a_killed_client_goes_to_a_new_caller_once_idle() {
+    for p in providers() {
+        // One session: the killed client holds it and never says goodbye.
+        let mut c = EngineConfig::for_provider(&p);
+        c.max_sessions = 1;
+        c.session_idle = Duration::from_millis(500);
+        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
+        server
+            .register_handler(2, |req, resp| resp.respond(req.body))
+            .expect("handler 2");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
+            .args([p.as_str(), "poll", &server.address().to_string(), "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn diaspora-rpc-peer poll");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        assert!(
+            lines.any(|l| l.is_ok_and(|l| l == "POLLING")),
+            "{p}: the client did not connect (stderr above)"
+        );
+        child.kill().expect("SIGKILL the client");
+        child.wait().expect("reap the client");
+        std::thread::sleep(Duration::from_millis(700));
+        let client = engine(&p, 16);
+        let peer = client
+            .connect(server.address(), Duration::from_secs(10))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: the killed client's session was not given up: {e}"));
+        let out = client
+            .call(&peer, 2, vec![7; 32], SEC10)
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: call: {e}"));
+        assert_eq!(out, vec![7; 32]);
+        assert_eq!(server.stats().sessions_evicted, 1, "{p}");
+        client.shutdown();
+        server.shutdown();
+    }
+}
