@@ -176,7 +176,7 @@ fn calls_and_bulk_reads_and_writes_across_processes() {
 #[test]
 fn a_killed_peer_fails_in_flight_reads_within_their_deadline_and_others_are_still_served() {
     for p in providers() {
-        let victim = PeerProc::spawn(&p);
+        let mut victim = PeerProc::spawn(&p);
         let other = PeerProc::spawn(&p);
         let e = engine(&p);
         let vpeer = e
@@ -206,7 +206,9 @@ fn a_killed_peer_fails_in_flight_reads_within_their_deadline_and_others_are_stil
         }
         victim.signal(libc::SIGKILL);
         let killed_at = Instant::now();
-        // Reads posted after the kill too.
+        // Reads posted after the victim is gone too (a signalled process may still run for a
+        // moment, and a read posted then, at once by this thread, can still succeed on shm).
+        wait_exit(&mut victim.child, Duration::from_secs(10)).expect("the victim dies");
         inflight.push(e.read(
             &vpeer,
             whole.clone(),
