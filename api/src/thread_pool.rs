@@ -297,6 +297,78 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_backend_receives_the_work() {
+        struct Counting(AtomicUsize);
+        impl ThreadPoolBackend for Counting {
+            fn size(&self) -> usize {
+                7
+            }
+            fn push_work(&self, job: Job, _priority: u64) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                job();
+            }
+        }
+        let backend = Arc::new(Counting(AtomicUsize::new(0)));
+        let p = ThreadPool::from_backend(backend.clone());
+        assert_eq!(p.size(), 7);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        p.push_work(
+            move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            },
+            3,
+        );
+        assert_eq!(backend.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    /// The scheduler state of thread `tid` of this process (`R` running or runnable, `S`
+    /// sleeping, ...), from /proc/self/task/<tid>/stat.
+    fn thread_state(tid: &str) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("stat");
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        rest.chars().next().expect("state")
+    }
+
+    #[test]
+    fn a_spinning_worker_keeps_polling_after_a_job_and_a_plain_one_sleeps() {
+        for (pool, spins) in [
+            (
+                ThreadPool::spinning(1, std::time::Duration::from_secs(30)),
+                true,
+            ),
+            (ThreadPool::new(1), false),
+        ] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            pool.push_work(
+                move || {
+                    let me = std::fs::read_link("/proc/thread-self").expect("thread-self");
+                    let tid = me.file_name().expect("tid").to_string_lossy().into_owned();
+                    tx.send(tid).expect("send");
+                },
+                0,
+            );
+            let tid = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("job ran");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // A polling worker is runnable (R) nearly always; a sleeping one never is.
+            let running = (0..200)
+                .filter(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    thread_state(&tid) == 'R'
+                })
+                .count();
+            if spins {
+                assert!(running > 0, "the spinning worker slept at once");
+            } else {
+                assert_eq!(running, 0, "a plain worker polled its queue");
+            }
+        }
+    }
+
+    #[test]
     fn a_spinning_worker_picks_up_jobs_and_sleeps_once_its_spin_has_passed() {
         let p = ThreadPool::spinning(1, std::time::Duration::from_millis(20));
         assert_eq!(p.size(), 1);
