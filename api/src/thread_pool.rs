@@ -288,11 +288,17 @@ mod tests {
             .expect("job ran");
     }
 
+    /// The fields of a /proc `stat` file after the command name: the state first, then
+    /// ppid, ... (utime and stime at 11 and 12).
+    fn stat_fields(path: &str) -> Vec<String> {
+        let stat = std::fs::read_to_string(path).expect("stat");
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        rest.split_whitespace().map(str::to_owned).collect()
+    }
+
     /// CPU time of the calling thread, in clock ticks (utime + stime of /proc/thread-self/stat).
     fn thread_cpu_ticks() -> u64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("thread stat");
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
+        let f = stat_fields("/proc/thread-self/stat");
         f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
     }
 
@@ -326,9 +332,8 @@ mod tests {
     /// The scheduler state of thread `tid` of this process (`R` running or runnable, `S`
     /// sleeping, ...), from /proc/self/task/<tid>/stat.
     fn thread_state(tid: &str) -> char {
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).expect("stat");
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        rest.chars().next().expect("state")
+        let f = stat_fields(&format!("/proc/self/task/{tid}/stat"));
+        f[0].chars().next().expect("state")
     }
 
     #[test]

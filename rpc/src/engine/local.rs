@@ -1,6 +1,8 @@
 //! The endpoints this process opened, and which of them are closed: anything posted to a
 //! closed endpoint of the *same* process crashes libfabric 1.17's shm provider (SIGSEGV in the
 //! peer region's spin lock), so an engine fails such posts instead (`progress::guarded`).
+//! Only shm endpoints are recorded: their addresses carry the process id, so no other
+//! process can hold one of them.
 
 use parking_lot::Mutex;
 
