@@ -26,8 +26,8 @@ pub use completion::Pending;
 pub use config::{EngineConfig, WaitStrategy, DEFAULT_SPINDOWN};
 pub use diaspora_fabric::{Address, AddressError, RemoteRegion};
 pub use engine::{
-    Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, StatsSnapshot,
-    OP_HELLO,
+    Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, SessionListener,
+    StatsSnapshot, OP_HELLO,
 };
 pub use error::{BulkError, EngineError, RpcError};
 pub use fabric_net::{FabricMr, FabricNet, OpenError};

@@ -14,6 +14,7 @@ pub mod groupfile;
 pub mod log;
 pub mod memlog;
 pub mod partition;
+pub mod polls;
 pub mod pool;
 pub mod ranks;
 /// One log line, one `write(2)` (shared with every multi-rank binary: `diaspora_launcher::say`).

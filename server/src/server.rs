@@ -235,13 +235,14 @@ impl Running {
         }
         let s = &self.shared.stats;
         crate::say!(
-            "diaspora-server: stopped; stored {} batches ({} events) in {} appends, answered {} fetches, refused {} unauthenticated and {} malformed requests",
+            "diaspora-server: stopped; stored {} batches ({} events) in {} appends, answered {} fetches, refused {} unauthenticated and {} malformed requests, released {} long polls of closed sessions",
             s.batches.load(Ordering::Relaxed),
             s.events.load(Ordering::Relaxed),
             crate::partition::APPENDS.load(Ordering::Relaxed),
             s.fetches.load(Ordering::Relaxed),
             s.unauthorized.load(Ordering::Relaxed),
             s.malformed.load(Ordering::Relaxed),
+            s.polls_released.load(Ordering::Relaxed),
         );
     }
 }

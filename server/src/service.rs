@@ -28,6 +28,7 @@ use diaspora_rpc::{Engine, Handle, Peer, Request, Responder};
 use parking_lot::Mutex;
 
 use crate::partition::{CommitCtx, Partition, Ready};
+use crate::polls::HeldPolls;
 use crate::pool::{BufPool, Pooled};
 use crate::store::{StorageKind, Store, Topic};
 use crate::timer::Timers;
@@ -89,6 +90,8 @@ pub struct Counters {
     pub unauthorized: AtomicU64,
     /// Requests refused as malformed.
     pub malformed: AtomicU64,
+    /// Long polls given up because their session ended (client GOODBYE or eviction).
+    pub polls_released: AtomicU64,
 }
 
 impl Shared {
@@ -144,6 +147,8 @@ pub struct ThreadService {
     handle: Handle,
     pool: Arc<BufPool>,
     authed: Mutex<HashSet<Peer>>,
+    /// Parked long polls by session, released when their session ends.
+    polls: HeldPolls<Arc<Partition>>,
 }
 
 type Resp = Responder;
@@ -177,12 +182,33 @@ impl ThreadService {
             handle: engine.handle(),
             pool: BufPool::new(engine.handle()),
             authed: Mutex::new(HashSet::new()),
+            polls: HeldPolls::default(),
         });
         for op in Op::ALL {
             let s = svc.clone();
             engine.register_handler(op.code(), move |req, resp| s.dispatch(op, req, resp))?;
         }
+        let s = svc.clone();
+        engine.on_session_end(move |session| s.session_ended(session));
         Ok(())
+    }
+
+    /// A client's session ended: its parked long polls are dropped now (their answers would
+    /// reach nobody), not at their deadlines.
+    fn session_ended(&self, session: u32) {
+        for (id, p) in self.polls.end(session) {
+            self.release(&p, id);
+        }
+    }
+
+    fn release(&self, p: &Partition, id: u64) {
+        if let Some(job) = p.take_waiter(id) {
+            drop(job);
+            self.shared
+                .stats
+                .polls_released
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn dispatch(self: &Arc<Self>, op: Op, req: Request, resp: Resp) {
@@ -577,15 +603,33 @@ impl ThreadService {
             if !complete && !stopping && may_wait && f.wait_ms > 0 {
                 let id = self.shared.next_waiter.fetch_add(1, Ordering::Relaxed);
                 let at = Instant::now() + Duration::from_millis(f.wait_ms as u64);
+                let session = resp.session();
+                if !self.polls.note(session, id, p.clone()) {
+                    // The session ended while this fetch was on its way: nobody is waiting.
+                    self.shared
+                        .stats
+                        .polls_released
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
                 let me = self.clone();
                 let (t2, p2) = (t.clone(), p.clone());
                 let from = f.from_id;
                 let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                    me.polls.done(session, id);
                     let io = me.shared.io.clone();
                     io.push_work(move || me.serve_fetch(f, t2, p2, peer, resp, false), 0);
                 });
                 match p.wait_for(from, id, job) {
-                    None => self.shared.timers.add(at, id, p),
+                    None => {
+                        if self.polls.ended(session) {
+                            // Ended between the note and the park: `session_ended` may have
+                            // missed it.
+                            self.polls.done(session, id);
+                            return self.release(&p, id);
+                        }
+                        self.shared.timers.add(at, id, p)
+                    }
                     Some(job) => job(),
                 }
                 return;

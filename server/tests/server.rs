@@ -855,3 +855,64 @@ fn fetches_stop_at_a_gap_left_by_a_torn_append_and_serve_the_rest_after_it() {
         );
     }
 }
+
+#[test]
+fn a_client_that_closes_gives_up_its_long_polls_at_once_and_live_ones_are_served() {
+    use diaspora_proto::fetch::Fetch;
+    use diaspora_proto::Message;
+    for provider in providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let group = dir.path().join("group.json");
+        let mut s = Server::start(&provider, &data, &group, &[]);
+        let c = Client::connect(&group).unwrap();
+        c.create_topic("t", r#"{"num_partitions": 1}"#).unwrap();
+        let t = c.open_topic("t").unwrap();
+        let thread = c.owner(&t.placement, 0);
+        let poll = Fetch {
+            topic: "t".into(),
+            partition: 0,
+            consumer: String::new(),
+            from_id: 0,
+            max_events: 10,
+            max_bytes: u64::MAX,
+            wait_ms: 60_000,
+            flags: 0,
+            landing: vec![],
+        };
+        // A client parks a one-minute poll on the empty partition, then closes (GOODBYE).
+        let leaving = Client::connect(&group).unwrap();
+        let pending = leaving.call_raw_pending(thread, Fetch::OP.code(), poll.to_vec());
+        // A live client parks one too.
+        let staying = Client::connect(&group).unwrap();
+        let t2 = staying.open_topic("t").unwrap();
+        let live = std::thread::spawn(move || {
+            let r = staying.fetch(&t2, "t", 0, "", Some(0), 10, 60_000, 0);
+            (staying, r)
+        });
+        // Both polls reach the server before the GOODBYE (they are sent first on their
+        // connections; the pause lets the live one be parked too).
+        std::thread::sleep(Duration::from_millis(300));
+        drop(leaving);
+        let gone = pending.wait();
+        assert!(gone.is_err(), "{gone:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        // The live poll is still held, and is answered by the next event.
+        assert!(!live.is_finished(), "the live poll ended early");
+        c.produce(&t, "t", 0, 1, 0, &events(1, 0, 10)).unwrap();
+        let (_staying, r) = live.join().unwrap();
+        assert_eq!(r.unwrap().0.count, 1);
+
+        s.signal(libc::SIGTERM);
+        let st = s.wait_exit(Duration::from_secs(30));
+        assert!(st.success(), "exit status {st}: {}", s.stderr());
+        // Released by the GOODBYE, not answered at shutdown: 1 fetch answered (the live one).
+        assert!(
+            s.stderr().contains(
+                "answered 1 fetches, refused 0 unauthenticated and 0 malformed requests, released 1 long polls of closed sessions"
+            ),
+            "{}",
+            s.stderr()
+        );
+    }
+}

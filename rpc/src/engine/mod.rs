@@ -64,6 +64,12 @@ pub struct Responder<N: Net = FabricNet> {
 }
 
 impl<N: Net> Responder<N> {
+    /// The id of the caller's session at this engine (what [`Engine::on_session_end`]
+    /// reports when the session ends).
+    pub fn session(&self) -> u32 {
+        self.session
+    }
+
     /// Sends a successful response with `body`.
     pub fn respond(mut self, body: Vec<u8>) {
         self.answered = true;
@@ -118,6 +124,9 @@ impl<N: Net> Drop for Responder<N> {
 /// A handler: runs on the engine's handler pool, answers through the [`Responder`] (now or
 /// later, from any thread).
 pub type HandlerFn<N = FabricNet> = dyn Fn(Request, Responder<N>) + Send + Sync + 'static;
+
+/// Told the id of each caller session that ends (see [`Engine::on_session_end`]).
+pub type SessionListener = dyn Fn(u32) + Send + Sync + 'static;
 
 /// A registered buffer owned by the caller: moved into a bulk operation and handed back by
 /// its completion, so no one can touch or free it while a transfer may use it.
@@ -319,6 +328,9 @@ pub(crate) struct Shared<N: Net> {
     queue: Mutex<Queue<N>>,
     waker: waker::Waker,
     handlers: RwLock<HashMap<u16, Arc<HandlerFn<N>>>>,
+    /// Told (on the handler pool) of every session that ends: see
+    /// [`Engine::on_session_end`].
+    pub(crate) session_listener: RwLock<Option<Arc<SessionListener>>>,
     next_id: AtomicU64,
     stats: Stats,
     max_body: usize,
@@ -586,6 +598,7 @@ impl<N: Net> Engine<N> {
             inline: config.inline_progress,
             wait_spin: config.wait_spin,
             handlers: RwLock::new(HashMap::new()),
+            session_listener: RwLock::new(None),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),
             max_body: config.eager_size - HEADER_LEN,
@@ -645,6 +658,16 @@ impl<N: Net> Engine<N> {
         Ok(())
     }
 
+    /// Calls `listener` with the id of every caller session that ends at this engine (its
+    /// caller's GOODBYE, or eviction of an idle session), on the handler pool, never on the
+    /// progress thread; replaces any previous listener. A session's requests still being
+    /// handled get answers nobody receives: a handler holding a request for long (a long
+    /// poll) can release it early by matching [`Responder::session`]. Ids are not reused by
+    /// an engine until its session counter wraps (2^32 sessions).
+    pub fn on_session_end(&self, listener: impl Fn(u32) + Send + Sync + 'static) {
+        *self.handle.shared.session_listener.write() = Some(Arc::new(listener));
+    }
+
     /// Stops the engine: pending operations fail with [`RpcError::ShuttingDown`], posted
     /// transfers drain (bounded by `drain_timeout`), the endpoint closes, buffers are freed.
     pub fn shutdown(mut self) {
@@ -658,6 +681,7 @@ impl<N: Net> Engine<N> {
         }
         // Handlers may hold handles to this engine: drop them to break the cycle.
         self.handle.shared.handlers.write().clear();
+        *self.handle.shared.session_listener.write() = None;
     }
 }
 

@@ -855,6 +855,17 @@ impl<N: Net> Progress<N> {
     fn close_session(&mut self, session: u32) {
         self.sessions.remove(&session);
         self.in_flight.retain(|&(s, _)| s != session);
+        let listener = self.shared.session_listener.read().clone();
+        if let Some(f) = listener {
+            // User code: on the handler pool, never here. A panic in it is the listener's
+            // own (caught, so a pool worker survives it).
+            self.config.handler_pool.push_work(
+                move || {
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(session)));
+                },
+                0,
+            );
+        }
     }
 
     /// With every session in use, makes room for a new caller by closing the session idle

@@ -147,3 +147,63 @@ fn a_goodbye_without_the_session_secret_is_dropped() {
     }
     assert_eq!(server.stats().sessions_closed, 0);
 }
+
+#[test]
+fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders_carry() {
+    let world = World::default();
+    let idle = Duration::from_millis(200);
+    let server = server(&world, 1, idle);
+    let (ended_tx, ended_rx) = mpsc::channel::<u32>();
+    let ended_tx = parking_lot::Mutex::new(ended_tx);
+    server.on_session_end(move |s| {
+        let _ = ended_tx.lock().send(s);
+    });
+    // Op 2 holds its responder (a long poll) and reports the session it belongs to.
+    let held: Arc<parking_lot::Mutex<Vec<Responder<crate::mock_net::MockNet>>>> = Arc::default();
+    let (seen_tx, seen_rx) = mpsc::channel::<u32>();
+    let seen_tx = parking_lot::Mutex::new(seen_tx);
+    let h = held.clone();
+    server
+        .register_handler(2, move |_req, resp| {
+            let _ = seen_tx.lock().send(resp.session());
+            h.lock().push(resp);
+        })
+        .unwrap();
+
+    // GOODBYE: the caller shuts down while its request is held.
+    let first = client(&world, "first");
+    let peer = first
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let _long = first.call(&peer, 2, b"poll".to_vec(), Some(Duration::from_secs(30)));
+    let s1 = seen_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        ended_rx.recv_timeout(SHORT).is_err(),
+        "a live session was reported ended"
+    );
+    first.shutdown();
+    assert_eq!(ended_rx.recv_timeout(Duration::from_secs(5)), Ok(s1));
+
+    // Eviction: an idle session gives its place to a newcomer, and the listener is told.
+    let second = client(&world, "second");
+    let peer2 = second
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let _long2 = second.call(&peer2, 2, b"poll".to_vec(), Some(Duration::from_secs(30)));
+    let s2 = seen_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_ne!(s1, s2, "a session id was reused");
+    // A held request keeps its session from being evicted: answer it, then idle.
+    for r in held.lock().drain(..) {
+        r.respond(Vec::new());
+    }
+    std::thread::sleep(idle + Duration::from_millis(100));
+    let third = client(&world, "third");
+    third
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    assert_eq!(ended_rx.recv_timeout(Duration::from_secs(5)), Ok(s2));
+    assert_eq!(server.stats().sessions_evicted, 1);
+}
