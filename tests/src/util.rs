@@ -80,7 +80,10 @@ pub fn pull(consumer: &Consumer) -> Event {
 pub fn pull_n(consumer: &Consumer, n: usize) -> Vec<Event> {
     (0..n)
         .map(|i| {
-            let e = pull(consumer);
+            let e = wait_for(
+                consumer.pull(),
+                &format!("consumer.pull() of event {i} of {n}"),
+            );
             assert!(
                 !e.is_no_more_events(),
                 "got the end marker after {i} events, {n} were expected"
