@@ -201,14 +201,19 @@ impl ThreadService {
         }
     }
 
+    /// Drops waiter `id` of `p` unanswered, if it is still parked there.
     fn release(&self, p: &Partition, id: u64) {
         if let Some(job) = p.take_waiter(id) {
             drop(job);
-            self.shared
-                .stats
-                .polls_released
-                .fetch_add(1, Ordering::Relaxed);
+            self.count_released();
         }
+    }
+
+    fn count_released(&self) {
+        self.shared
+            .stats
+            .polls_released
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn dispatch(self: &Arc<Self>, op: Op, req: Request, resp: Resp) {
@@ -606,11 +611,7 @@ impl ThreadService {
                 let session = resp.session();
                 if !self.polls.note(session, id, p.clone()) {
                     // The session ended while this fetch was on its way: nobody is waiting.
-                    self.shared
-                        .stats
-                        .polls_released
-                        .fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return self.count_released();
                 }
                 let me = self.clone();
                 let (t2, p2) = (t.clone(), p.clone());

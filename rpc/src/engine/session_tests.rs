@@ -27,6 +27,14 @@ fn client(world: &World, name: &str) -> E {
     E::with_net(world.endpoint(name), config()).unwrap()
 }
 
+/// Connects `client` to `server` (the handshake must succeed within 5 s).
+fn connect(client: &E, server: &E) -> Peer {
+    client
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap_or_else(|e| panic!("the handshake failed: {e}"))
+}
+
 fn echo(client: &E, peer: &Peer, timeout: Duration) -> Result<Vec<u8>, RpcError> {
     client.call(peer, 1, b"ping".to_vec(), Some(timeout)).wait()
 }
@@ -59,10 +67,7 @@ fn with_every_session_in_use_a_caller_takes_the_place_of_one_idle_for_session_id
     let idle = Duration::from_millis(400);
     let server = server(&world, 1, idle);
     let first = client(&world, "first");
-    let first_peer = first
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let first_peer = connect(&first, &server);
     let second = client(&world, "second");
     // The only session was just used: the newcomer is refused (its HELLO is dropped).
     assert_eq!(
@@ -73,10 +78,7 @@ fn with_every_session_in_use_a_caller_takes_the_place_of_one_idle_for_session_id
     assert!(matches!(refused, Err(RpcError::Timeout(_))), "{refused:?}");
     // Once the first caller has been idle for `session_idle`, the newcomer takes its place.
     std::thread::sleep(idle + Duration::from_millis(100));
-    let second_peer = second
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let second_peer = connect(&second, &server);
     assert_eq!(
         echo(&second, &second_peer, Duration::from_secs(5)).unwrap(),
         b"ping"
@@ -101,10 +103,7 @@ fn a_session_with_a_request_in_flight_is_not_evicted_however_long_it_runs() {
         })
         .unwrap();
     let first = client(&world, "first");
-    let peer = first
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let peer = connect(&first, &server);
     let long = first.call(&peer, 2, b"long".to_vec(), Some(Duration::from_secs(10)));
     std::thread::sleep(idle * 2);
     let second = client(&world, "second");
@@ -120,10 +119,7 @@ fn a_goodbye_without_the_session_secret_is_dropped() {
     let world = World::default();
     let server = server(&world, 4, Duration::from_secs(3600));
     let c = client(&world, "client");
-    let peer = c
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let peer = connect(&c, &server);
     for body in [&b""[..], &[0u8; 8][..], &[0u8; 9][..]] {
         let dropped = server.stats().dropped;
         let goodbye = |_id: u64, session: u32| {
@@ -172,10 +168,7 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
 
     // GOODBYE: the caller shuts down while its request is held.
     let first = client(&world, "first");
-    let peer = first
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let peer = connect(&first, &server);
     let _long = first.call(&peer, 2, b"poll".to_vec(), Some(Duration::from_secs(30)));
     let s1 = seen_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(
@@ -187,10 +180,7 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
 
     // Eviction: an idle session gives its place to a newcomer, and the listener is told.
     let second = client(&world, "second");
-    let peer2 = second
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let peer2 = connect(&second, &server);
     let _long2 = second.call(&peer2, 2, b"poll".to_vec(), Some(Duration::from_secs(30)));
     let s2 = seen_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_ne!(s1, s2, "a session id was reused");
@@ -200,10 +190,7 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     }
     std::thread::sleep(idle + Duration::from_millis(100));
     let third = client(&world, "third");
-    third
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    connect(&third, &server);
     assert_eq!(ended_rx.recv_timeout(Duration::from_secs(5)), Ok(s2));
     assert_eq!(server.stats().sessions_evicted, 1);
 }
