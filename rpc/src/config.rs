@@ -70,10 +70,13 @@ pub struct EngineConfig {
     /// `-FI_EAGAIN`, e.g. rxm towards a peer that died). Beyond, the frame is dropped and its
     /// call (if any) fails: a dead peer cannot hold a send buffer or the outbox forever.
     pub send_timeout: Duration,
-    /// Where handlers run (never on the progress thread). An inline pool (the default) is
-    /// replaced by one worker that polls for [`DEFAULT_SPINDOWN`] after each handler
-    /// ([`ThreadPool::spinning`]), so requests arriving at a steady pace start without a
-    /// thread wake-up.
+    /// Where handlers run (never on the progress thread). An inline pool (the default) means
+    /// the engine's own *serving worker*: one thread that, while the wait strategy would spin
+    /// (for [`DEFAULT_SPINDOWN`] after its last piece of work by default), drives progress
+    /// itself and runs the requests it receives without a thread hand-off, handing progress
+    /// back to the progress thread while a handler runs (leader/follower, see the crate
+    /// README). Handlers run one at a time there, as on a one-thread pool; give a pool for
+    /// handlers that should run in parallel.
     pub handler_pool: ThreadPool,
     /// Name of the progress thread.
     pub thread_name: String,

@@ -16,6 +16,9 @@
 //!   ping-pong and engine `Handle::call` round trips. As in Mercury's `hg_rate`, the payload
 //!   goes one way and the response is empty (`BENCH_RPC_ECHO=1`: echoed back).
 //!
+//! `BENCH_RPC_SIZES=64,4064,4096` replaces the request sizes (4064 bytes plus the 32-byte
+//! header is exactly shm's 4096-byte inject size).
+//!
 //! Every figure is printed with the engine/raw ratio. Raw and engine wait the same way: the
 //! engine's default wait strategy per provider, or `BENCH_WAIT`.
 
@@ -445,10 +448,19 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
 
     // BENCH_ONLY=read|rpc runs one half (to compare settings quickly).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    // BENCH_RPC_SIZES=64,4064 replaces the request sizes (bytes).
+    let rpc_sizes: Vec<usize> = match std::env::var("BENCH_RPC_SIZES") {
+        Err(_) => RPC_SIZES.to_vec(),
+        Ok(v) => v
+            .split(',')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("BENCH_RPC_SIZES={v}: comma-separated byte counts"))?,
+    };
     let (reads, rpcs) = match only.as_str() {
         "read" => (&READ_SIZES[..], &[][..]),
-        "rpc" => (&[][..], &RPC_SIZES[..]),
-        _ => (&READ_SIZES[..], &RPC_SIZES[..]),
+        "rpc" => (&[][..], &rpc_sizes[..]),
+        _ => (&READ_SIZES[..], &rpc_sizes[..]),
     };
     for &size in reads {
         for qd in READ_QD {
@@ -517,9 +529,9 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
 }
 
 fn human(n: usize) -> String {
-    if n >= 1 << 20 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}MiB", n >> 20)
-    } else if n >= 1 << 10 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{}KiB", n >> 10)
     } else {
         format!("{n}B")

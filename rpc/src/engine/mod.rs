@@ -3,6 +3,7 @@
 
 mod local;
 mod progress;
+mod serve;
 mod waker;
 
 use std::collections::HashMap;
@@ -347,6 +348,9 @@ pub(crate) struct Shared<N: Net> {
     pub(crate) inline: bool,
     /// `EngineConfig::wait_spin`.
     wait_spin: Duration,
+    /// The engine's own handler worker (when `EngineConfig::handler_pool` is inline): see
+    /// [`serve`].
+    pub(crate) serve: Option<Arc<serve::Serve>>,
 }
 
 impl<N: Net> Shared<N> {
@@ -377,9 +381,15 @@ impl<N: Net> Shared<N> {
         if let Some(mut core) = self.core.try_lock() {
             if let Some(p) = core.as_mut().filter(|p| !p.stopping()) {
                 if self.queue.lock().cmds.is_empty() {
+                    // An answer posted by the serving worker needs no wake-up: the worker
+                    // drives progress again right after its handler (and reaps the send).
+                    let quiet = matches!(cmd, Cmd::Respond { .. })
+                        && self.serve.as_ref().is_some_and(|s| s.leads_after_jobs());
                     p.command_now(cmd);
                     drop(core);
-                    self.waker.wake();
+                    if !quiet {
+                        self.waker.wake();
+                    }
                     return Ok(());
                 }
             }
@@ -531,6 +541,8 @@ pub struct Engine<N: Net = FabricNet> {
     handle: Handle<N>,
     address: Address,
     thread: Option<JoinHandle<()>>,
+    /// The serving worker (see [`serve`]), when the handler pool is inline.
+    serve_thread: Option<JoinHandle<()>>,
 }
 
 impl Engine<FabricNet> {
@@ -552,7 +564,7 @@ impl Engine<FabricNet> {
 
 impl<N: Net> Engine<N> {
     /// Starts a progress thread that owns `net` (any transport: see [`Net`]).
-    pub fn with_net(net: N, mut config: EngineConfig) -> Result<Engine<N>, EngineError> {
+    pub fn with_net(net: N, config: EngineConfig) -> Result<Engine<N>, EngineError> {
         if config.eager_size < HEADER_LEN + 64 || config.eager_size > 1 << 20 {
             let reason = format!("{} is outside 96 ..= 1 MiB", config.eager_size);
             return Err(EngineError::InvalidOption {
@@ -567,11 +579,18 @@ impl<N: Net> Engine<N> {
                 reason,
             });
         }
-        if config.handler_pool.size() == 0 {
-            config.handler_pool =
-                diaspora_api::ThreadPool::spinning(1, crate::config::DEFAULT_SPINDOWN);
-        }
         let provider = net.provider().to_owned();
+        let serve = (config.handler_pool.size() == 0).then(|| {
+            let spin = match config
+                .wait
+                .unwrap_or_else(|| crate::config::WaitStrategy::default_for(&provider))
+            {
+                crate::config::WaitStrategy::Spin => Duration::MAX,
+                crate::config::WaitStrategy::Block => Duration::ZERO,
+                crate::config::WaitStrategy::SpinThenBlock { spindown } => spindown,
+            };
+            Arc::new(serve::Serve::new(spin))
+        });
         if provider != config.provider {
             let reason = format!(
                 "the endpoint uses {provider}, the config says {}",
@@ -604,7 +623,9 @@ impl<N: Net> Engine<N> {
             max_body: config.eager_size - HEADER_LEN,
             provider,
             late_drop: Mutex::new(()),
+            serve: serve.clone(),
         });
+        let serve_name = format!("{}-serve", config.thread_name);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
@@ -622,11 +643,21 @@ impl<N: Net> Engine<N> {
                 return Err(EngineError::Setup(RpcError::EngineStopped));
             }
         }
-        Ok(Engine {
+        let mut engine = Engine {
             handle: Handle { shared },
             address,
             thread: Some(thread),
-        })
+            serve_thread: None,
+        };
+        if let Some(serve) = serve {
+            let shared = engine.handle.shared.clone();
+            let t = std::thread::Builder::new()
+                .name(serve_name)
+                .spawn(move || serve::run(shared, serve))
+                .map_err(EngineError::Spawn)?; // dropping `engine` stops the progress thread
+            engine.serve_thread = Some(t);
+        }
+        Ok(engine)
     }
 
     /// This engine's address (print it into a group file; peers [`connect`](Handle::connect)).
@@ -678,6 +709,17 @@ impl<N: Net> Engine<N> {
         let _ = self.handle.shared.submit(Cmd::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        // The serving worker runs what is queued (answers now refused: their callers get
+        // ShuttingDown or their timeout) and exits; not joined from itself (a handler that
+        // drops the last engine), where it exits after that handler.
+        if let Some(s) = &self.handle.shared.serve {
+            s.stop();
+        }
+        if let Some(t) = self.serve_thread.take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
         // Handlers may hold handles to this engine: drop them to break the cycle.
         self.handle.shared.handlers.write().clear();

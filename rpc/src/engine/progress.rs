@@ -225,6 +225,18 @@ pub(super) fn run<N: Net>(
 
 fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
     loop {
+        if shared.serve.as_ref().is_some_and(|s| s.leading()) {
+            // The serving worker drives (see `serve`): follow, napping on the eventfd and the
+            // CQ fd so that a handler's submission (or a tcp completion) ends the nap at once.
+            shared.waker.set_sleeping();
+            if shared.queue.lock().cmds.is_empty() {
+                shared
+                    .sleeper
+                    .sleep(&shared.waker, super::serve::FOLLOWER_NAP);
+            }
+            shared.waker.set_awake();
+            continue;
+        }
         if shared.inline_waiters.load(Ordering::SeqCst) > 0 {
             // A caller is driving progress itself: stay out of its way. A plain sleep, not a
             // poll of the eventfd: draining it here would steal wake-ups meant for the caller.
@@ -445,8 +457,7 @@ impl<N: Net> Progress<N> {
                     .ops
                     .insert_at(id, Completes::OnResponse, deadline, 0, entry, None)
                 {
-                    let bytes = frame_bytes(&header, &body);
-                    self.send(peer.fi_addr, bytes, Some(id));
+                    self.send_frame(peer.fi_addr, &header, &body, Some(id));
                 }
             }
             Cmd::RawCall {
@@ -504,7 +515,7 @@ impl<N: Net> Progress<N> {
                             session,
                             budget_us: 0,
                         };
-                        self.send(peer, frame_bytes(&h, &body), None);
+                        self.send_frame(peer, &h, &body, None);
                     }
                     Ok(body) => {
                         let msg = format!(
@@ -565,7 +576,7 @@ impl<N: Net> Progress<N> {
             entry,
             None,
         ) {
-            self.send(fi_addr, frame_bytes(&header, &body), Some(id));
+            self.send_frame(fi_addr, &header, &body, Some(id));
         }
     }
 
@@ -859,12 +870,9 @@ impl<N: Net> Progress<N> {
         if let Some(f) = listener {
             // User code: on the handler pool, never here. A panic in it is the listener's
             // own (caught, so a pool worker survives it).
-            self.config.handler_pool.push_work(
-                move || {
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(session)));
-                },
-                0,
-            );
+            self.dispatch(Box::new(move || {
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(session)));
+            }));
         }
     }
 
@@ -983,7 +991,7 @@ impl<N: Net> Progress<N> {
             session,
             budget_us: 0,
         };
-        self.send(fi_addr, frame_bytes(&resp, &out), None);
+        self.send_frame(fi_addr, &resp, &out, None);
     }
 
     fn on_request(&mut self, h: &Header, body: &[u8]) {
@@ -1033,20 +1041,24 @@ impl<N: Net> Progress<N> {
             op: h.op,
             answered: false,
         };
-        self.config.handler_pool.push_work(
-            move || {
-                if request.deadline.is_some_and(|d| Instant::now() >= d) {
-                    return responder.fail_with(
-                        ErrorCode::DeadlineExceeded,
-                        "deadline passed before the handler ran",
-                    );
-                }
-                // A panic drops the responder while unwinding, which answers HandlerPanicked.
-                let _ =
-                    std::panic::catch_unwind(AssertUnwindSafe(move || handler(request, responder)));
-            },
-            0,
-        );
+        self.dispatch(Box::new(move || {
+            if request.deadline.is_some_and(|d| Instant::now() >= d) {
+                return responder.fail_with(
+                    ErrorCode::DeadlineExceeded,
+                    "deadline passed before the handler ran",
+                );
+            }
+            // A panic drops the responder while unwinding, which answers HandlerPanicked.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || handler(request, responder)));
+        }));
+    }
+
+    /// Hands user code to the serving worker or the handler pool, never runs it here.
+    fn dispatch(&self, job: super::serve::Job) {
+        match &self.shared.serve {
+            Some(s) => s.push(job),
+            None => self.config.handler_pool.push_work(job, 0),
+        }
     }
 
     fn on_response(&mut self, h: &Header, body: &[u8]) {

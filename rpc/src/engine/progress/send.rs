@@ -29,7 +29,7 @@ impl<N: Net> Progress<N> {
             session,
             budget_us: 0,
         };
-        self.send(fi_addr, frame_bytes(&h, &body), None);
+        self.send_frame(fi_addr, &h, &body, None);
     }
 
     pub(super) fn send_cancel(&mut self, id: u64, op: &Op<N>) {
@@ -41,8 +41,61 @@ impl<N: Net> Progress<N> {
                 session: op.peer.session,
                 budget_us: 0,
             };
-            self.send(op.peer.fi_addr, frame_bytes(&h, &[]), None);
+            self.send_frame(op.peer.fi_addr, &h, &[], None);
         }
+    }
+
+    /// Sends the frame `h` + `body`: encoded straight into a send buffer when one is free and
+    /// nothing waits before it (one copy of the body), through the outbox otherwise.
+    pub(super) fn send_frame(&mut self, fi_addr: u64, h: &Header, body: &[u8], op: Option<u64>) {
+        if self.outbox.is_empty() {
+            let len = crate::wire::frame::encoded_len(body.len());
+            match self.take_send_slot(len, op) {
+                Ok(Some(slot)) => {
+                    let encoded = self.sends[slot]
+                        .as_mut()
+                        .and_then(|s| N::bytes_mut(&mut s.mr))
+                        .map(|dst| crate::wire::encode_into(h, body, dst));
+                    match encoded {
+                        Some(Ok(_)) => {
+                            if !self.post_send(slot, fi_addr, len) {
+                                self.outbox.push_back(Outgoing::Slot {
+                                    slot,
+                                    fi_addr,
+                                    len,
+                                    since: Instant::now(),
+                                });
+                            }
+                        }
+                        // Cannot happen (send buffers are writable and sized for the frame);
+                        // fails the call rather than sending garbage.
+                        _ => {
+                            let op = self.release_slot(slot);
+                            let source = "frame does not fit its send buffer".into();
+                            self.fail_send(
+                                op,
+                                RpcError::Transport {
+                                    what: "encode frame",
+                                    source,
+                                },
+                            );
+                        }
+                    }
+                    return;
+                }
+                Ok(None) => {} // no free buffer: queued below
+                Err(source) => {
+                    return self.fail_send(
+                        op,
+                        RpcError::Transport {
+                            what: "register send buffer",
+                            source,
+                        },
+                    )
+                }
+            }
+        }
+        self.send(fi_addr, frame_bytes(h, body), op);
     }
 
     pub(super) fn send(&mut self, fi_addr: u64, bytes: Vec<u8>, op: Option<u64>) {
