@@ -226,13 +226,14 @@ pub(super) fn run<N: Net>(
 fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
     loop {
         if shared.serve.as_ref().is_some_and(|s| s.leading()) {
-            // The serving worker drives (see `serve`): follow, napping on the eventfd and the
-            // CQ fd so that a handler's submission (or a tcp completion) ends the nap at once.
+            // The serving worker drives (see `serve`): follow, napping on the eventfd so that a
+            // handler's submission ends the nap at once (not on the CQ fd: the worker reads
+            // the CQ).
             shared.waker.set_sleeping();
             if shared.queue.lock().cmds.is_empty() {
                 shared
                     .sleeper
-                    .sleep(&shared.waker, super::serve::FOLLOWER_NAP);
+                    .sleep_on_submissions(&shared.waker, super::serve::FOLLOWER_NAP);
             }
             shared.waker.set_awake();
             continue;

@@ -76,8 +76,18 @@ impl Sleeper {
 
     /// Sleeps until the eventfd or the CQ fd is readable, or `timeout` passes.
     pub(crate) fn sleep(&self, waker: &Waker, timeout: Duration) {
-        let mut pfds: Vec<libc::pollfd> = self
-            .fds
+        self.sleep_on(&self.fds, waker, timeout)
+    }
+
+    /// Sleeps until the eventfd is readable (a submission), or `timeout` passes; not on the CQ
+    /// fd, which another thread is reading (a follower while the serving worker leads: the CQ
+    /// fd of tcp stays readable until the CQ is read, so polling it would spin).
+    pub(crate) fn sleep_on_submissions(&self, waker: &Waker, timeout: Duration) {
+        self.sleep_on(&self.fds[..1], waker, timeout)
+    }
+
+    fn sleep_on(&self, fds: &[RawFd], waker: &Waker, timeout: Duration) {
+        let mut pfds: Vec<libc::pollfd> = fds
             .iter()
             .map(|&fd| libc::pollfd {
                 fd,
