@@ -381,13 +381,9 @@ impl<N: Net> Shared<N> {
         if let Some(mut core) = self.core.try_lock() {
             if let Some(p) = core.as_mut().filter(|p| !p.stopping()) {
                 if self.queue.lock().cmds.is_empty() {
-                    // An answer posted by the serving worker needs no wake-up: the worker
-                    // drives progress again right after its handler (and reaps the send).
-                    let quiet = matches!(cmd, Cmd::Respond { .. })
-                        && self.serve.as_ref().is_some_and(|s| s.leads_after_jobs());
                     p.command_now(cmd);
                     drop(core);
-                    if !quiet {
+                    if !self.worker_drives_next() {
                         self.waker.wake();
                     }
                     return Ok(());
@@ -421,7 +417,22 @@ impl<N: Net> Shared<N> {
         }
     }
 
+    /// True when the serving worker drives progress now (it leads: its next iteration takes
+    /// the queue and reaps completions) or right after what it is doing on this thread (a
+    /// handler, a completion callback): a submission then needs no wake-up of the progress
+    /// thread, whose nap it would only cut short at the price of a syscall and a context
+    /// switch. (A submission racing with the worker's switch to a handler waits at most one
+    /// follower nap.)
+    fn worker_drives_next(&self) -> bool {
+        self.serve
+            .as_ref()
+            .is_some_and(|s| s.leading() || s.leads_after_jobs())
+    }
+
     fn kick(&self) {
+        if self.worker_drives_next() {
+            return;
+        }
         if self.inline {
             if let Some(mut core) = self.core.try_lock() {
                 if let Some(p) = core.as_mut() {
@@ -985,9 +996,12 @@ impl<N: Net> Handle<N> {
             .with_spin(self.shared.wait_spin)
     }
 
+    /// Who drives progress while the operation's caller waits: the caller itself with inline
+    /// progress, or when it is this engine's serving worker (a handler waiting for its own
+    /// bulk transfer: the progress thread would have to wake up first).
     fn driver(&self) -> Option<Arc<dyn crate::completion::Drive>> {
-        self.shared
-            .inline
+        let on_worker = self.shared.serve.as_ref().is_some_and(|s| s.is_current());
+        (self.shared.inline || on_worker)
             .then(|| self.shared.clone() as Arc<dyn crate::completion::Drive>)
     }
 

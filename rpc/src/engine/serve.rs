@@ -10,7 +10,9 @@
 //! Before the worker runs a handler it stops leading, so progress never waits for user code:
 //! the progress thread takes over within one nap (at once when the handler submits a call or
 //! a bulk transfer, whose wake-up ends the nap). Handlers therefore never run while their
-//! thread is the one responsible for progress. When the spin window passes with nothing to
+//! thread is the one responsible for progress. A handler that waits for an operation of this
+//! engine (the server's bulk pull) drives progress itself while it waits, as with inline
+//! progress, instead of waiting for the progress thread to wake up. When the spin window passes with nothing to
 //! do, the worker sleeps on a condition variable and the progress thread drives alone, with
 //! its own wait strategy.
 //!
@@ -40,12 +42,8 @@ pub(crate) const FOLLOWER_NAP: Duration = Duration::from_micros(200);
 const SLEEP_CHECK: Duration = Duration::from_millis(100);
 
 thread_local! {
-    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True on a serving worker thread (of any engine of this process).
-pub(crate) fn on_worker() -> bool {
-    ON_WORKER.with(Cell::get)
+    /// On a serving worker: the address of its [`Serve`] (0 elsewhere).
+    static ON_WORKER: Cell<usize> = const { Cell::new(0) };
 }
 
 struct Queue {
@@ -93,10 +91,15 @@ impl Serve {
         self.leading.load(Ordering::SeqCst)
     }
 
+    /// True on this worker's thread.
+    pub(crate) fn is_current(&self) -> bool {
+        ON_WORKER.with(Cell::get) == self as *const Serve as usize
+    }
+
     /// True if the worker will drive progress soon after the current job (posts made from a
     /// handler on the worker need not wake the progress thread).
     pub(crate) fn leads_after_jobs(&self) -> bool {
-        !self.spin.is_zero() && on_worker()
+        !self.spin.is_zero() && self.is_current()
     }
 
     /// Tells the worker to run what is queued and exit.
@@ -113,7 +116,7 @@ impl Serve {
 
 /// The worker thread's loop.
 pub(crate) fn run<N: Net>(shared: Arc<Shared<N>>, serve: Arc<Serve>) {
-    ON_WORKER.with(|w| w.set(true));
+    ON_WORKER.with(|w| w.set(Arc::as_ptr(&serve) as usize));
     let mut last_work = Instant::now();
     // Set once the engine stopped driving (shutdown, or a panicked progress thread).
     let mut stopped = false;
