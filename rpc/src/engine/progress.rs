@@ -227,14 +227,14 @@ fn drive_thread<N: Net>(shared: &Arc<Shared<N>>) {
     loop {
         if shared.serve.as_ref().is_some_and(|s| s.leading()) {
             // The serving worker drives (see `serve`): follow, napping on the eventfd so that a
-            // handler's submission ends the nap at once (not on the CQ fd: the worker reads
-            // the CQ).
+            // submission made while the worker runs a handler ends the nap at once (not on
+            // the CQ fd: the worker reads the CQ). Queued commands are the leader's to take:
+            // checking the queue here and skipping the nap made this thread spin on it while
+            // other threads kept submitting (a server's I/O pool), taking a core from them.
             shared.waker.set_sleeping();
-            if shared.queue.lock().cmds.is_empty() {
-                shared
-                    .sleeper
-                    .sleep_on_submissions(&shared.waker, super::serve::FOLLOWER_NAP);
-            }
+            shared
+                .sleeper
+                .sleep_on_submissions(&shared.waker, super::serve::FOLLOWER_NAP);
             shared.waker.set_awake();
             continue;
         }

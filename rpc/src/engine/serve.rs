@@ -140,7 +140,11 @@ pub(crate) fn run<N: Net>(shared: Arc<Shared<N>>, serve: Arc<Serve>) {
             }
             continue;
         }
-        serve.leading.store(false, Ordering::SeqCst);
+        if serve.leading.swap(false, Ordering::SeqCst) {
+            // End the follower's nap now: from here on it drives alone (and blocks on the CQ
+            // fd when idle), instead of leaving the endpoint unpolled until the nap ends.
+            shared.waker.wake();
+        }
         let mut q = serve.queue.lock();
         if q.jobs.is_empty() {
             if q.stop {
