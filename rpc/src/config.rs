@@ -118,6 +118,16 @@ impl EngineConfig {
 }
 
 impl WaitStrategy {
+    /// How long a thread keeps polling after its last piece of work before it blocks:
+    /// always for `Spin`, never for `Block`.
+    pub(crate) fn spin_window(&self) -> Duration {
+        match *self {
+            WaitStrategy::Spin => Duration::MAX,
+            WaitStrategy::Block => Duration::ZERO,
+            WaitStrategy::SpinThenBlock { spindown } => spindown,
+        }
+    }
+
     /// The default for every provider: spin (yielding the core) for 200 µs after the last piece
     /// of work, then block (tcp: `fi_trywait` and `ppoll` on the CQ fd; shm, which has no wait
     /// fd: 50 µs naps, `idle_poll`). A steady stream of work never waits for a wake-up, an

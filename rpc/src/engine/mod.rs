@@ -592,15 +592,10 @@ impl<N: Net> Engine<N> {
         }
         let provider = net.provider().to_owned();
         let serve = (config.handler_pool.size() == 0).then(|| {
-            let spin = match config
+            let wait = config
                 .wait
-                .unwrap_or_else(|| crate::config::WaitStrategy::default_for(&provider))
-            {
-                crate::config::WaitStrategy::Spin => Duration::MAX,
-                crate::config::WaitStrategy::Block => Duration::ZERO,
-                crate::config::WaitStrategy::SpinThenBlock { spindown } => spindown,
-            };
-            Arc::new(serve::Serve::new(spin))
+                .unwrap_or_else(|| crate::config::WaitStrategy::default_for(&provider));
+            Arc::new(serve::Serve::new(wait.spin_window()))
         });
         if provider != config.provider {
             let reason = format!(

@@ -31,7 +31,7 @@ use crate::wire::{self, ErrorBody, ErrorCode, Header, Kind, Reader, Writer};
 
 mod send;
 
-use send::frame_bytes;
+use send::{frame_bytes, OutFrame};
 
 /// Longest provider name a HELLO may carry.
 const MAX_PROVIDER: usize = 64;
@@ -383,12 +383,7 @@ impl<N: Net> Progress<N> {
 
     /// Decides how to wait after an iteration without work.
     pub(super) fn idle(&mut self) -> Idle {
-        let block = match self.wait {
-            WaitStrategy::Spin => false,
-            WaitStrategy::Block => true,
-            WaitStrategy::SpinThenBlock { spindown } => self.last_work.elapsed() >= spindown,
-        };
-        if !block {
+        if self.last_work.elapsed() < self.wait.spin_window() {
             return Idle::Spin;
         }
         self.shared.waker.set_sleeping();
@@ -478,7 +473,7 @@ impl<N: Net> Progress<N> {
                     .ops
                     .insert_at(id, Completes::OnResponse, deadline, 0, entry, None)
                 {
-                    self.send(peer.fi_addr, frame, Some(id));
+                    self.send(peer.fi_addr, OutFrame::Bytes(frame), Some(id));
                 }
             }
             Cmd::Bulk(b) => self.bulk(b),

@@ -5,16 +5,18 @@
 //! progress itself (one `iterate` at a time, under the progress lock) and runs the requests it
 //! receives on the same thread, so a request reaches its handler without a thread hand-off,
 //! and its answer is posted by the thread that computed it. The progress thread meanwhile
-//! *follows*: it naps on the eventfd and the CQ fd, woken by any submission, and checks again.
+//! *follows*: it naps (at most [`FOLLOWER_NAP`]) on the eventfd only, since the worker reads
+//! the CQ, and checks again. Submissions made while the worker leads wake nobody: the
+//! worker's next iteration takes them.
 //!
 //! Before the worker runs a handler it stops leading, so progress never waits for user code:
-//! the progress thread takes over within one nap (at once when the handler submits a call or
-//! a bulk transfer, whose wake-up ends the nap). Handlers therefore never run while their
+//! the progress thread takes over within one nap (at once when another thread submits a call
+//! or a bulk transfer, whose wake-up ends the nap). Handlers therefore never run while their
 //! thread is the one responsible for progress. A handler that waits for an operation of this
-//! engine (the server's bulk pull) drives progress itself while it waits, as with inline
-//! progress, instead of waiting for the progress thread to wake up. When the spin window passes with nothing to
-//! do, the worker sleeps on a condition variable and the progress thread drives alone, with
-//! its own wait strategy.
+//! engine drives progress itself while it waits, as with inline progress, instead of waiting
+//! for the progress thread to wake up. When the spin window passes with nothing to do, the
+//! worker ends the follower's nap and sleeps on a condition variable, and the progress thread
+//! drives alone, with its own wait strategy.
 //!
 //! On a node with fewer cores than spinning threads (2 cores, a caller and a server per
 //! side), this removes one spinning thread per engine and one hand-off per request: shm round

@@ -45,84 +45,54 @@ impl<N: Net> Progress<N> {
         }
     }
 
-    /// Sends the frame `h` + `body`: encoded straight into a send buffer when one is free and
+    /// Sends the frame `h` + `body`, encoded straight into a send buffer when one is free and
     /// nothing waits before it (one copy of the body), through the outbox otherwise.
     pub(super) fn send_frame(&mut self, fi_addr: u64, h: &Header, body: &[u8], op: Option<u64>) {
-        if self.outbox.is_empty() {
-            let len = crate::wire::frame::encoded_len(body.len());
-            match self.take_send_slot(len, op) {
-                Ok(Some(slot)) => {
-                    let encoded = self.sends[slot]
-                        .as_mut()
-                        .and_then(|s| N::bytes_mut(&mut s.mr))
-                        .map(|dst| crate::wire::encode_into(h, body, dst));
-                    match encoded {
-                        Some(Ok(_)) => {
-                            if !self.post_send(slot, fi_addr, len) {
-                                self.outbox.push_back(Outgoing::Slot {
-                                    slot,
-                                    fi_addr,
-                                    len,
-                                    since: Instant::now(),
-                                });
-                            }
-                        }
-                        // Cannot happen (send buffers are writable and sized for the frame);
-                        // fails the call rather than sending garbage.
-                        _ => {
-                            let op = self.release_slot(slot);
-                            let source = "frame does not fit its send buffer".into();
-                            self.fail_send(
-                                op,
-                                RpcError::Transport {
-                                    what: "encode frame",
-                                    source,
-                                },
-                            );
-                        }
-                    }
-                    return;
-                }
-                Ok(None) => {} // no free buffer: queued below
-                Err(source) => {
-                    return self.fail_send(
-                        op,
-                        RpcError::Transport {
-                            what: "register send buffer",
-                            source,
-                        },
-                    )
-                }
-            }
-        }
-        self.send(fi_addr, frame_bytes(h, body), op);
+        self.send(fi_addr, OutFrame::Encode(h, body), op);
     }
 
-    pub(super) fn send(&mut self, fi_addr: u64, bytes: Vec<u8>, op: Option<u64>) {
+    pub(super) fn send(&mut self, fi_addr: u64, frame: OutFrame<'_>, op: Option<u64>) {
         let since = Instant::now();
         if !self.outbox.is_empty() {
             return self.outbox.push_back(Outgoing::Frame {
                 fi_addr,
-                bytes,
+                bytes: frame.into_bytes(),
                 op,
                 since,
             });
         }
-        match self.take_send_slot(bytes.len(), op) {
+        let len = frame.len();
+        match self.take_send_slot(len, op) {
             Ok(Some(slot)) => {
-                self.fill_slot(slot, &bytes);
-                if !self.post_send(slot, fi_addr, bytes.len()) {
+                let written = self.sends[slot]
+                    .as_mut()
+                    .and_then(|s| N::bytes_mut(&mut s.mr))
+                    .is_some_and(|dst| frame.write(dst));
+                if !written {
+                    // Cannot happen (send buffers are writable and sized for the frame): fail
+                    // the call rather than send garbage.
+                    let op = self.release_slot(slot);
+                    let source = "frame does not fit its send buffer".into();
+                    return self.fail_send(
+                        op,
+                        RpcError::Transport {
+                            what: "encode frame",
+                            source,
+                        },
+                    );
+                }
+                if !self.post_send(slot, fi_addr, len) {
                     self.outbox.push_back(Outgoing::Slot {
                         slot,
                         fi_addr,
-                        len: bytes.len(),
+                        len,
                         since,
                     });
                 }
             }
             Ok(None) => self.outbox.push_back(Outgoing::Frame {
                 fi_addr,
-                bytes,
+                bytes: frame.into_bytes(),
                 op,
                 since,
             }),
@@ -384,4 +354,39 @@ impl<N: Net> Progress<N> {
 
 pub(super) fn frame_bytes(h: &Header, body: &[u8]) -> Vec<u8> {
     crate::wire::encode(h, body)
+}
+
+/// A frame to send: already encoded (a raw frame), or a header and body that are encoded
+/// into the send buffer itself.
+pub(super) enum OutFrame<'a> {
+    Bytes(Vec<u8>),
+    Encode(&'a Header, &'a [u8]),
+}
+
+impl OutFrame<'_> {
+    fn len(&self) -> usize {
+        match self {
+            OutFrame::Bytes(b) => b.len(),
+            OutFrame::Encode(_, body) => crate::wire::frame::encoded_len(body.len()),
+        }
+    }
+
+    /// Writes the frame into the front of `dst`; false if it does not fit.
+    fn write(&self, dst: &mut [u8]) -> bool {
+        match self {
+            OutFrame::Bytes(b) => dst
+                .get_mut(..b.len())
+                .map(|d| d.copy_from_slice(b))
+                .is_some(),
+            OutFrame::Encode(h, body) => crate::wire::encode_into(h, body, dst).is_ok(),
+        }
+    }
+
+    /// The encoded bytes, for the outbox.
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            OutFrame::Bytes(b) => b,
+            OutFrame::Encode(h, body) => frame_bytes(h, body),
+        }
+    }
 }
