@@ -24,6 +24,18 @@ pub enum FlushBehavior {
     Immediate,
 }
 
+/// How consumers get the data of runs of whole events (`consumer_read`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConsumerRead {
+    /// Mapped from the page cache, not copied (`"map"`, the default): the data checksum reads
+    /// the page cache directly. A data file truncated by hand under a running consumer ends it
+    /// with `SIGBUS`, as for any reader that maps files; the driver never truncates one.
+    #[default]
+    Map,
+    /// Copied with `pread` into recycled buffers (`"read"`).
+    Read,
+}
+
 /// Default `root_path`, as upstream: `diaspora_data` in the current directory.
 pub const DEFAULT_ROOT_PATH: &str = "diaspora_data";
 
@@ -41,6 +53,8 @@ pub struct FilesDriverOptions {
     /// `flock` locks around appends and acknowledgements (it is what makes several processes
     /// safe), so `false` does not turn them off.
     pub use_file_locking: bool,
+    /// How consumers read the data of runs of whole events.
+    pub consumer_read: ConsumerRead,
 }
 
 impl FilesDriverOptions {
@@ -62,6 +76,7 @@ impl FilesDriverOptions {
         let mut thread_count = 1;
         let mut flush_behavior = FlushBehavior::default();
         let mut use_file_locking = false;
+        let mut consumer_read = ConsumerRead::default();
         for (k, val) in obj {
             match k.as_str() {
                 "root_path" => match val.as_str() {
@@ -103,11 +118,23 @@ impl FilesDriverOptions {
                         Error::option("driver.use_file_locking", "must be true or false")
                     })?
                 }
+                "consumer_read" => {
+                    consumer_read = match val.as_str() {
+                        Some("map") => ConsumerRead::Map,
+                        Some("read") => ConsumerRead::Read,
+                        _ => {
+                            return Err(Error::option(
+                                "driver.consumer_read",
+                                "must be \"map\" or \"read\"",
+                            ))
+                        }
+                    }
+                }
                 other => {
                     return Err(Error::option(
                         format!("driver.{other}"),
                         "unknown option (known: root_path, thread_count, flush_behavior, \
-                         use_file_locking)",
+                         use_file_locking, consumer_read)",
                     ))
                 }
             }
@@ -117,6 +144,7 @@ impl FilesDriverOptions {
             thread_count,
             flush_behavior,
             use_file_locking,
+            consumer_read,
         })
     }
 }
@@ -126,6 +154,7 @@ pub struct FilesDriver {
     root: PathBuf,
     pool: ThreadPool,
     flush_behavior: FlushBehavior,
+    consumer_read: ConsumerRead,
 }
 
 impl FilesDriver {
@@ -136,6 +165,7 @@ impl FilesDriver {
             root: options.root_path,
             pool: ThreadPool::new(options.thread_count),
             flush_behavior: options.flush_behavior,
+            consumer_read: options.consumer_read,
         })
     }
 }
@@ -155,6 +185,7 @@ impl DriverBackend for FilesDriver {
                 self.pool.clone(),
                 self.flush_behavior,
             )?,
+            consumer_read: self.consumer_read,
         }))
     }
 

@@ -26,6 +26,7 @@ mod driver;
 pub mod error;
 pub mod fdcache;
 pub mod format;
+mod mapped;
 pub mod partition;
 mod producer;
 pub mod repair;
@@ -41,7 +42,7 @@ use std::sync::Arc;
 use diaspora_api::{DriverBackend, Result, Value};
 
 pub use consumer::FilesConsumer;
-pub use driver::{FilesDriver, FilesDriverOptions, FlushBehavior, DEFAULT_ROOT_PATH};
+pub use driver::{ConsumerRead, FilesDriver, FilesDriverOptions, FlushBehavior, DEFAULT_ROOT_PATH};
 pub use error::FilesError;
 pub use producer::FilesProducer;
 pub use verify::{verify_topic, PartitionReport};

@@ -590,6 +590,37 @@ impl PartitionLog {
         )
     }
 
+    /// The data of consecutive records, mapped instead of copied (see [`crate::mapped`]), after
+    /// checking that the span lies within the data file; read like
+    /// [`read_data_span`](Self::read_data_span) where the file cannot be mapped.
+    pub fn map_data_span(&self, first: &IndexRecord, last: &IndexRecord) -> FilesResult<Bytes> {
+        let f = self.files()?;
+        let path = path_of(&self.dir, DATA_EXT);
+        let file_len = f.len(&f.data, &self.dir, DATA_EXT)?;
+        let start = first.data_offset;
+        let end = last.checked_data_end();
+        let len = match end {
+            Some(end) if start < end && end <= file_len => usize::try_from(end - start).ok(),
+            _ => None,
+        };
+        let Some(len) = len else {
+            if end == Some(start) {
+                return Ok(Bytes::new());
+            }
+            return Err(FilesError::OutOfRange {
+                path,
+                start,
+                end: end.unwrap_or(u64::MAX),
+                file_len,
+            });
+        };
+        match crate::mapped::map_range(&f.data, start, len) {
+            Ok(b) => Ok(b),
+            // A file system without mmap: the same bytes, copied.
+            Err(_) => read_span(&f.data, &path, start, end),
+        }
+    }
+
     /// Reads the data of consecutive records into `out`, which must be exactly as long as
     /// their data, after checking that the span lies within the data file.
     pub fn read_data_span_into(

@@ -367,6 +367,8 @@ pub fn open_partitions(
 /// The files driver's [`TopicBackend`].
 pub struct FilesTopic {
     pub(crate) shared: Arc<TopicShared>,
+    /// How its consumers read data (the driver's `consumer_read`).
+    pub(crate) consumer_read: crate::driver::ConsumerRead,
 }
 
 impl TopicBackend for FilesTopic {
@@ -415,10 +417,11 @@ impl TopicBackend for FilesTopic {
     }
 
     fn consumer(&self, name: &str, options: ConsumerOptions) -> Result<Arc<dyn ConsumerBackend>> {
-        Ok(Arc::new(crate::consumer::FilesConsumer::new(
+        Ok(Arc::new(crate::consumer::FilesConsumer::with_read(
             self.shared.clone(),
             name,
             options,
+            self.consumer_read,
         )?))
     }
 

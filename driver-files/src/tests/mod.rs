@@ -36,7 +36,10 @@ impl DriverBackend for PolicyDriver {
         let mut shared = TopicShared::open(&self.root, name, ThreadPool::new(2))?;
         let only = Arc::get_mut(&mut shared).expect("a freshly opened topic is not shared");
         (self.edit)(&mut only.policies);
-        Ok(Arc::new(FilesTopic { shared }))
+        Ok(Arc::new(FilesTopic {
+            shared,
+            consumer_read: Default::default(),
+        }))
     }
     fn topic_exists(&self, name: &str) -> Result<bool> {
         Ok(self.root.join(name).exists())
