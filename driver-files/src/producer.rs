@@ -55,7 +55,13 @@ struct State {
     in_flight: usize,
     in_flight_per_partition: Vec<usize>,
     unfinished: Vec<Arc<Completion<u64>>>,
+    /// Emptied payloads of stored batches, their capacity kept for the next batches (see
+    /// [`BatchPayload::recycle`]).
+    spare: Vec<BatchPayload>,
 }
+
+/// Most emptied payloads a producer keeps for reuse.
+const MAX_SPARE_PAYLOADS: usize = 2;
 
 #[derive(Default)]
 struct PartitionQueue {
@@ -108,6 +114,7 @@ impl FilesProducer {
                     in_flight: 0,
                     in_flight_per_partition: vec![0; n],
                     unfinished: Vec::new(),
+                    spare: Vec::new(),
                 }),
                 losses: Losses::new(),
                 dirty: (0..n)
@@ -243,8 +250,12 @@ impl Shared {
         .and_then(|r| r);
         // Release the data before waking anyone. The events are stored (or not) by now: a panic
         // in a user's buffer owner while dropping it changes neither (the hook reported it).
-        let payload = batch.payload;
-        let _ = diaspora_api::catch_panic("releasing a batch's data", move || drop(payload));
+        let mut payload = batch.payload;
+        let spare = diaspora_api::catch_panic("releasing a batch's data", move || {
+            payload.recycle().then_some(payload)
+        })
+        .ok()
+        .flatten();
         let result = match result {
             Ok(base) => {
                 // Set before the futures complete, so a flush that waited for them syncs it.
@@ -265,6 +276,9 @@ impl Shared {
             let mut st = self.state.lock();
             st.in_flight -= 1;
             st.in_flight_per_partition[p] -= 1;
+            if let Some(spare) = spare.filter(|_| st.spare.len() < MAX_SPARE_PAYLOADS) {
+                st.spare.push(spare);
+            }
             self.cond.notify_all();
             // What accumulated while this batch was stored goes now if it is due (adaptive
             // batches are due as soon as their partition's writer is idle).
@@ -295,8 +309,9 @@ impl Shared {
         // Checksummed before taking the lock, so concurrent pushers do not serialize on it.
         let crc = data_crc(&data);
         let mut st = self.state.lock();
-        let batch = st.open[p].get_or_insert_with(|| OpenBatch {
-            payload: BatchPayload::default(),
+        let State { open, spare, .. } = &mut *st;
+        let batch = open[p].get_or_insert_with(|| OpenBatch {
+            payload: spare.pop().unwrap_or_default(),
             completion: Completion::new(),
             data_bytes: 0,
         });

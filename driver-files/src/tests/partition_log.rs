@@ -168,3 +168,29 @@ fn only_permission_and_read_only_errors_fall_back_to_a_read_only_open() {
         )));
     }
 }
+
+#[test]
+fn empty_data_has_the_crc_of_no_bytes() {
+    assert_eq!(
+        crate::partition::data_crc(&diaspora_api::DataView::new()),
+        crc32fast::hash(&[])
+    );
+    let one = diaspora_api::DataView::from(vec![7u8]);
+    assert_eq!(crate::partition::data_crc(&one), crc32fast::hash(&[7]));
+}
+
+/// A recycled payload is empty, keeps its capacity, and one that grew too large is dropped.
+#[test]
+fn recycled_payloads_are_empty_and_bounded() {
+    let mut p = crate::partition::BatchPayload::default();
+    for i in 0..100u32 {
+        p.meta.extend_from_slice(b"{}");
+        p.push_event(2, diaspora_api::DataView::from(vec![i as u8; 10]), i);
+    }
+    assert!(p.recycle());
+    assert!(p.is_empty() && p.meta.is_empty() && p.data.is_empty() && p.crcs.is_empty());
+    assert!(p.meta.capacity() >= 200 && p.data.capacity() >= 100);
+    p.meta.reserve(crate::partition::MAX_RECYCLED_BYTES + 1);
+    assert!(!p.recycle());
+    assert_eq!(p.meta.capacity(), 0);
+}
