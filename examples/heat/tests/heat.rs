@@ -243,3 +243,70 @@ fn a_column_window_selects_only_those_columns() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cols"));
 }
+
+/// A kill between the acknowledgements of two partitions, made on purpose: consumer "a" has
+/// partition 0 acknowledged past its slab of step 20 and partition 1 only up to step 15 (the
+/// analysis logged steps 0..=20 before acknowledging). The restarted analysis gets back only
+/// rank 1's slab of step 20: it must not wait for rank 0's, and it logs every later step once.
+#[test]
+fn restart_after_a_kill_between_two_partitions_acks_completes_the_run() {
+    if std::env::var_os("DIASPORA_SKIP_MPI_TESTS").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("topics");
+    assert!(wait(mpirun_sim(&root, 0), "mpirun heat-sim").success());
+    // The reference: a consumer that was never interrupted.
+    let full = dir.path().join("full.log");
+    let st = analysis(&root, &full, "full", &[])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run");
+    assert!(st.success());
+    let want = steps(&full);
+    assert_eq!(want.len() as u64, STEPS / K + 1);
+
+    // Consumer "a" acknowledged up to (partition 0: step 20) and (partition 1: step 15).
+    diaspora_driver_files::register();
+    let root_s = root.to_str().expect("utf-8 path");
+    let driver = diaspora_api::Driver::new("files", serde_json::json!({ "root_path": root_s }))
+        .expect("driver");
+    let topic = driver.open_topic("heat").expect("topic");
+    let consumer = topic.consumer("a").expect("consumer");
+    let upto = [20u64, 15];
+    let mut acked = [false; 2];
+    while !acked.iter().all(|&a| a) {
+        let event = consumer
+            .pull()
+            .wait(10_000)
+            .expect("pull")
+            .expect("an event within 10 s");
+        assert!(!event.is_no_more_events(), "the stream ended early");
+        let p = event.partition();
+        let step = event.metadata().json().expect("json")["step"]
+            .as_u64()
+            .expect("step");
+        if !acked[p] && step == upto[p] {
+            event.acknowledge().expect("ack");
+            acked[p] = true;
+        }
+    }
+    drop(consumer);
+    let log = dir.path().join("a.log");
+    let logged: String = want
+        .range(..=20)
+        .map(|(_, (_, l))| format!("{l}\n"))
+        .collect();
+    std::fs::write(&log, logged).expect("write log");
+
+    let out = analysis(&root, &log, "a", &[])
+        .stdout(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "restarted analysis: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(steps(&log), want, "every step logged once, same numbers");
+}

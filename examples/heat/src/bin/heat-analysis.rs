@@ -106,6 +106,8 @@ fn run(args: Args) -> Result<(), HeatError> {
     }
     let topic = driver.open_topic(&args.topic)?;
     let k = args.k;
+    // Steps logged by an earlier run: their data is not read again (see Tracker::resuming).
+    let logged = Arc::new(done.clone());
     let options = ConsumerOptions {
         // Data by metadata: nothing for unselected steps, a column window if asked.
         data_selector: Some(Arc::new(move |m: &Metadata, d: &DataDescriptor| {
@@ -116,7 +118,7 @@ fn run(args: Args) -> Result<(), HeatError> {
             else {
                 return DataDescriptor::null();
             };
-            if meta.step % k != 0 || d.size() != meta.data_len() {
+            if meta.step % k != 0 || logged.contains(&meta.step) || d.size() != meta.data_len() {
                 return DataDescriptor::null();
             }
             match cols {
@@ -132,7 +134,7 @@ fn run(args: Args) -> Result<(), HeatError> {
         ..ConsumerOptions::default()
     };
     let consumer = topic.consumer_with(&args.consumer, options)?;
-    let mut tracker = Tracker::default();
+    let mut tracker = Tracker::resuming(done.iter().copied());
     let pngs: BTreeSet<u64> = args.png_steps.iter().copied().collect();
     loop {
         let Some(event) = consumer.pull().wait(args.timeout_ms)? else {
@@ -147,7 +149,9 @@ fn run(args: Args) -> Result<(), HeatError> {
         }
         let meta = SlabMeta::from_json(event.metadata().json()?)?;
         let partition = event.partition();
-        if meta.step % k != 0 {
+        // Unselected, or complete (a duplicate, or logged by an earlier run that was killed
+        // between two partitions' acks): acknowledged once the events before it are.
+        if meta.step % k != 0 || tracker.is_complete(meta.step) {
             tracker.skip(partition, event);
         } else {
             let width = match cols {
