@@ -63,8 +63,9 @@ impl FilesDriverOptions {
     pub const STRING_KEYS: &'static [&'static str] = &["root_path"];
 
     /// Parses `{"root_path": "...", "thread_count": N, "flush_behavior":
-    /// "buffered"|"on_flush"|"immediate", "use_file_locking": bool}`; unknown keys are errors.
-    /// An upstream files-driver configuration is accepted unchanged.
+    /// "buffered"|"on_flush"|"immediate", "use_file_locking": bool, "consumer_read":
+    /// "map"|"read"}`; unknown keys are errors. An upstream files-driver configuration is
+    /// accepted unchanged.
     pub fn from_json(v: &Value) -> Result<Self> {
         let empty = serde_json::Map::new();
         let obj = match v {
