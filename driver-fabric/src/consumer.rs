@@ -47,6 +47,12 @@ pub const ADAPTIVE_EVENTS: u32 = 4_096;
 pub const LONG_POLL: Duration = Duration::from_millis(200);
 /// Most bytes asked per fetch (and per `FetchData`).
 const MAX_FETCH_BYTES: u64 = 16 << 20;
+/// Most selected data bytes a batch is turned into events with (at least one event): a longer
+/// fetched batch is split, its rest put back first in its partition's queue. With the
+/// look-ahead, a consumer so has at most about twice this much data requested or landed
+/// that the application has not pulled yet, whatever the events' size (a fetch of 4,096
+/// events of 64 KiB otherwise brought 256 MiB per batch).
+const MAX_PREPARED_BYTES: u64 = MAX_FETCH_BYTES;
 /// Most ranges per `FetchData` (24 bytes each: the request must fit one eager frame).
 const MAX_RANGES: usize = 256;
 /// Longest a waiting pull sleeps before it checks for retries.
@@ -385,15 +391,15 @@ impl Inner {
     /// The first half of turning a batch into events: metadata, selection, and the data
     /// requested (not waited for), so that the network works while the previous batch is
     /// finished and handed out.
-    fn prepare(&self, p: usize, batch: FetchedBatch) -> Prepared {
+    fn prepare(&self, p: usize, mut batch: FetchedBatch) -> Prepared {
         let first = batch.first_id;
         let serializer = &self.topic.policies.serializer;
-        let metas: Vec<Result<Metadata>> = batch
-            .events
-            .iter()
-            .map(|e| serializer.deserialize(e.meta.clone()))
-            .collect();
         let Some(select) = &self.selector else {
+            let metas = batch
+                .events
+                .iter()
+                .map(|e| serializer.deserialize(e.meta.clone()))
+                .collect();
             return Prepared {
                 p,
                 batch,
@@ -401,12 +407,19 @@ impl Inner {
                 selected: None,
             };
         };
-        // Selection, per event.
-        let mut selections: Vec<Result<DataDescriptor>> = Vec::with_capacity(metas.len());
+        // Selection, per event, until the selected data would pass MAX_PREPARED_BYTES (an
+        // event's selection is at most its data: the selector runs once per event).
+        let mut metas: Vec<Result<Metadata>> = Vec::with_capacity(batch.events.len());
+        let mut selections: Vec<Result<DataDescriptor>> = Vec::with_capacity(batch.events.len());
         let mut ranges = Vec::new();
-        for (i, (m, e)) in metas.iter().zip(&batch.events).enumerate() {
+        let mut selected = 0u64;
+        for (i, e) in batch.events.iter().enumerate() {
+            if i > 0 && selected.saturating_add(e.data_len) > MAX_PREPARED_BYTES {
+                break;
+            }
             let id = first + i as u64;
-            let Ok(m) = m else {
+            metas.push(serializer.deserialize(e.meta.clone()));
+            let Some(Ok(m)) = metas.last() else {
                 selections.push(Ok(DataDescriptor::null()));
                 continue;
             };
@@ -436,7 +449,11 @@ impl Inner {
                         len: s.len,
                     }),
             );
+            selected += wanted.size();
             selections.push(Ok(wanted));
+        }
+        if metas.len() < batch.events.len() {
+            self.put_back(p, &mut batch, metas.len());
         }
         let data = if ranges.is_empty() {
             None
@@ -448,6 +465,29 @@ impl Inner {
             batch,
             metas,
             selected: Some((selections, data)),
+        }
+    }
+
+    /// Splits `batch` after its first `keep` events and puts the rest back at the head of
+    /// partition `p`'s queue (the caller holds `processing`, so nothing is taken between).
+    fn put_back(&self, p: usize, batch: &mut FetchedBatch, keep: usize) {
+        let rest = FetchedBatch {
+            first_id: batch.first_id + keep as u64,
+            events: batch.events.split_off(keep),
+            end_of_partition: batch.end_of_partition,
+        };
+        batch.end_of_partition = false;
+        let mut st = self.state.lock();
+        match st.slots.iter_mut().find(|s| s.partition == p) {
+            Some(slot) => {
+                slot.buffered += rest.events.len();
+                slot.ready.push_front(rest);
+            }
+            // Not reachable (the batch was taken from that slot); never dropped silently.
+            None => st.events.push_back(Err(Error::Corrupted(format!(
+                "consumer {}: events {}.. of partition {p} have no queue to go back to",
+                self.name, rest.first_id
+            )))),
         }
     }
 
@@ -471,11 +511,10 @@ impl Inner {
                 })
                 .collect();
         };
-        let data = match data {
-            None => Ok(Bytes::new()),
+        let mut data = match data {
+            None => Ok(Parts::default()),
             Some(w) => self.wait_data(w).map_err(Arc::new),
         };
-        let mut at = 0usize;
         metas
             .into_iter()
             .zip(selections)
@@ -489,15 +528,13 @@ impl Inner {
                 let view = if size == 0 {
                     DataView::new()
                 } else {
-                    let all = data.as_ref().map_err(|e| Error::Shared(e.clone()))?;
-                    let bytes = all.get(at..at + size).map(|_| all.slice(at..at + size));
-                    at += size;
-                    let bytes = bytes.ok_or_else(|| {
+                    let parts = data.as_mut().map_err(|e| Error::Shared(e.clone()))?;
+                    let bytes = parts.take(size).ok_or_else(|| {
                         Error::from(FabricError::BadAnswer {
                             server: self.server(p),
                             what: format!(
                                 "selected data of event {id} is missing from the answer ({} bytes)",
-                                all.len()
+                                parts.total()
                             ),
                         })
                     })?;
@@ -583,8 +620,9 @@ impl Inner {
         }
     }
 
-    /// Waits for the data requested by [`start_data`](Self::start_data).
-    fn wait_data(&self, w: DataWait) -> Result<Bytes> {
+    /// Waits for the data requested by [`start_data`](Self::start_data): the answers in
+    /// order, not copied together.
+    fn wait_data(&self, w: DataWait) -> Result<Parts> {
         let DataWait {
             p,
             deadline,
@@ -601,16 +639,55 @@ impl Inner {
             });
             parts.push(part.map_err(ServiceError::into_api)?);
         }
-        Ok(match parts.len() {
-            1 => parts.pop().unwrap_or_default(),
-            _ => {
-                let mut all = bytes::BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-                for part in parts {
-                    all.extend_from_slice(&part);
-                }
-                all.freeze()
-            }
+        Ok(Parts {
+            parts: parts.into(),
+            at: 0,
         })
+    }
+}
+
+/// The answers to a batch's `FetchData` requests, handed out in order as zero-copy slices.
+#[derive(Default)]
+struct Parts {
+    parts: VecDeque<Bytes>,
+    /// Bytes of `parts[0]` already handed out.
+    at: usize,
+}
+
+impl Parts {
+    /// The next `size` bytes: a slice of one answer, or (an event whose ranges were split
+    /// between two requests) a copy of the pieces; `None` if the answers are shorter.
+    fn take(&mut self, size: usize) -> Option<Bytes> {
+        while self.parts.front().is_some_and(|b| self.at == b.len()) {
+            self.parts.pop_front();
+            self.at = 0;
+        }
+        let first = self.parts.front()?;
+        if first.len() - self.at >= size {
+            let out = first.slice(self.at..self.at + size);
+            self.at += size;
+            return Some(out);
+        }
+        if self.total() < size {
+            return None;
+        }
+        let mut out = bytes::BytesMut::with_capacity(size);
+        while out.len() < size {
+            let b = self.parts.front()?;
+            let n = (b.len() - self.at).min(size - out.len());
+            out.extend_from_slice(&b[self.at..self.at + n]);
+            self.at += n;
+            if self.at == b.len() {
+                self.parts.pop_front();
+                self.at = 0;
+            }
+        }
+        Some(out.freeze())
+    }
+
+    /// Bytes not handed out yet.
+    fn total(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum::<usize>() - self.at
     }
 }
 
@@ -736,5 +813,42 @@ impl Drop for FabricConsumer {
             .acker
             .0
             .flush(Instant::now() + self.inner.topic.timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parts;
+    use bytes::Bytes;
+
+    fn parts(p: &[&[u8]]) -> Parts {
+        Parts {
+            parts: p.iter().map(|b| Bytes::copy_from_slice(b)).collect(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn slices_of_one_answer_are_not_copied() {
+        let mut p = parts(&[b"abcdef", b"ghij"]);
+        let first = p.parts[0].as_ptr();
+        let a = p.take(2).expect("2");
+        assert_eq!(&a[..], b"ab");
+        assert_eq!(a.as_ptr(), first, "zero copy");
+        assert_eq!(&p.take(4).expect("4")[..], b"cdef");
+        assert_eq!(&p.take(4).expect("4")[..], b"ghij");
+        assert_eq!(p.total(), 0);
+        assert!(p.take(1).is_none());
+        assert_eq!(p.take(0).map(|b| b.len()), None, "nothing left at all");
+    }
+
+    #[test]
+    fn an_event_split_between_answers_is_put_together() {
+        let mut p = parts(&[b"abc", b"", b"defg", b"h"]);
+        assert_eq!(&p.take(2).expect("2")[..], b"ab");
+        assert_eq!(&p.take(5).expect("5")[..], b"cdefg");
+        assert_eq!(p.total(), 1);
+        assert!(p.take(2).is_none(), "too short: nothing taken");
+        assert_eq!(&p.take(1).expect("1")[..], b"h");
     }
 }

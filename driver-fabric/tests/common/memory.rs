@@ -49,6 +49,8 @@ type Parked = Arc<Mutex<Vec<(FetchRequest, Instant, Done<FetchedBatch>)>>>;
 
 /// The in-memory server.
 pub struct MemoryService {
+    /// Data bytes asked by `fetch_data` so far (counted when asked, before the answer).
+    data_requested: std::sync::atomic::AtomicU64,
     store: Arc<Mutex<Store>>,
     jobs: mpsc::Sender<Job>,
     parked: Parked,
@@ -102,6 +104,7 @@ impl MemoryService {
             })
             .expect("spawn memory progress thread");
         Arc::new(MemoryService {
+            data_requested: std::sync::atomic::AtomicU64::new(0),
             store,
             jobs: tx,
             parked,
@@ -111,6 +114,12 @@ impl MemoryService {
     /// The next `n` produce attempts store the batch but answer with a retryable error.
     pub fn fail_next_produces(&self, n: usize) {
         self.store.lock().fail_next = n;
+    }
+
+    /// Data bytes consumers asked for with `FetchData` so far.
+    pub fn data_bytes_requested(&self) -> u64 {
+        self.data_requested
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Produce attempts seen so far.
@@ -299,6 +308,10 @@ impl Service for MemoryService {
         _deadline: Instant,
         done: Done<Bytes>,
     ) {
+        self.data_requested.fetch_add(
+            ranges.iter().map(|r| r.len).sum(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         let store = self.store.clone();
         let topic = topic.to_owned();
         self.answer(move || {
