@@ -19,6 +19,9 @@
 //! from it. The pulling thread looks one batch ahead: before it waits for a batch's data, it
 //! runs the selector on the next buffered batch and requests that batch's data, so the
 //! network works while the application consumes. Whole-event selections are checked against the stored data CRC.
+//! A batch is turned into events at most [`MAX_PREPARED_BYTES`] of selected data at a time
+//! (the rest waits at the head of its partition's queue), so the data requested or landed
+//! ahead of the application stays under about twice that, whatever the events' size.
 //!
 //! **End of stream.** When the topic is complete and every consumed partition has been read
 //! to its end, `pull` returns the end-of-stream marker (every time).
