@@ -25,7 +25,7 @@ pub use consumer::FabricConsumer;
 pub use driver::{check_topic_options, FabricDriver, MAX_PARTITIONS};
 pub use error::FabricError;
 pub use options::FabricOptions;
-pub use producer::FabricProducer;
+pub use producer::{FabricProducer, MAX_BATCH_BYTES};
 pub use service::Service;
 pub use topic::FabricTopic;
 

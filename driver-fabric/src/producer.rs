@@ -51,6 +51,10 @@ use crate::topic::TopicShared;
 
 /// Adaptive batching seals a partition's batch while it has fewer batches than this in flight.
 pub const ADAPTIVE_WINDOW: usize = 2;
+/// Most bytes per batch on this side, whatever the server accepts: the data that does not go
+/// zero copy is staged in a buffer of the batch's size, and buffers of at most this size are
+/// reused from the pool instead of being allocated and faulted in per batch.
+pub const MAX_BATCH_BYTES: u64 = 8 << 20;
 /// First retry back-off; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// Longest retry back-off.
@@ -101,7 +105,11 @@ struct Shared {
     batch_size: BatchSize,
     max_batches: usize,
     max_events: usize,
+    /// The server's most bytes per batch: a larger event is refused.
     max_bytes: u64,
+    /// Bytes at which this side seals a batch (at most [`MAX_BATCH_BYTES`]); a single event
+    /// up to `max_bytes` still goes, alone.
+    seal_bytes: u64,
     state: Mutex<State>,
     cond: Condvar,
     /// Events lost since the last flush reported them.
@@ -146,6 +154,7 @@ impl FabricProducer {
                 max_batches: options.max_num_batches.max(1),
                 max_events: limits.max_events.max(1),
                 max_bytes: limits.max_bytes.max(1),
+                seal_bytes: limits.max_bytes.clamp(1, MAX_BATCH_BYTES),
                 state: Mutex::new(State {
                     open: (0..n).map(|_| None).collect(),
                     next_seq: vec![0; n],
@@ -173,7 +182,7 @@ impl Shared {
     fn would_overflow(&self, st: &State, p: usize, bytes: u64) -> bool {
         st.open[p].as_ref().is_some_and(|b| {
             !b.meta_lens.is_empty()
-                && (b.meta_lens.len() >= self.max_events || b.bytes + bytes > self.max_bytes)
+                && (b.meta_lens.len() >= self.max_events || b.bytes + bytes > self.seal_bytes)
         })
     }
 
@@ -183,7 +192,7 @@ impl Shared {
         if count == 0 {
             return false;
         }
-        if count >= self.max_events || b.bytes >= self.max_bytes {
+        if count >= self.max_events || b.bytes >= self.seal_bytes {
             return true;
         }
         match self.batch_size {

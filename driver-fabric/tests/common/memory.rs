@@ -51,6 +51,8 @@ type Parked = Arc<Mutex<Vec<(FetchRequest, Instant, Done<FetchedBatch>)>>>;
 pub struct MemoryService {
     /// Data bytes asked by `fetch_data` so far (counted when asked, before the answer).
     data_requested: std::sync::atomic::AtomicU64,
+    /// Largest batch produced so far: (data bytes, events).
+    largest_batch: Mutex<(u64, usize)>,
     store: Arc<Mutex<Store>>,
     jobs: mpsc::Sender<Job>,
     parked: Parked,
@@ -105,6 +107,7 @@ impl MemoryService {
             .expect("spawn memory progress thread");
         Arc::new(MemoryService {
             data_requested: std::sync::atomic::AtomicU64::new(0),
+            largest_batch: Mutex::new((0, 0)),
             store,
             jobs: tx,
             parked,
@@ -120,6 +123,11 @@ impl MemoryService {
     pub fn data_bytes_requested(&self) -> u64 {
         self.data_requested
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The largest batch produced so far: (data bytes, events).
+    pub fn largest_batch(&self) -> (u64, usize) {
+        *self.largest_batch.lock()
     }
 
     /// Produce attempts seen so far.
@@ -232,6 +240,13 @@ impl Service for MemoryService {
     }
 
     fn produce(&self, batch: Arc<OutBatch>, done: Done<u64>) {
+        {
+            let mut l = self.largest_batch.lock();
+            let this = (batch.data_bytes(), batch.len());
+            if this.0 > l.0 {
+                *l = this;
+            }
+        }
         let store = self.store.clone();
         self.answer(move || {
             let mut st = store.lock();
