@@ -1015,6 +1015,34 @@ enum Piece<'a> {
     Pinned(&'a bytes::Bytes),
 }
 
+/// Encoded size of a remote region at most: 20 bytes and the longest key
+/// (`diaspora_fabric::remote::MAX_KEY_LEN`, 32; a test checks they agree).
+const REGION_MAX_BYTES: usize = 20 + 32;
+/// Regions a request could always carry beside an inline table of `max_inline` bytes (the
+/// protocol's first limit); a request never holds more than that table and these regions.
+const BASE_REGIONS: usize = 16;
+
+/// Whether a batch's table goes inline and how many regions its request may carry, for a
+/// table of `table_len` bytes and `big` segments worth registering in place. The request's
+/// table and regions together stay within `max_inline + BASE_REGIONS` regions' bytes, so it
+/// fits the eager frame whatever the key length; the table moves into the staging buffer
+/// when that lets more segments go zero copy.
+fn plan_request(
+    table_len: usize,
+    big: usize,
+    max_inline: usize,
+    server_regions: usize,
+) -> (bool, usize) {
+    let budget = max_inline + BASE_REGIONS * REGION_MAX_BYTES;
+    let server = server_regions.max(1);
+    let with_table = (budget.saturating_sub(table_len) / REGION_MAX_BYTES).min(server);
+    let without = (budget / REGION_MAX_BYTES).min(server);
+    // Each pinned segment may cost two regions (the staged run before it and itself), plus one.
+    let wanted = 2 * big + 1;
+    let inline = table_len <= max_inline && (wanted <= with_table || with_table >= without);
+    (inline, if inline { with_table } else { without }.max(1))
+}
+
 /// Encodes a `ProduceBatch`: the table (when not inline) and small data are copied into one
 /// pooled staging buffer; data segments of at least [`ZERO_COPY_MIN`] bytes are registered in
 /// place, as long as the server's `max_regions` allows.
@@ -1038,10 +1066,20 @@ fn encode_batch(
     }
     let mut encoded = Vec::with_capacity(table.encoded_len());
     table.encode_into(&mut encoded);
-    let inline = encoded.len() <= limits.max_inline as usize;
     let data_len = b.data_bytes();
+    let big = b
+        .data
+        .iter()
+        .flat_map(|d| d.segments())
+        .filter(|s| s.len() >= ZERO_COPY_MIN)
+        .count();
+    let (inline, max_regions) = plan_request(
+        encoded.len(),
+        big,
+        limits.max_inline as usize,
+        limits.max_regions as usize,
+    );
     // Plan the regions: staged runs and pinned segments, in byte order.
-    let max_regions = (limits.max_regions as usize).max(1);
     let mut pieces: Vec<Piece> = Vec::new();
     let mut staged = 0usize;
     let mut run_start = 0usize;
@@ -1182,4 +1220,60 @@ fn decode_fetch(
         events,
         end_of_partition: r.flags & END_OF_STREAM != 0,
     })
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::{plan_request, BASE_REGIONS, REGION_MAX_BYTES};
+
+    const INLINE: usize = 6 * 1024;
+
+    #[test]
+    fn the_longest_region_is_the_fabric_layers() {
+        assert_eq!(REGION_MAX_BYTES, 20 + diaspora_fabric::remote::MAX_KEY_LEN);
+    }
+
+    /// Bytes of a request's table (if inline) and regions, at the longest key.
+    fn request_bytes(table_len: usize, inline: bool, regions: usize) -> usize {
+        (if inline { table_len } else { 0 }) + regions * REGION_MAX_BYTES
+    }
+
+    #[test]
+    fn the_old_limit_of_16_regions_plans_as_before() {
+        // A full inline table with a server of 16 regions: inline, 16 regions.
+        assert_eq!(plan_request(INLINE, 100, INLINE, 16), (true, 16));
+        assert_eq!(plan_request(100, 0, INLINE, 16), (true, 16));
+        // A table too large to go inline.
+        assert_eq!(plan_request(INLINE + 1, 0, INLINE, 16), (false, 16));
+    }
+
+    #[test]
+    fn a_table_moves_out_of_line_when_that_lets_the_big_segments_go_zero_copy() {
+        // 128 events of 64 KiB with 30-byte metadata: a 5.4 KiB table.
+        let table = 128 * 42;
+        let (inline, regions) = plan_request(table, 128, INLINE, 256);
+        assert!(!inline);
+        assert!(regions > 128, "{regions}");
+        // Few big segments: the table stays inline.
+        let (inline, regions) = plan_request(table, 4, INLINE, 256);
+        assert!(inline && regions >= 9, "{inline} {regions}");
+    }
+
+    #[test]
+    fn a_request_never_carries_more_than_the_first_protocol_allowed() {
+        let most = INLINE + BASE_REGIONS * REGION_MAX_BYTES;
+        for table in [0, 1, 100, 2_000, INLINE - 1, INLINE, INLINE + 1, 100_000] {
+            for big in [0, 1, 7, 16, 100, 128, 1_000] {
+                for server in [0, 1, 3, 16, 64, 256, 100_000] {
+                    let (inline, regions) = plan_request(table, big, INLINE, server);
+                    assert!(regions >= 1 && regions <= server.max(1));
+                    assert!(!inline || table <= INLINE);
+                    assert!(
+                        request_bytes(table, inline, regions) <= most,
+                        "table {table} big {big} server {server}: {inline} {regions}"
+                    );
+                }
+            }
+        }
+    }
 }

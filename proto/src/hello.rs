@@ -13,8 +13,11 @@ use diaspora_rpc::wire::{Reader, WireError, Writer};
 
 use crate::{reserved_u16, Limits, Message, Op, MAX_TOKEN};
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this crate speaks. Version 2 (2026-12-06): a request's regions are
+/// bounded by [`Limits::max_regions`](crate::Limits) *and* by the room beside its inline
+/// table (see the fabric driver's `plan_request`); servers advertise 256 regions, which a
+/// version-1 client would fill beside a full inline table, past the eager frame.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Request of [`Op::Hello`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -36,7 +36,7 @@ impl Default for Limits {
             max_inline: 6 * 1024,
             max_fetch_events: 1 << 16,
             max_fetch_bytes: 64 << 20,
-            max_regions: 16,
+            max_regions: 256,
             credits: 8,
         }
     }
