@@ -7,11 +7,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::memory::MemoryService;
-use diaspora_api::{json, ConsumerOptions, DataDescriptor, Driver, Metadata};
-use diaspora_driver_fabric::FabricDriver;
+use diaspora_api::{json, ConsumerOptions, DataDescriptor, Metadata};
 
 const EVENT: usize = 64 << 10;
 const EVENTS: usize = 1_000; // 62.5 MiB: one fetch (the service answers up to 4,096 events)
@@ -26,17 +24,7 @@ fn data_of(i: usize) -> Vec<u8> {
 #[test]
 fn a_consumer_asks_for_at_most_two_pieces_of_data_ahead_of_what_it_returned() {
     let service = MemoryService::new();
-    let driver = Driver::from_backend(
-        "fabric",
-        Arc::new(FabricDriver::with_service(
-            service.clone(),
-            Duration::from_secs(10),
-        )),
-    );
-    driver
-        .create_topic("t", json!({ "num_partitions": 1 }))
-        .expect("create");
-    let topic = driver.open_topic("t").expect("open");
+    let topic = service.one_partition_topic("t");
     let producer = topic.producer().expect("producer");
     for i in 0..EVENTS {
         let _ = producer.push(json!({ "i": i }), data_of(i));

@@ -6,27 +6,14 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use common::memory::MemoryService;
-use diaspora_api::{json, BatchSize, Driver, ProducerOptions};
-use diaspora_driver_fabric::{FabricDriver, MAX_BATCH_BYTES};
+use diaspora_api::{json, BatchSize, ProducerOptions};
+use diaspora_driver_fabric::MAX_BATCH_BYTES;
 
 #[test]
 fn batches_of_large_events_stay_under_the_producer_bound_and_a_larger_event_goes_alone() {
     let service = MemoryService::new();
-    let driver = Driver::from_backend(
-        "fabric",
-        Arc::new(FabricDriver::with_service(
-            service.clone(),
-            Duration::from_secs(10),
-        )),
-    );
-    driver
-        .create_topic("t", json!({ "num_partitions": 1 }))
-        .expect("create");
-    let topic = driver.open_topic("t").expect("open");
+    let topic = service.one_partition_topic("t");
     // A fixed batch of 1,000 events (62.5 MiB) would fit the service's limit.
     let options = ProducerOptions {
         batch_size: BatchSize::Fixed(1_000),

@@ -600,31 +600,46 @@ impl<P: ProcessProbe> RunDir<P> {
         result
     }
 
+    /// This run's `formed.json`, if rank 0 wrote it: the group, or why it did not form.
+    fn formed_outcome(&self) -> Result<Option<Result<Group, RendezvousError>>, RendezvousError> {
+        let Some(text) = read_small(&self.formed_path())? else {
+            return Ok(None);
+        };
+        let Ok(f) = serde_json::from_str::<Formed>(&text) else {
+            return Ok(None);
+        };
+        if f.run_id != self.key.run_id || f.version != ENTRY_VERSION {
+            return Ok(None);
+        }
+        Ok(Some(match f.outcome {
+            Outcome::Formed(ranks) => Ok(Group {
+                epoch: f.epoch,
+                ranks,
+            }),
+            Outcome::Failed { rank, reason } => Err(RendezvousError::GroupFailed { rank, reason }),
+        }))
+    }
+
     fn wait_other(&mut self) -> Result<Group, RendezvousError> {
         let start = Instant::now();
         let deadline = start + self.opts.timeout;
         let mut nap = self.opts.poll;
         loop {
-            if let Some(text) = read_small(&self.formed_path())? {
-                if let Ok(f) = serde_json::from_str::<Formed>(&text) {
-                    if f.run_id == self.key.run_id && f.version == ENTRY_VERSION {
-                        match f.outcome {
-                            Outcome::Formed(ranks) => {
-                                return Ok(Group {
-                                    epoch: f.epoch,
-                                    ranks,
-                                })
-                            }
-                            Outcome::Failed { rank, reason } => {
-                                return Err(RendezvousError::GroupFailed { rank, reason })
-                            }
-                        }
-                    }
+            if let Some(outcome) = self.formed_outcome()? {
+                return outcome;
+            }
+            // Rank 0 itself may fail or die without formed.json. It may also have written
+            // formed.json and exited since the read above: a rank 0 found gone is blamed only
+            // if formed.json is still missing after that (else a quick rank 0 that formed the
+            // group and finished would be reported dead).
+            let text = read_small(&self.rank_path(0))?;
+            let seen = classify(text.as_deref(), 0, &self.key, &self.probe);
+            if matches!(seen, Seen::Failed(_) | Seen::Died(_)) {
+                if let Some(outcome) = self.formed_outcome()? {
+                    return outcome;
                 }
             }
-            // Rank 0 itself may fail or die without formed.json.
-            let text = read_small(&self.rank_path(0))?;
-            match classify(text.as_deref(), 0, &self.key, &self.probe) {
+            match seen {
                 Seen::Failed(e) => {
                     return Err(RendezvousError::RankFailed {
                         rank: 0,
@@ -729,6 +744,51 @@ mod tests {
             formed.outcome,
             Outcome::Failed { rank: Some(1), .. }
         ));
+    }
+
+    /// A probe for rank 1 that, when asked whether rank 0 still runs, first lets rank 0 form
+    /// the group (write formed.json) and then answers that it is gone: rank 0 finished between
+    /// rank 1's read of formed.json and its look at rank 0, as a quick `srun` step can.
+    struct RankZeroFinishesMeanwhile {
+        me: ProcessId,
+        rank0: std::cell::RefCell<Option<RunDir<ProcFs>>>,
+        armed: std::rc::Rc<std::cell::Cell<bool>>,
+    }
+
+    impl ProcessProbe for RankZeroFinishesMeanwhile {
+        fn me(&self) -> &ProcessId {
+            &self.me
+        }
+        fn alive(&self, _: &ProcessId) -> bool {
+            if !self.armed.get() {
+                return true;
+            }
+            if let Some(mut r0) = self.rank0.borrow_mut().take() {
+                let mut ok = |_: u64, _: &[RankEntry]| -> Result<(), BoxError> { Ok(()) };
+                r0.wait(&mut ok).expect("rank 0 forms the group");
+            }
+            false
+        }
+    }
+
+    #[test]
+    fn a_rank_0_that_formed_the_group_and_exited_is_not_reported_dead() {
+        let d = tempfile::tempdir().unwrap();
+        let mut r0 = RunDir::join(d.path(), &launch("0", "2", "11"), quick()).unwrap();
+        r0.publish(serde_json::json!({"addr": "a"})).unwrap();
+        let armed = std::rc::Rc::new(std::cell::Cell::new(false));
+        let probe = RankZeroFinishesMeanwhile {
+            me: ProcFs::new().me().clone(),
+            rank0: std::cell::RefCell::new(Some(r0)),
+            armed: armed.clone(),
+        };
+        let mut r1 = RunDir::join_with(d.path(), &launch("1", "2", "11"), quick(), probe).unwrap();
+        r1.publish(serde_json::json!({"addr": "b"})).unwrap();
+        armed.set(true);
+        let mut unused = |_: u64, _: &[RankEntry]| -> Result<(), BoxError> { Ok(()) };
+        let g = r1.wait(&mut unused).expect("the group rank 0 formed");
+        assert_eq!(g.ranks.len(), 2);
+        assert_eq!(g.ranks[0].payload["addr"], "a");
     }
 
     #[test]

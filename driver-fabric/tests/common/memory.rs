@@ -119,6 +119,21 @@ impl MemoryService {
         self.store.lock().fail_next = n;
     }
 
+    /// A fabric driver on this service and its topic `name` of one partition, created.
+    pub fn one_partition_topic(self: &Arc<Self>, name: &str) -> diaspora_api::TopicHandle {
+        let driver = diaspora_api::Driver::from_backend(
+            "fabric",
+            Arc::new(diaspora_driver_fabric::FabricDriver::with_service(
+                self.clone(),
+                Duration::from_secs(10),
+            )),
+        );
+        driver
+            .create_topic(name, serde_json::json!({ "num_partitions": 1 }))
+            .expect("create");
+        driver.open_topic(name).expect("open")
+    }
+
     /// Data bytes consumers asked for with `FetchData` so far.
     pub fn data_bytes_requested(&self) -> u64 {
         self.data_requested
