@@ -21,6 +21,14 @@ fn data_of(i: usize) -> Vec<u8> {
     d
 }
 
+/// The next event, within 10 s.
+fn next(c: &diaspora_api::Consumer) -> diaspora_api::Event {
+    c.pull()
+        .wait(10_000)
+        .expect("pull")
+        .expect("an event within 10 s")
+}
+
 #[test]
 fn a_consumer_asks_for_at_most_two_pieces_of_data_ahead_of_what_it_returned() {
     let service = MemoryService::new();
@@ -43,11 +51,7 @@ fn a_consumer_asks_for_at_most_two_pieces_of_data_ahead_of_what_it_returned() {
     let consumer = topic.consumer_with("c", options).expect("consumer");
     let mut returned = 0u64;
     for i in 0..EVENTS {
-        let event = consumer
-            .pull()
-            .wait(10_000)
-            .expect("pull")
-            .expect("an event within 10 s");
+        let event = next(&consumer);
         assert_eq!(event.id(), i as u64);
         let data = event.data().to_vec();
         assert_eq!(data, data_of(i), "event {i}'s data");
@@ -71,11 +75,7 @@ fn a_consumer_asks_for_at_most_two_pieces_of_data_ahead_of_what_it_returned() {
     };
     let windows = topic.consumer_with("w", options).expect("consumer");
     for i in 0..EVENTS {
-        let event = windows
-            .pull()
-            .wait(10_000)
-            .expect("pull")
-            .expect("an event within 10 s");
+        let event = next(&windows);
         let want: Vec<u8> = (0..4)
             .flat_map(|r| data_of(i)[8 + r * 5120..8 + r * 5120 + 1024].to_vec())
             .collect();
