@@ -59,6 +59,15 @@ fn analysis(root: &Path, log: &Path, consumer: &str, extra: &[&str]) -> Command 
     c
 }
 
+/// Runs `heat-analysis` (no options) to the end of the stream; fails unless it succeeds.
+fn run_to_end(root: &Path, log: &Path, consumer: &str) {
+    let st = analysis(root, log, consumer, &[])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run");
+    assert!(st.success(), "heat-analysis --consumer {consumer}: {st}");
+}
+
 /// Waits for a child with a deadline; kills it and fails past it.
 fn wait(mut child: Child, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -157,11 +166,7 @@ fn analysis_killed_and_restarted_mid_run_logs_every_selected_step_exactly_once()
 
     // The same numbers as a fresh consumer that was never killed.
     let log2 = dir.path().join("fresh.log");
-    let st = analysis(&root, &log2, "fresh", &[])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run");
-    assert!(st.success());
+    run_to_end(&root, &log2, "fresh");
     let fresh = steps(&log2);
     assert_eq!(
         fresh.values().map(|v| &v.1).collect::<Vec<_>>(),
@@ -169,11 +174,7 @@ fn analysis_killed_and_restarted_mid_run_logs_every_selected_step_exactly_once()
     );
 
     // A restarted consumer with nothing left logs nothing more.
-    let st = analysis(&root, &log, "a", &[])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run");
-    assert!(st.success());
+    run_to_end(&root, &log, "a");
     assert_eq!(steps(&log), got);
 
     // (step 0 was done before the kill.) The PNGs exist and are 40 x 30 RGB PNGs with valid chunk CRCs.
@@ -258,19 +259,13 @@ fn restart_after_a_kill_between_two_partitions_acks_completes_the_run() {
     assert!(wait(mpirun_sim(&root, 0), "mpirun heat-sim").success());
     // The reference: a consumer that was never interrupted.
     let full = dir.path().join("full.log");
-    let st = analysis(&root, &full, "full", &[])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run");
-    assert!(st.success());
+    run_to_end(&root, &full, "full");
     let want = steps(&full);
     assert_eq!(want.len() as u64, STEPS / K + 1);
 
     // Consumer "a" acknowledged up to (partition 0: step 20) and (partition 1: step 15).
-    diaspora_driver_files::register();
-    let root_s = root.to_str().expect("utf-8 path");
-    let driver = diaspora_api::Driver::new("files", serde_json::json!({ "root_path": root_s }))
-        .expect("driver");
+    let root_s = root.to_str().expect("utf-8 path").to_owned();
+    let driver = diaspora_example_heat::open_driver(&Some(root_s), &None).expect("driver");
     let topic = driver.open_topic("heat").expect("topic");
     let consumer = topic.consumer("a").expect("consumer");
     let upto = [20u64, 15];

@@ -107,7 +107,8 @@ fn run(args: Args) -> Result<(), HeatError> {
     let topic = driver.open_topic(&args.topic)?;
     let k = args.k;
     // Steps logged by an earlier run: their data is not read again (see Tracker::resuming).
-    let logged = Arc::new(done.clone());
+    let logged = Arc::new(done);
+    let mut tracker = Tracker::resuming(logged.iter().copied());
     let options = ConsumerOptions {
         // Data by metadata: nothing for unselected steps, a column window if asked.
         data_selector: Some(Arc::new(move |m: &Metadata, d: &DataDescriptor| {
@@ -134,7 +135,6 @@ fn run(args: Args) -> Result<(), HeatError> {
         ..ConsumerOptions::default()
     };
     let consumer = topic.consumer_with(&args.consumer, options)?;
-    let mut tracker = Tracker::resuming(done.iter().copied());
     let pngs: BTreeSet<u64> = args.png_steps.iter().copied().collect();
     loop {
         let Some(event) = consumer.pull().wait(args.timeout_ms)? else {
@@ -182,23 +182,22 @@ fn run(args: Args) -> Result<(), HeatError> {
                     values,
                 },
             ) {
-                if !done.contains(&step.step) {
-                    if pngs.contains(&step.step) {
-                        let width = (step.field().len() as u64 / meta.ny.max(1)) as usize;
-                        let path = format!("{}/heat-step{:06}.png", args.png_dir, step.step);
-                        let tmp = format!("{path}.tmp");
-                        let bytes = png::encode(width, meta.ny as usize, &step.field());
-                        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-                        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-                    }
-                    let l = line(step.step, step.stats());
-                    writeln!(log, "{l}").map_err(io(&args.log))?;
-                    log.sync_data().map_err(io(&args.log))?;
-                    let mut out = std::io::stdout().lock();
-                    writeln!(out, "{l}")
-                        .and_then(|()| out.flush())
-                        .map_err(io("stdout"))?;
+                // (A logged step is complete from the start: `add` never returns it.)
+                if pngs.contains(&step.step) {
+                    let width = (step.field().len() as u64 / meta.ny.max(1)) as usize;
+                    let path = format!("{}/heat-step{:06}.png", args.png_dir, step.step);
+                    let tmp = format!("{path}.tmp");
+                    let bytes = png::encode(width, meta.ny as usize, &step.field());
+                    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+                    std::fs::rename(&tmp, &path).map_err(io(&path))?;
                 }
+                let l = line(step.step, step.stats());
+                writeln!(log, "{l}").map_err(io(&args.log))?;
+                log.sync_data().map_err(io(&args.log))?;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{l}")
+                    .and_then(|()| out.flush())
+                    .map_err(io("stdout"))?;
             }
         }
         for e in tracker.ackable() {
