@@ -40,6 +40,7 @@
 pub mod address;
 pub mod av;
 pub mod buf;
+pub mod ceiling;
 mod context;
 pub mod cq;
 pub mod domain;

@@ -1,0 +1,386 @@
+//! The transport's raw ceiling: RMA reads between two endpoints of this process, with nothing
+//! on top (no engine, no queue, no protocol), so a benchmark can print what it achieved as a
+//! ratio of what the provider itself does in the same run.
+//!
+//! [`measure_read`] opens a *target* endpoint, exposing one source buffer of the transfer
+//! size, driven by its own thread (on `tcp;ofi_rxm` and `shm` the side that only exposes memory
+//! must keep polling its CQ or a read of it stalls), and an *initiator* endpoint on the calling
+//! thread that keeps [`ReadSpec::in_flight`] reads of [`ReadSpec::size`] bytes posted until
+//! [`ReadSpec::bytes`] bytes have been read. Where the reads land is the question a storing
+//! service asks, so it is chosen by [`Landing`]:
+//!
+//! * [`Landing::Reused`]: `in_flight` buffers of one transfer each, used over and over (what
+//!   `diaspora-fabric-bench` measures): source and destination stay in the CPU caches.
+//! * [`Landing::Fresh`]: one mapping of `bytes` bytes that was never touched, each read landing
+//!   at the next offset: what a server that *keeps* the bytes it receives (memory storage)
+//!   must do at least: every page is faulted in and zeroed by the kernel on its first write.
+//!
+//! Both endpoints wait the same way: poll (yielding the core), then, 200 µs after the last
+//! piece of work, block on the CQ's wait fd (`fi_trywait` + `poll`) or, without one (shm), nap
+//! 50 µs; the engine's default strategy.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{
+    Access, Av, Completion, CompletionError, Cq, CqOptions, Domain, Endpoint, Error, Fabric, Hints,
+    Info, MemoryRegion, PageBuf,
+};
+
+/// Where the reads of a ceiling land.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Landing {
+    /// `in_flight` buffers of one transfer each, reused (cache-hot).
+    Reused,
+    /// Memory never touched before, one new offset per read (faulted in on first write).
+    Fresh,
+}
+
+impl Landing {
+    /// A short name for reports: `reused` or `fresh`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Landing::Reused => "reused",
+            Landing::Fresh => "fresh",
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct ReadSpec {
+    /// libfabric provider, e.g. `tcp;ofi_rxm` or `shm`.
+    pub provider: String,
+    /// Bytes per read (one region each).
+    pub size: usize,
+    /// Reads kept posted.
+    pub in_flight: usize,
+    /// Bytes to read in all (rounded up to whole reads, at least one per slot in flight). With
+    /// [`Landing::Fresh`] all of it is mapped at once: the caller bounds it.
+    pub bytes: u64,
+    /// Where the reads land.
+    pub landing: Landing,
+    /// How long the whole measurement may take.
+    pub deadline: Duration,
+}
+
+/// What [`measure_read`] achieved.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReadCeiling {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Seconds from the first post to the last completion.
+    pub seconds: f64,
+}
+
+impl ReadCeiling {
+    /// Bytes per second.
+    pub fn bytes_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.bytes as f64 / self.seconds
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// Why a ceiling could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum CeilingError {
+    /// A size, count or byte total that cannot be measured.
+    #[error("raw read ceiling: {0}")]
+    BadSpec(String),
+    /// A libfabric call failed.
+    #[error("raw read ceiling: {0}")]
+    Fabric(#[from] Error),
+    /// A read completed with an error.
+    #[error("raw read ceiling: a read failed: {0}")]
+    Read(CompletionError),
+    /// Memory for the buffers could not be mapped.
+    #[error("raw read ceiling: could not map {0} bytes")]
+    Alloc(usize),
+    /// The reads did not finish within the deadline.
+    #[error("raw read ceiling: {done} of {total} reads done after {deadline:?}")]
+    Timeout {
+        /// Reads completed.
+        done: u64,
+        /// Reads the measurement needed.
+        total: u64,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// A landed read does not hold the source's bytes.
+    #[error("raw read ceiling: read {read} landed wrong bytes at offset {offset}")]
+    Corrupt {
+        /// Which read (fresh landing) or buffer (reused).
+        read: u64,
+        /// First wrong byte within it.
+        offset: usize,
+    },
+    /// The target's thread failed.
+    #[error("raw read ceiling: the target thread failed: {0}")]
+    Target(String),
+}
+
+/// How long an endpoint polls after its last piece of work before it blocks.
+const SPINDOWN: Duration = Duration::from_micros(200);
+/// The nap of a provider without a CQ wait fd.
+const NAP: Duration = Duration::from_micros(50);
+
+/// One endpoint with its own fabric, domain, CQ and AV.
+struct Side {
+    ep: Endpoint,
+    av: Av,
+    cq: Cq,
+    domain: Domain,
+    _fabric: Fabric,
+}
+
+impl Side {
+    fn open(provider: &str) -> Result<Side, Error> {
+        let mut hints = Hints::provider(provider);
+        if provider.starts_with("tcp") {
+            // Loopback only (FI_SOURCE); the `lo` domain hint alone is ignored by rxm.
+            hints = hints.with_source("127.0.0.1");
+        }
+        let info = Info::get(&hints)?;
+        let fabric = Fabric::open(&info)?;
+        let domain = Domain::open(&fabric)?;
+        let cq = Cq::open(&domain, &CqOptions::default())?;
+        let av = Av::open(&domain)?;
+        let ep = Endpoint::open(&domain, &cq, &av)?;
+        Ok(Side {
+            ep,
+            av,
+            cq,
+            domain,
+            _fabric: fabric,
+        })
+    }
+
+    fn register(&self, len: usize) -> Result<MemoryRegion<PageBuf>, CeilingError> {
+        let buf = PageBuf::new(len).ok_or(CeilingError::Alloc(len))?;
+        let mut mr = MemoryRegion::register(&self.domain, buf, Access::ALL)?;
+        mr.bind(&self.ep)?;
+        Ok(mr)
+    }
+
+    /// Nothing completed: yield within the spindown after `last_work`, then block briefly.
+    fn idle(&self, last_work: Instant) {
+        if last_work.elapsed() < SPINDOWN {
+            return std::thread::yield_now();
+        }
+        match self.cq.wait_fd() {
+            Some(fd) if self.cq.trywait().unwrap_or(false) => {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd for the duration of the call; 10 ms at most, so a
+                // stop request is seen soon.
+                unsafe { libc::poll(&mut pfd, 1, 10) };
+            }
+            Some(_) => {}
+            None => std::thread::sleep(NAP),
+        }
+    }
+}
+
+/// Measures raw RMA reads as `spec` says (see the module documentation).
+pub fn measure_read(spec: &ReadSpec) -> Result<ReadCeiling, CeilingError> {
+    if spec.size == 0 || spec.in_flight == 0 {
+        return Err(CeilingError::BadSpec(format!(
+            "size {} and in_flight {} must both be at least 1",
+            spec.size, spec.in_flight
+        )));
+    }
+    let size = spec.size as u64;
+    let total = spec.bytes.div_ceil(size).max(spec.in_flight as u64);
+    let fresh_len = match spec.landing {
+        Landing::Reused => 0,
+        Landing::Fresh => usize::try_from(total.checked_mul(size).ok_or_else(|| {
+            CeilingError::BadSpec(format!("{total} reads of {size} bytes overflow"))
+        })?)
+        .map_err(|_| CeilingError::BadSpec(format!("{total} reads of {size} bytes")))?,
+    };
+
+    let target = Side::open(&spec.provider)?;
+    let mut source = target.register(spec.size)?;
+    for (b, v) in source.as_mut_slice().iter_mut().zip(pattern(spec.size)) {
+        *b = v;
+    }
+    let region = source.remote()?;
+    let target_addr = target.ep.address()?;
+
+    let initiator = Side::open(&spec.provider)?;
+    let peer = initiator.av.insert(&target_addr)?;
+    // The target also knows the initiator (rxm answers over the connection either way).
+    target.av.insert(&initiator.ep.address()?)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let target_thread = std::thread::Builder::new()
+        .name("raw-ceiling-target".into())
+        .spawn(move || -> Result<(), Error> {
+            let mut out: Vec<Completion> = Vec::new();
+            let mut last_work = Instant::now();
+            while !stop2.load(Ordering::Acquire) {
+                out.clear();
+                if target.cq.read(&mut out, 16)? > 0 {
+                    last_work = Instant::now();
+                } else {
+                    target.idle(last_work);
+                }
+            }
+            // The source region closes before its endpoint (it holds the endpoint alive).
+            drop(source);
+            Ok(())
+        })
+        .map_err(|e| CeilingError::Target(e.to_string()))?;
+
+    let result = initiate(&initiator, spec, peer, region, total, fresh_len);
+    stop.store(true, Ordering::Release);
+    let joined = target_thread
+        .join()
+        .map_err(|_| CeilingError::Target("panicked".into()))?;
+    let ceiling = result?;
+    joined.map_err(|e| CeilingError::Target(e.to_string()))?;
+    Ok(ceiling)
+}
+
+/// The initiator's loop: keeps `spec.in_flight` reads posted until `total` are done.
+fn initiate(
+    side: &Side,
+    spec: &ReadSpec,
+    peer: crate::PeerAddr,
+    region: crate::RemoteRegion,
+    total: u64,
+    fresh_len: usize,
+) -> Result<ReadCeiling, CeilingError> {
+    let size = spec.size;
+    let reused: Vec<MemoryRegion<PageBuf>> = match spec.landing {
+        Landing::Reused => (0..spec.in_flight)
+            .map(|_| side.register(size))
+            .collect::<Result<_, _>>()?,
+        Landing::Fresh => Vec::new(),
+    };
+    let fresh = match spec.landing {
+        Landing::Fresh => Some(side.register(fresh_len)?),
+        Landing::Reused => None,
+    };
+    let outcome = run_reads(side, spec, peer, &region, total, &reused, fresh.as_ref());
+    if outcome.is_err() {
+        // Reads may still be posted into these buffers: keep them (and their registrations)
+        // for the rest of the process rather than free memory the provider may still write.
+        std::mem::forget(reused);
+        std::mem::forget(fresh);
+        return outcome;
+    }
+    // Untimed: every landed byte must be the source's, or the figure measured nothing.
+    let landed: Vec<&[u8]> = match &fresh {
+        Some(f) => f.as_slice()[..fresh_len].chunks(size).collect(),
+        None => reused.iter().map(|b| &b.as_slice()[..size]).collect(),
+    };
+    for (i, chunk) in landed.iter().enumerate() {
+        if let Some(at) = chunk.iter().zip(pattern(size)).position(|(a, b)| *a != b) {
+            return Err(CeilingError::Corrupt {
+                read: i as u64,
+                offset: at,
+            });
+        }
+    }
+    outcome
+}
+
+/// The source's bytes: `1 + i % 251`, never zero (a read that landed nothing shows).
+fn pattern(len: usize) -> impl Iterator<Item = u8> {
+    (0..len).map(|i| (i % 251) as u8 + 1)
+}
+
+fn run_reads(
+    side: &Side,
+    spec: &ReadSpec,
+    peer: crate::PeerAddr,
+    region: &crate::RemoteRegion,
+    total: u64,
+    reused: &[MemoryRegion<PageBuf>],
+    fresh: Option<&MemoryRegion<PageBuf>>,
+) -> Result<ReadCeiling, CeilingError> {
+    let size = spec.size;
+    let start = Instant::now();
+    let deadline = start + spec.deadline;
+    let timeout = |done| CeilingError::Timeout {
+        done,
+        total,
+        deadline: spec.deadline,
+    };
+    let mut out: Vec<Completion> = Vec::new();
+    let (mut posted, mut done) = (0u64, 0u64);
+    let mut last_work = start;
+    // Posts read number `n` into slot `slot` (its op id), retrying -FI_EAGAIN while polling
+    // (completions polled meanwhile stay in `out`). `false`: the deadline passed.
+    let post = |n: u64, slot: usize, out: &mut Vec<Completion>| -> Result<bool, CeilingError> {
+        let seg = match fresh {
+            Some(f) => {
+                let at = n as usize * size;
+                f.local(at..at + size)?
+            }
+            None => reused[slot].local(0..size)?,
+        };
+        loop {
+            // SAFETY: the segment's region (`reused` or `fresh`) outlives every posted read:
+            // the caller frees them only after every read completed, and leaks them otherwise.
+            let r = unsafe {
+                side.ep.post_read(
+                    std::slice::from_ref(&seg),
+                    peer,
+                    std::slice::from_ref(region),
+                    slot as u64,
+                )
+            };
+            match r {
+                Ok(()) => return Ok(true),
+                Err(e) if e.is_retryable() => {
+                    side.cq.read(out, 64)?;
+                    if Instant::now() > deadline {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    for slot in 0..spec.in_flight.min(total as usize) {
+        if !post(posted, slot, &mut out)? {
+            return Err(timeout(done));
+        }
+        posted += 1;
+    }
+    while done < total {
+        side.cq.read(&mut out, 64)?;
+        if out.is_empty() {
+            if Instant::now() > deadline {
+                return Err(timeout(done));
+            }
+            side.idle(last_work);
+            continue;
+        }
+        last_work = Instant::now();
+        for c in std::mem::take(&mut out) {
+            c.result.map_err(CeilingError::Read)?;
+            done += 1;
+            if posted < total {
+                if !post(posted, c.op_id as usize, &mut out)? {
+                    return Err(timeout(done));
+                }
+                posted += 1;
+            }
+        }
+    }
+    Ok(ReadCeiling {
+        bytes: done * size as u64,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
