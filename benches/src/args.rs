@@ -150,7 +150,9 @@ pub struct Args {
     /// Skip the ceiling (files driver: sequential 1 MiB writes then reads of the same number of
     /// bytes on a scratch file next to the topic, measured before each run, each result shown
     /// as a ratio of it), and the `syncfs` that settles the file system before each of its
-    /// passes and each phase.
+    /// passes and each phase. Fabric driver with data: raw `fi_read`s of one event's data
+    /// size, 8 in flight, on the driver's provider, into reused buffers and into fresh memory
+    /// (as many bytes as a phase moves, at most 1 and 4 GiB; best of 3 and 2 passes).
     #[arg(long)]
     pub no_ceiling: bool,
 

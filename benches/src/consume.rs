@@ -96,6 +96,7 @@ pub fn consume(topic: &TopicHandle, config: &ConsumeConfig) -> Result<PhaseResul
         seconds,
         peak_rss_kib,
         ceiling: None,
+        net_ceiling: None,
         start_unix_ns,
         push_latency: None,
     })

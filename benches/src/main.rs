@@ -12,6 +12,7 @@ mod consume;
 mod histogram;
 mod latency;
 mod memory;
+mod netceiling;
 mod plot;
 mod produce;
 mod ranks;

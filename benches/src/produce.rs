@@ -98,6 +98,7 @@ pub fn produce(
         seconds,
         peak_rss_kib,
         ceiling: None,
+        net_ceiling: None,
         start_unix_ns,
         push_latency: Some(sampled.histogram),
     })

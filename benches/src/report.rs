@@ -4,6 +4,7 @@ use serde_json::json;
 
 use crate::ceiling::{Ceiling, Side};
 use crate::histogram::Histogram;
+use crate::netceiling::NetCeiling;
 
 /// What one phase of one run measured.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +22,9 @@ pub struct PhaseResult {
     /// The ceiling measured in the same run, and the side of it this phase is compared with
     /// (files driver; `None` for other drivers or with `--no-ceiling`).
     pub ceiling: Option<(Side, Ceiling)>,
+    /// The raw-read ceiling measured in the same run (fabric driver with data; `None`
+    /// otherwise or with `--no-ceiling`).
+    pub net_ceiling: Option<NetCeiling>,
     /// Wall-clock start of the phase, nanoseconds since the Unix epoch (to aggregate ranks).
     pub start_unix_ns: u64,
     /// Push latencies of the sampled pushes (produce only).
@@ -49,6 +53,12 @@ impl PhaseResult {
         Some(c.ratio(*side, self.bytes_per_sec()))
     }
 
+    /// This phase's speed as fractions of the raw reads into reused buffers and into fresh
+    /// memory, if they were measured.
+    pub fn net_ceiling_ratios(&self) -> Option<(f64, f64)> {
+        Some(self.net_ceiling.as_ref()?.ratios(self.bytes_per_sec()))
+    }
+
     /// Push latency quantile `q` in microseconds, if measured.
     pub fn latency_us(&self, q: f64) -> Option<f64> {
         self.push_latency
@@ -69,12 +79,20 @@ impl PhaseResult {
             }
             _ => String::new(),
         };
+        let net = match self.net_ceiling_ratios() {
+            Some((reused, fresh)) => format!(
+                "  {:.1}% of raw fi_read (reused buffers), {:.1}% (fresh memory)",
+                reused * 100.0,
+                fresh * 100.0
+            ),
+            None => String::new(),
+        };
         let latency = match (self.latency_us(0.5), self.latency_us(0.99)) {
             (Some(p50), Some(p99)) => format!("  push p50 {p50:.0} us p99 {p99:.0} us"),
             _ => String::new(),
         };
         format!(
-            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}{latency}{ratio}",
+            "{label:>9} {:<8} {:>10} events {:>9.3} s {:>12.0} events/s {:>11.2} MiB/s  peak RSS {rss}{latency}{ratio}{net}",
             self.phase,
             self.events,
             self.seconds,
@@ -101,6 +119,10 @@ impl PhaseResult {
                 j
             }),
             "ceiling_ratio": self.ceiling_ratio(),
+            "net_ceiling": self.net_ceiling.as_ref().map(NetCeiling::json),
+            "net_ceiling_ratio": self.net_ceiling_ratios().map(|(reused, fresh)| {
+                json!({"reused": reused, "fresh": fresh})
+            }),
             "push_p50_us": self.latency_us(0.5),
             "push_p99_us": self.latency_us(0.99),
             "config": config,
@@ -169,6 +191,7 @@ mod tests {
             seconds,
             peak_rss_kib: Some(rss),
             ceiling: None,
+            net_ceiling: None,
             start_unix_ns: 0,
             push_latency: None,
         }

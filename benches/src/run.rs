@@ -8,6 +8,7 @@ use serde_json::{json, Map};
 use crate::args::{Args, Generic, Mode};
 use crate::ceiling::{self, Ceiling};
 use crate::consume::{consume, ConsumeConfig};
+use crate::netceiling::{self, NetCeiling};
 use crate::produce::{produce, ProduceConfig};
 use crate::report::{median, PhaseResult};
 use crate::workload::Workload;
@@ -73,10 +74,12 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
         let topic = open_or_create(&driver, args, &generic, &topic_name)?;
         let label = format!("run {}/{}", r + 1, args.runs);
         let ceiling = measure_ceiling(args, &opts, &workload, &label, &config)?;
+        let net_ceiling = measure_net_ceiling(args, &opts, &label, &config)?;
         settle(args, &opts)?;
         if args.mode != Mode::Consume {
             let mut p = produce(&topic, &workload, &produce_config(args, &generic))?;
             ceiling::attach(&mut p, ceiling.as_ref(), args.data_size);
+            p.net_ceiling.clone_from(&net_ceiling);
             emit(args, &p, &label, Some(r), &config);
             produced.push(p);
         }
@@ -88,6 +91,7 @@ pub fn run(args: &Args, generic: Generic) -> Result<(), String> {
             settle(args, &opts)?;
             let mut c = consume(&topic, &consume_config(args, &generic, name))?;
             ceiling::attach(&mut c, ceiling.as_ref(), args.data_size);
+            c.net_ceiling.clone_from(&net_ceiling);
             emit(args, &c, &label, Some(r), &config);
             consumed.push(c);
         }
@@ -154,6 +158,32 @@ fn measure_ceiling(
         println!(
             "{}",
             json!({"kind": "ceiling", "label": label, "ceiling": c.json(), "config": config})
+        );
+    } else {
+        println!("{}", c.text(label));
+    }
+    Ok(Some(c))
+}
+
+/// Fabric driver with data: raw reads of one event's data size on the driver's provider, as
+/// many bytes as the phase moves (see [`netceiling`]), unless `--no-ceiling`.
+fn measure_net_ceiling(
+    args: &Args,
+    opts: &Map<String, Value>,
+    label: &str,
+    config: &Value,
+) -> Result<Option<NetCeiling>, String> {
+    if args.driver != "fabric" || args.no_ceiling || args.events == 0 || args.data_size == 0 {
+        return Ok(None);
+    }
+    let provider = netceiling::provider(opts)?;
+    let bytes = args.events.saturating_mul(args.data_size as u64);
+    let c = netceiling::measure(&provider, args.data_size, bytes)
+        .map_err(|e| format!("measuring the raw fi_read ceiling on {provider}: {e}"))?;
+    if args.json {
+        println!(
+            "{}",
+            json!({"kind": "net_ceiling", "label": label, "net_ceiling": c.json(), "config": config})
         );
     } else {
         println!("{}", c.text(label));
