@@ -1,7 +1,7 @@
 //! Raw RMA read ceiling between two endpoints of this process (see `diaspora_fabric::ceiling`).
 //!
 //! ```text
-//! cargo run --release -p diaspora-fabric --example read_ceiling -- [PROVIDER [SIZE [IN_FLIGHT [BYTES [reused|fresh]]]]]
+//! cargo run --release -p diaspora-fabric --example read_ceiling -- [PROVIDER [SIZE [IN_FLIGHT [BYTES [reused|fresh|fresh-populate]]]]]
 //! ```
 
 use std::time::Duration;
@@ -20,7 +20,7 @@ fn main() {
     };
     let landing = match arg(4, "reused").as_str() {
         "reused" => Landing::Reused,
-        "fresh" => Landing::Fresh,
+        "fresh" | "fresh-populate" => Landing::Fresh,
         other => {
             eprintln!("landing {other:?}: reused or fresh");
             std::process::exit(2)
@@ -33,14 +33,16 @@ fn main() {
         bytes: num(3, "1073741824"),
         landing,
         deadline: Duration::from_secs(120),
+        populate: arg(4, "reused") == "fresh-populate",
     };
     match measure_read(&spec) {
         Ok(c) => println!(
-            "{} {} B x {} {}: {} bytes in {:.3} s, {:.3} GiB/s",
+            "{} {} B x {} {}{}: {} bytes in {:.3} s, {:.3} GiB/s",
             spec.provider,
             spec.size,
             spec.in_flight,
             landing.name(),
+            if spec.populate { " (populated)" } else { "" },
             c.bytes,
             c.seconds,
             c.bytes_per_sec() / (1u64 << 30) as f64

@@ -13,7 +13,8 @@
 //!   `diaspora-fabric-bench` measures): source and destination stay in the CPU caches.
 //! * [`Landing::Fresh`]: one mapping of `bytes` bytes that was never touched, each read landing
 //!   at the next offset: what a server that *keeps* the bytes it receives (memory storage)
-//!   must do at least: every page is faulted in and zeroed by the kernel on its first write.
+//!   must do at least: every page is faulted in and zeroed by the kernel on its first write
+//!   (with [`ReadSpec::populate`], by one `madvise` per read just before it is posted).
 //!
 //! The two threads are pinned to two different CPUs of the caller's allowed set when it has at
 //! least two, so they never share a core (with both on one, `taskset -c 0`, 64 KiB reads with
@@ -74,6 +75,10 @@ pub struct ReadSpec {
     pub landing: Landing,
     /// How long the whole measurement may take.
     pub deadline: Duration,
+    /// [`Landing::Fresh`]: fault in each read's destination (`MADV_POPULATE_WRITE`, timed)
+    /// just before posting it, instead of letting the provider's write fault it in page by
+    /// page; what a server that prepares its landing buffers does.
+    pub populate: bool,
 }
 
 /// What [`measure_read`] achieved.
@@ -272,6 +277,24 @@ pub fn measure_read(spec: &ReadSpec) -> Result<ReadCeiling, CeilingError> {
     Ok(ceiling)
 }
 
+/// Faults in the whole pages of `mem` (best effort; Linux 5.14 and later).
+fn populate(mem: &[u8]) {
+    let page = crate::page_size();
+    let start = (mem.as_ptr() as usize).div_ceil(page) * page;
+    let end = (mem.as_ptr() as usize + mem.len()) / page * page;
+    if start < end {
+        // SAFETY: [start, end) lies within `mem`, which is mapped and not part of any posted
+        // operation; populating changes no byte of it.
+        unsafe {
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+    }
+}
+
 /// The CPUs this thread may run on (empty if unknown).
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its
@@ -375,6 +398,9 @@ fn run_reads(
         let seg = match fresh {
             Some(f) => {
                 let at = n as usize * size;
+                if spec.populate {
+                    populate(&f.as_slice()[at..at + size]);
+                }
                 f.local(at..at + size)?
             }
             None => reused[slot].local(0..size)?,

@@ -17,6 +17,7 @@ fn spec(provider: &str, size: usize, in_flight: usize, bytes: u64, landing: Land
         bytes,
         landing,
         deadline: Duration::from_secs(60),
+        populate: false,
     }
 }
 
@@ -64,4 +65,14 @@ fn an_unknown_provider_is_a_fabric_error() {
     let e = measure_read(&spec("no-such-provider", 4096, 1, 4096, Landing::Reused))
         .expect_err("no such provider");
     assert!(matches!(e, CeilingError::Fabric(_)), "{e}");
+}
+
+#[test]
+fn populated_fresh_landing_reads_every_byte_too() {
+    for p in providers() {
+        let mut s = spec(&p, 64 << 10, 8, 2 << 20, Landing::Fresh);
+        s.populate = true;
+        let c = measure_read(&s).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(c.bytes, 2 << 20, "{p}");
+    }
 }

@@ -68,10 +68,11 @@ impl BufPool {
 /// the provider writes into it. Over `shm` that happens under the provider's lock of the
 /// shared region, and the peer spins on that lock meanwhile: a producer's progress thread
 /// spent 79% of its samples in `pthread_spin_lock` while the server stored 64 KiB events in
-/// memory. Faulting the pages in first, in one call, measured +11-16% produce over shm
-/// (three alternated rounds of `diaspora-bench produce --driver fabric --events 30000
-/// --data-size 65536`, memory storage: 1554-1609 against 1728-1838 MiB/s, producer user time
-/// 0.48-0.52 against 0.31-0.40 s), and no change over tcp.
+/// memory. Faulting the pages in first, in one call: `diaspora-bench produce --driver fabric
+/// --events 30000 --data-size 65536`, memory storage, six alternated rounds (three in each
+/// order), shm 563-1528 against 1225-1508 MiB/s (producer user time 0.51-2.09 against
+/// 0.26-0.32 s), tcp;ofi_rxm 629-882 against 890-1187 MiB/s (server system time 2.05-2.71
+/// against 1.50-2.04 s).
 pub fn populate(buf: &mut [u8]) {
     if buf.is_empty() {
         return;
