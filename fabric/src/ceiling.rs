@@ -182,25 +182,32 @@ impl Side {
         Ok(mr)
     }
 
-    /// Nothing completed: yield within the spindown after `last_work`, then block briefly.
+    /// Nothing completed: see [`idle`].
     fn idle(&self, last_work: Instant) {
-        if last_work.elapsed() < SPINDOWN {
-            return std::thread::yield_now();
+        idle(&self.cq, last_work, SPINDOWN);
+    }
+}
+
+/// The engine's default idle wait, for loops that poll `cq` themselves: within `spindown`
+/// after `last_work`, yield the core; then block on the CQ's wait fd for at most 10 ms
+/// (`fi_trywait` + `poll`), or, on a provider without one (shm), nap 50 µs.
+pub fn idle(cq: &Cq, last_work: Instant, spindown: Duration) {
+    if last_work.elapsed() < spindown {
+        return std::thread::yield_now();
+    }
+    match cq.wait_fd() {
+        Some(fd) if cq.trywait().unwrap_or(false) => {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd for the duration of the call; 10 ms at most, so the
+            // caller's own stop conditions are seen soon.
+            unsafe { libc::poll(&mut pfd, 1, 10) };
         }
-        match self.cq.wait_fd() {
-            Some(fd) if self.cq.trywait().unwrap_or(false) => {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one live pollfd for the duration of the call; 10 ms at most, so a
-                // stop request is seen soon.
-                unsafe { libc::poll(&mut pfd, 1, 10) };
-            }
-            Some(_) => {}
-            None => std::thread::sleep(NAP),
-        }
+        Some(_) => {}
+        None => std::thread::sleep(NAP),
     }
 }
 

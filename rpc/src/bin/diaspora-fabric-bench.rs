@@ -165,22 +165,7 @@ impl RawEp {
     /// Nothing completed: keep polling (yielding the core) within the spindown, then block on
     /// the CQ fd (tcp), or nap 50 µs (shm, no wait fd; the engine's `idle_poll`).
     fn idle(&self) {
-        if self.last_work.get().elapsed() < self.spindown {
-            return std::thread::yield_now();
-        }
-        match self.cq.wait_fd() {
-            Some(fd) if self.cq.trywait().unwrap_or(false) => {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one live pollfd.
-                unsafe { libc::poll(&mut pfd, 1, 100) };
-            }
-            Some(_) => {}
-            None => std::thread::sleep(Duration::from_micros(50)),
-        }
+        diaspora_fabric::ceiling::idle(&self.cq, self.last_work.get(), self.spindown);
     }
 }
 
