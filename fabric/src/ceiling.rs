@@ -144,20 +144,26 @@ const SPINDOWN: Duration = Duration::from_micros(200);
 /// The nap of a provider without a CQ wait fd.
 const NAP: Duration = Duration::from_micros(50);
 
-/// One endpoint with its own fabric, domain, CQ and AV.
-struct Side {
-    ep: Endpoint,
-    av: Av,
-    cq: Cq,
-    domain: Domain,
+/// One RDM endpoint with its own fabric, domain, CQ and AV, opened on loopback: for raw
+/// loops that drive their CQ themselves (this module, `diaspora-fabric-bench`'s raw side).
+pub struct RawEndpoint {
+    /// The endpoint.
+    pub ep: Endpoint,
+    /// Its address vector.
+    pub av: Av,
+    /// Its completion queue.
+    pub cq: Cq,
+    /// Its domain.
+    pub domain: Domain,
     _fabric: Fabric,
 }
 
-impl Side {
-    fn open(provider: &str) -> Result<Side, Error> {
+impl RawEndpoint {
+    /// Opens an endpoint of `provider`; tcp is kept on 127.0.0.1 (`FI_SOURCE`: the `lo`
+    /// domain hint alone is ignored by rxm).
+    pub fn open(provider: &str) -> Result<RawEndpoint, Error> {
         let mut hints = Hints::provider(provider);
         if provider.starts_with("tcp") {
-            // Loopback only (FI_SOURCE); the `lo` domain hint alone is ignored by rxm.
             hints = hints.with_source("127.0.0.1");
         }
         let info = Info::get(&hints)?;
@@ -166,7 +172,7 @@ impl Side {
         let cq = Cq::open(&domain, &CqOptions::default())?;
         let av = Av::open(&domain)?;
         let ep = Endpoint::open(&domain, &cq, &av)?;
-        Ok(Side {
+        Ok(RawEndpoint {
             ep,
             av,
             cq,
@@ -175,14 +181,16 @@ impl Side {
         })
     }
 
-    fn register(&self, len: usize) -> Result<MemoryRegion<PageBuf>, CeilingError> {
+    /// A zeroed page-aligned buffer of `len` bytes registered for every access and bound to
+    /// the endpoint.
+    pub fn register(&self, len: usize) -> Result<MemoryRegion<PageBuf>, CeilingError> {
         let buf = PageBuf::new(len).ok_or(CeilingError::Alloc(len))?;
         let mut mr = MemoryRegion::register(&self.domain, buf, Access::ALL)?;
         mr.bind(&self.ep)?;
         Ok(mr)
     }
 
-    /// Nothing completed: see [`idle`].
+    /// Nothing completed: [`idle`] with the engine's default spindown.
     fn idle(&self, last_work: Instant) {
         idle(&self.cq, last_work, SPINDOWN);
     }
@@ -229,7 +237,7 @@ pub fn measure_read(spec: &ReadSpec) -> Result<ReadCeiling, CeilingError> {
         .map_err(|_| CeilingError::BadSpec(format!("{total} reads of {size} bytes")))?,
     };
 
-    let target = Side::open(&spec.provider)?;
+    let target = RawEndpoint::open(&spec.provider)?;
     let mut source = target.register(spec.size)?;
     for (b, v) in source.as_mut_slice().iter_mut().zip(pattern(spec.size)) {
         *b = v;
@@ -237,7 +245,7 @@ pub fn measure_read(spec: &ReadSpec) -> Result<ReadCeiling, CeilingError> {
     let region = source.remote()?;
     let target_addr = target.ep.address()?;
 
-    let initiator = Side::open(&spec.provider)?;
+    let initiator = RawEndpoint::open(&spec.provider)?;
     let peer = initiator.av.insert(&target_addr)?;
     // The target also knows the initiator (rxm answers over the connection either way).
     target.av.insert(&initiator.ep.address()?)?;
@@ -284,24 +292,6 @@ pub fn measure_read(spec: &ReadSpec) -> Result<ReadCeiling, CeilingError> {
     Ok(ceiling)
 }
 
-/// Faults in the whole pages of `mem` (best effort; Linux 5.14 and later).
-fn populate(mem: &[u8]) {
-    let page = crate::page_size();
-    let start = (mem.as_ptr() as usize).div_ceil(page) * page;
-    let end = (mem.as_ptr() as usize + mem.len()) / page * page;
-    if start < end {
-        // SAFETY: [start, end) lies within `mem`, which is mapped and not part of any posted
-        // operation; populating changes no byte of it.
-        unsafe {
-            libc::madvise(
-                start as *mut libc::c_void,
-                end - start,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
-    }
-}
-
 /// The CPUs this thread may run on (empty if unknown).
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most its
@@ -332,7 +322,7 @@ fn pin(cpus: &[usize]) {
 
 /// The initiator's loop: keeps `spec.in_flight` reads posted until `total` are done.
 fn initiate(
-    side: &Side,
+    side: &RawEndpoint,
     spec: &ReadSpec,
     peer: crate::PeerAddr,
     region: crate::RemoteRegion,
@@ -380,7 +370,7 @@ fn pattern(len: usize) -> impl Iterator<Item = u8> {
 }
 
 fn run_reads(
-    side: &Side,
+    side: &RawEndpoint,
     spec: &ReadSpec,
     peer: crate::PeerAddr,
     region: &crate::RemoteRegion,
@@ -406,7 +396,7 @@ fn run_reads(
             Some(f) => {
                 let at = n as usize * size;
                 if spec.populate {
-                    populate(&f.as_slice()[at..at + size]);
+                    crate::populate(&f.as_slice()[at..at + size]);
                 }
                 f.local(at..at + size)?
             }

@@ -55,7 +55,7 @@ mod shm_names;
 
 pub use address::{Address, AddressError};
 pub use av::{Av, PeerAddr};
-pub use buf::{page_size, PageBuf, RegionBuf};
+pub use buf::{page_size, populate, PageBuf, RegionBuf};
 pub use context::UNKNOWN_OP;
 pub use cq::{Completion, Cq, CqOptions, WaitObj};
 pub use domain::{Domain, Fabric};

@@ -38,11 +38,20 @@ impl BufPool {
     }
 
     /// A newly registered buffer of `len` bytes rounded up to 4 KiB (for data a log keeps:
-    /// a size class could waste up to half of it), its pages already faulted in (see
-    /// [`populate`]).
+    /// a size class could waste up to half of it), its pages already faulted in
+    /// ([`diaspora_fabric::populate`]), on the calling thread.
+    ///
+    /// Why: over `shm` the provider faulted the pages in under its lock of the shared region
+    /// while the reads landed, and the peer spun on that lock meanwhile (a producer's progress
+    /// thread spent 79% of its samples in `pthread_spin_lock` while the server stored 64 KiB
+    /// events in memory). With the pages faulted in first: `diaspora-bench produce --driver
+    /// fabric --events 30000 --data-size 65536`, memory storage, six alternated rounds (three
+    /// in each order), shm 563-1528 against 1225-1508 MiB/s (producer user time 0.51-2.09
+    /// against 0.26-0.32 s), tcp;ofi_rxm 629-882 against 890-1187 MiB/s (server system time
+    /// 2.05-2.71 against 1.50-2.04 s).
     pub fn get_exact(&self, len: usize) -> Result<Buffer, RpcError> {
-        let mut b = self.handle.register(len.max(1).div_ceil(4096) * 4096)?;
-        populate(b.as_mut_slice());
+        let b = self.handle.register(len.max(1).div_ceil(4096) * 4096)?;
+        diaspora_fabric::populate(b.as_slice());
         Ok(b)
     }
 
@@ -58,44 +67,6 @@ impl BufPool {
             v.push(b);
         }
     }
-}
-
-/// Faults in every page of `buf` now, on the calling thread (`MADV_POPULATE_WRITE`, Linux
-/// 5.14 and later; best effort: on an older kernel the pages are faulted in on first write as
-/// before). The bytes do not change (fresh anonymous pages read as zero either way).
-///
-/// Why: a buffer that a bulk read lands in would otherwise be faulted in page by page while
-/// the provider writes into it. Over `shm` that happens under the provider's lock of the
-/// shared region, and the peer spins on that lock meanwhile: a producer's progress thread
-/// spent 79% of its samples in `pthread_spin_lock` while the server stored 64 KiB events in
-/// memory. Faulting the pages in first, in one call: `diaspora-bench produce --driver fabric
-/// --events 30000 --data-size 65536`, memory storage, six alternated rounds (three in each
-/// order), shm 563-1528 against 1225-1508 MiB/s (producer user time 0.51-2.09 against
-/// 0.26-0.32 s), tcp;ofi_rxm 629-882 against 890-1187 MiB/s (server system time 2.05-2.71
-/// against 1.50-2.04 s).
-pub fn populate(buf: &mut [u8]) {
-    if buf.is_empty() {
-        return;
-    }
-    let page = 4096usize;
-    let start = buf.as_mut_ptr() as usize;
-    // madvise wants a page-aligned start: registered buffers are page-aligned; for any other
-    // slice, populate the whole pages inside it.
-    let aligned = start.div_ceil(page) * page;
-    let end = (start + buf.len()) / page * page;
-    if aligned >= end {
-        return;
-    }
-    // SAFETY: [aligned, end) lies within `buf`, which this function borrows mutably, so the
-    // range is mapped, writable and not used by anyone else during the call; populating
-    // changes no byte of it.
-    unsafe {
-        libc::madvise(
-            aligned as *mut libc::c_void,
-            end - aligned,
-            libc::MADV_POPULATE_WRITE,
-        )
-    };
 }
 
 /// A buffer's first `len` bytes, owned by a `Bytes`; the buffer goes back to its pool when
@@ -137,47 +108,13 @@ impl Drop for Pooled {
 
 #[cfg(test)]
 mod tests {
-    use super::populate;
-
-    /// Pages of `len` bytes at `p` resident in memory (mincore).
-    fn resident(p: *mut u8, len: usize) -> usize {
-        let pages = len.div_ceil(4096);
-        let mut v = vec![0u8; pages];
-        // SAFETY: [p, p + len) is one live mapping; `v` has one byte per page.
-        let r = unsafe { libc::mincore(p.cast(), len, v.as_mut_ptr()) };
+    /// Pages of `mem` resident in memory (mincore; `mem` starts on a page).
+    fn resident(mem: &[u8]) -> usize {
+        let mut v = vec![0u8; mem.len().div_ceil(4096)];
+        // SAFETY: `mem` is one live, page-aligned mapping; `v` has one byte per page.
+        let r = unsafe { libc::mincore(mem.as_ptr() as *mut _, mem.len(), v.as_mut_ptr()) };
         assert_eq!(r, 0, "mincore");
         v.iter().filter(|b| *b & 1 == 1).count()
-    }
-
-    /// A fresh anonymous mapping of `len` bytes (no page touched yet).
-    fn mapping(len: usize) -> *mut u8 {
-        // SAFETY: an anonymous private mapping the kernel places; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        p.cast()
-    }
-
-    #[test]
-    fn populate_faults_in_every_whole_page_and_changes_no_byte() {
-        let len = 64 * 4096;
-        let p = mapping(len);
-        assert_eq!(resident(p, len), 0, "a fresh mapping has no resident page");
-        // SAFETY: the mapping is live, writable and only used here.
-        let buf = unsafe { std::slice::from_raw_parts_mut(p, len) };
-        populate(&mut buf[..]);
-        assert_eq!(resident(p, len), 64);
-        assert!(buf.iter().all(|b| *b == 0));
-        // SAFETY: unmapping what `mapping` mapped; `buf` is not used after this.
-        unsafe { libc::munmap(p.cast(), len) };
     }
 
     #[test]
@@ -186,27 +123,10 @@ mod tests {
         c.source = Some("127.0.0.1".into());
         let engine = diaspora_rpc::Engine::new(c).expect("engine on loopback");
         let pool = super::BufPool::new(engine.handle());
-        let mut b = pool.get_exact(1 << 20).expect("buffer");
-        let len = b.len();
-        assert_eq!(len, 1 << 20);
-        assert_eq!(resident(b.as_mut_slice().as_mut_ptr(), len), 256);
+        let b = pool.get_exact(1 << 20).expect("buffer");
+        assert_eq!(b.len(), 1 << 20);
+        assert_eq!(resident(b.as_slice()), 256);
         drop(b);
         engine.shutdown();
-    }
-
-    #[test]
-    fn populate_of_an_unaligned_slice_stays_inside_it() {
-        let len = 8 * 4096;
-        let p = mapping(len);
-        // SAFETY: as above.
-        let buf = unsafe { std::slice::from_raw_parts_mut(p, len) };
-        // From the middle of page 0 to the middle of page 5: only pages 1 to 4 are whole.
-        populate(&mut buf[2048..5 * 4096 + 2048]);
-        assert_eq!(resident(p, len), 4);
-        populate(&mut buf[100..200]);
-        populate(&mut buf[..0]);
-        assert_eq!(resident(p, len), 4);
-        // SAFETY: as above.
-        unsafe { libc::munmap(p.cast(), len) };
     }
 }

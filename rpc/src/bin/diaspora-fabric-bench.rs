@@ -30,10 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diaspora_fabric::{
-    Access, Address, Av, Completion, Cq, CqOptions, Domain, Endpoint, Fabric, Hints, Info,
-    MemoryRegion, PageBuf, PeerAddr, RemoteRegion,
-};
+use diaspora_fabric::ceiling::RawEndpoint;
+use diaspora_fabric::{Address, Completion, MemoryRegion, PageBuf, PeerAddr, RemoteRegion};
 use diaspora_rpc::{Engine, EngineConfig, WaitStrategy};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -104,29 +102,24 @@ fn source_for(provider: &str) -> Option<&'static str> {
 
 // ---- a raw endpoint (no engine) ----------------------------------------------------------
 
+/// A [`RawEndpoint`] (its `ep`, `av`, `cq` through `Deref`) with the engines' idle wait.
 struct RawEp {
-    ep: Endpoint,
-    av: Av,
-    cq: Cq,
-    domain: Domain,
-    _fabric: Fabric,
+    raw: RawEndpoint,
     /// How long to keep polling after the last completion before blocking.
     spindown: Duration,
     last_work: Cell<Instant>,
 }
 
+impl std::ops::Deref for RawEp {
+    type Target = RawEndpoint;
+    fn deref(&self) -> &RawEndpoint {
+        &self.raw
+    }
+}
+
 impl RawEp {
     fn open(provider: &str) -> Res<RawEp> {
-        let mut hints = Hints::provider(provider);
-        if let Some(src) = source_for(provider) {
-            hints = hints.with_source(src);
-        }
-        let info = Info::get(&hints)?;
-        let fabric = Fabric::open(&info)?;
-        let domain = Domain::open(&fabric)?;
-        let cq = Cq::open(&domain, &CqOptions::default())?;
-        let av = Av::open(&domain)?;
-        let ep = Endpoint::open(&domain, &cq, &av)?;
+        let raw = RawEndpoint::open(provider)?;
         // The raw side waits like the engines: the same strategy (BENCH_WAIT or the
         // provider's default), spinning for the same time after the last completion.
         let strategy = wait_override()?.unwrap_or_else(|| WaitStrategy::default_for(provider));
@@ -136,21 +129,14 @@ impl RawEp {
             WaitStrategy::SpinThenBlock { spindown } => spindown,
         };
         Ok(RawEp {
-            ep,
-            av,
-            cq,
-            domain,
-            _fabric: fabric,
+            raw,
             spindown,
             last_work: Cell::new(Instant::now()),
         })
     }
 
     fn reg(&self, len: usize) -> Res<MemoryRegion<PageBuf>> {
-        let buf = PageBuf::new(len).ok_or("page buffer")?;
-        let mut mr = MemoryRegion::register(&self.domain, buf, Access::ALL)?;
-        mr.bind(&self.ep)?;
-        Ok(mr)
+        Ok(self.raw.register(len)?)
     }
 
     fn poll(&self, out: &mut Vec<Completion>) -> Res<()> {
