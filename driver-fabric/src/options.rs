@@ -8,6 +8,7 @@
 //! | `progress_threads` | 1 | progress threads (endpoints) of this client |
 //! | `wait` | provider's | `spin`, `block` or `spin_then_block` (progress threads' idle wait) |
 //! | `token` | the group file's | the token presented to the server |
+//! | `inline_progress` | false | threads waiting on the network drive progress themselves (saves two thread hand-offs per operation; see `EngineConfig::inline_progress`) |
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,10 +41,13 @@ pub struct FabricOptions {
     pub wait: Option<WaitOption>,
     /// Token override.
     pub token: Option<String>,
+    /// Callers drive progress while they wait (`EngineConfig::inline_progress`).
+    pub inline_progress: bool,
 }
 
 /// Keys of the options.
-pub const KNOWN_KEYS: &str = "group_file, provider, timeout_ms, progress_threads, wait, token";
+pub const KNOWN_KEYS: &str =
+    "group_file, provider, timeout_ms, progress_threads, wait, token, inline_progress";
 
 impl FabricOptions {
     /// Options whose value is a string: a command line that parses values as JSON must keep
@@ -65,6 +69,7 @@ impl FabricOptions {
             progress_threads: 1,
             wait: None,
             token: None,
+            inline_progress: false,
         };
         let mut group_file = None;
         for (k, val) in obj {
@@ -95,6 +100,11 @@ impl FabricOptions {
                                 "must be an integer from 1 to 64",
                             )
                         })?
+                }
+                "inline_progress" => {
+                    o.inline_progress = val.as_bool().ok_or_else(|| {
+                        Error::option("driver.inline_progress", "must be true or false")
+                    })?
                 }
                 "wait" => {
                     o.wait = Some(match val.as_str() {
@@ -153,9 +163,10 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(30));
         assert_eq!(o.progress_threads, 1);
         assert_eq!((o.provider, o.wait, o.token), (None, None, None));
+        assert!(!o.inline_progress);
         let o = FabricOptions::from_json(&json!({
             "group_file": "g", "provider": "shm", "timeout_ms": 250, "progress_threads": 2,
-            "wait": "spin", "token": "abc"
+            "wait": "spin", "token": "abc", "inline_progress": true
         }))
         .unwrap();
         assert_eq!(o.provider.as_deref(), Some("shm"));
@@ -163,6 +174,7 @@ mod tests {
         assert_eq!(o.progress_threads, 2);
         assert_eq!(o.wait, Some(WaitOption::Spin));
         assert_eq!(o.token.as_deref(), Some("abc"));
+        assert!(o.inline_progress);
     }
 
     #[test]
@@ -186,6 +198,10 @@ mod tests {
             (
                 json!({"group_file": "g", "progress_threads": 0}),
                 "driver.progress_threads",
+            ),
+            (
+                json!({"group_file": "g", "inline_progress": "yes"}),
+                "driver.inline_progress",
             ),
             (
                 json!({"group_file": "g", "progress_threads": 65}),

@@ -160,6 +160,7 @@ fn start_engines(options: &FabricOptions, provider: &str) -> Result<Vec<Engine>,
             },
         });
         c.thread_name = format!("{PROGRESS_THREAD}{i}");
+        c.inline_progress = options.inline_progress;
         // shm names endpoints after the process: opening one right after closing another
         // can fail with EBUSY for a moment (libfabric 1.17), so a failed open is retried.
         let mut tries = 0;
@@ -342,7 +343,9 @@ impl RemoteService {
                             .map_err(|e| self.retryable(pl, e))?;
                         let old = std::mem::replace(&mut *self.engines.write(), Arc::new(fresh));
                         self.retired.lock().push(old);
-                        self.pool.lock().clear();
+                        // Dropped once the lock is released (see `buffer`).
+                        let old_pool = std::mem::take(&mut *self.pool.lock());
+                        drop(old_pool);
                     }
                     let mut conn = self.conn.lock();
                     if restarted {
@@ -538,12 +541,19 @@ impl RemoteService {
         {
             let generation = self.conn.lock().generation;
             let mut pool = self.pool.lock();
-            pool.retain(|(g, _)| *g == generation);
-            if let Some(i) = pool
+            // Buffers of an older connection are dropped after the lock is released: a drop
+            // releases a registration, which must never run under this lock (known issue 14).
+            let (keep, stale): (Vec<_>, Vec<_>) =
+                pool.drain(..).partition(|(g, _)| *g == generation);
+            *pool = keep;
+            let found = pool
                 .iter()
                 .position(|(_, b)| b.len() >= len && b.len() <= len * 4)
-            {
-                return Ok(pool.remove(i));
+                .map(|i| pool.remove(i));
+            drop(pool);
+            drop(stale);
+            if let Some(b) = found {
+                return Ok(b);
             }
         }
         let size = len.div_ceil(STAGING_GRAIN).max(1) * STAGING_GRAIN;
@@ -552,18 +562,25 @@ impl RemoteService {
             .map(|b| (self.conn.lock().generation, b))
     }
 
+    /// Keeps `b` for reuse within the pool's limits. What is let go is dropped after the pool's
+    /// lock is released (a drop releases a registration; see `buffer`).
     fn give_back(&self, b: Pooled) {
         let generation = self.conn.lock().generation;
-        let mut pool = self.pool.lock();
         if b.0 != generation || b.1.len() > POOL_KEEP_BYTES {
-            return;
+            return drop(b);
         }
+        let mut pool = self.pool.lock();
         pool.push(b);
         // Over the limits, the buffers given back longest ago go first.
         let mut kept: usize = pool.iter().map(|(_, x)| x.len()).sum();
-        while pool.len() > POOL_KEEP || kept > POOL_KEEP_BYTES {
-            kept -= pool.remove(0).1.len();
+        let mut gone = 0;
+        while pool.len() - gone > POOL_KEEP || kept > POOL_KEEP_BYTES {
+            kept -= pool[gone].1.len();
+            gone += 1;
         }
+        let evicted: Vec<Pooled> = pool.drain(..gone).collect();
+        drop(pool);
+        drop(evicted);
     }
 
     fn engines(&self) -> Arc<Vec<Engine>> {

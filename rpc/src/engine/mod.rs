@@ -429,17 +429,15 @@ impl<N: Net> Shared<N> {
             .is_some_and(|s| s.leading() || s.leads_after_jobs())
     }
 
+    /// Makes sure someone takes the queue soon: wakes the progress thread unless the serving
+    /// worker drives next. Never drives progress on the calling thread, even with inline
+    /// progress: a submission can come from anywhere (a `Buffer` dropped under a lock of the
+    /// caller's), and an iteration here would run completion callbacks that may take that
+    /// very lock (known issue 14: the fabric driver's staging pool deadlocked so). Callers
+    /// that wait drive progress themselves in inline mode; this only queues.
     fn kick(&self) {
         if self.worker_drives_next() {
             return;
-        }
-        if self.inline {
-            if let Some(mut core) = self.core.try_lock() {
-                if let Some(p) = core.as_mut() {
-                    p.iterate();
-                    return;
-                }
-            }
         }
         self.waker.wake();
     }

@@ -161,8 +161,10 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     let h = held.clone();
     server
         .register_handler(2, move |_req, resp| {
-            let _ = seen_tx.lock().send(resp.session());
+            // Held before it is reported: the test answers what it holds once told.
+            let session = resp.session();
             h.lock().push(resp);
+            let _ = seen_tx.lock().send(session);
         })
         .unwrap();
 

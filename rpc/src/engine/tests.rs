@@ -443,6 +443,63 @@ fn inline_progress_serves_calls_bulk_transfers_deadlines_and_shutdown() {
     ));
 }
 
+/// Known issue 14: with inline progress, dropping a `Buffer` while holding a lock must not run
+/// completion callbacks on the dropping thread (one that takes the same lock deadlocked the
+/// fabric driver). The answer is held back until the client's progress thread naps, so the
+/// drop is the first thing that could reap it.
+#[test]
+fn inline_progress_never_runs_callbacks_in_a_buffer_drop() {
+    let world = World::default();
+    let server = E::with_net(world.endpoint("server"), config()).unwrap();
+    let mut c = config();
+    c.inline_progress = true;
+    c.idle_poll = Duration::from_secs(5); // the progress thread naps long between polls
+    let client = E::with_net(world.endpoint("client"), c).unwrap();
+    let peer = client
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .register_handler(2, move |_, resp| tx.send(resp).unwrap())
+        .unwrap();
+    let lock = Arc::new(parking_lot::Mutex::new(0u32));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            let buf = client.register(64).unwrap();
+            let held = lock.lock();
+            let l2 = lock.clone();
+            let d2 = done_tx.clone();
+            client.call(&peer, 2, vec![], SEC).on_complete(move |r| {
+                *l2.lock() += 1; // the lock the dropping thread holds
+                d2.send(r.map(|b| b.len())).unwrap();
+            });
+            let resp = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            std::thread::sleep(Duration::from_millis(50)); // the client naps
+            resp.respond(vec![7; 3]);
+            std::thread::sleep(Duration::from_millis(50)); // the answer waits in its queue
+            drop(buf); // under `held`
+            drop(held);
+            done_tx.send(Ok(usize::MAX)).unwrap();
+            client
+        })
+    };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        match done_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(r) => seen.push(r.unwrap()),
+            Err(_) => panic!("deadlock: a buffer drop ran a callback that takes its lock"),
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, vec![3, usize::MAX]);
+    assert_eq!(*lock.lock(), 1);
+    worker.join().unwrap().shutdown();
+    server.shutdown();
+}
+
 /// Issue 7 (rpc 2): answers to a peer whose sends answer `-FI_EAGAIN` forever (rxm towards a
 /// client killed with its long polls held) must neither stall the endpoint nor take its send
 /// buffers: a new client is served at once, and the stuck frames are dropped after
