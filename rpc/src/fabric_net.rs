@@ -1,6 +1,7 @@
 //! [`Net`] on `diaspora-fabric`: one domain, CQ, AV and RDM endpoint, opened for one progress
 //! thread (`FI_THREAD_DOMAIN`).
 
+use std::collections::HashMap;
 use std::os::fd::RawFd;
 
 use bytes::Bytes;
@@ -65,7 +66,9 @@ pub struct FabricNet {
     cq: Cq,
     domain: Domain,
     _fabric: Fabric,
-    peers: Vec<PeerAddr>,
+    /// Our peer handles (never reused) and their AV entries.
+    peers: HashMap<u64, PeerAddr>,
+    next_peer: u64,
     completions: Vec<diaspora_fabric::Completion>,
 }
 
@@ -114,7 +117,8 @@ impl FabricNet {
             cq,
             domain,
             _fabric: fabric,
-            peers: Vec::new(),
+            peers: HashMap::new(),
+            next_peer: 0,
             completions: Vec::with_capacity(64),
         })
     }
@@ -126,12 +130,9 @@ impl FabricNet {
     }
 
     fn peer(&self, peer: u64) -> Result<PeerAddr, PostError> {
-        usize::try_from(peer)
-            .ok()
-            .and_then(|i| self.peers.get(i).copied())
-            .ok_or_else(|| {
-                PostError::Failed(format!("no peer {peer} in the address vector").into())
-            })
+        self.peers.get(&peer).copied().ok_or_else(|| {
+            PostError::Failed(format!("no peer {peer} in the address vector").into())
+        })
     }
 }
 
@@ -162,8 +163,18 @@ impl Net for FabricNet {
     fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError> {
         let addr = diaspora_fabric::Address::new(&self.provider, raw.to_vec())?;
         let p = self.av.insert(&addr)?;
-        self.peers.push(p);
-        Ok((self.peers.len() - 1) as u64)
+        let handle = self.next_peer;
+        self.next_peer += 1;
+        self.peers.insert(handle, p);
+        Ok(handle)
+    }
+
+    fn remove_peer(&mut self, peer: u64) -> Result<(), NetError> {
+        let p = self
+            .peers
+            .remove(&peer)
+            .ok_or_else(|| format!("no peer {peer} in the address vector"))?;
+        Ok(self.av.remove(p)?)
     }
 
     fn register(&mut self, len: usize, remote: bool) -> Result<FabricMr, NetError> {

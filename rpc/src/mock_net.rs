@@ -48,7 +48,8 @@ impl World {
         MockNet {
             world: self.clone(),
             addr,
-            peers: Vec::new(),
+            peers: HashMap::new(),
+            next_peer: 0,
             provider: "mock".into(),
         }
     }
@@ -153,14 +154,15 @@ pub(crate) struct MockRemote {
 pub(crate) struct MockNet {
     world: World,
     addr: Vec<u8>,
-    peers: Vec<Vec<u8>>,
+    peers: HashMap<u64, Vec<u8>>,
+    next_peer: u64,
     provider: String,
 }
 
 impl MockNet {
     fn peer(&self, peer: u64) -> Result<Vec<u8>, PostError> {
         self.peers
-            .get(peer as usize)
+            .get(&peer)
             .cloned()
             .ok_or_else(|| PostError::Failed("no such peer".into()))
     }
@@ -228,8 +230,17 @@ impl Net for MockNet {
     }
 
     fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError> {
-        self.peers.push(raw.to_vec());
-        Ok((self.peers.len() - 1) as u64)
+        let handle = self.next_peer;
+        self.next_peer += 1;
+        self.peers.insert(handle, raw.to_vec());
+        Ok(handle)
+    }
+
+    fn remove_peer(&mut self, peer: u64) -> Result<(), NetError> {
+        match self.peers.remove(&peer) {
+            Some(_) => Ok(()),
+            None => Err(format!("no peer {peer}").into()),
+        }
     }
 
     fn register(&mut self, len: usize, _remote: bool) -> Result<MockMr, NetError> {

@@ -40,8 +40,13 @@ pub trait Net: Send + 'static {
     fn provider(&self) -> &str;
     /// This endpoint's raw address (`fi_getname`).
     fn local_address(&self) -> Vec<u8>;
-    /// Inserts a peer's raw address into the AV; returns its `fi_addr_t`.
+    /// Inserts a peer's raw address into the AV; returns a handle for it, unique for the
+    /// life of this endpoint (never handed out again, even after
+    /// [`remove_peer`](Net::remove_peer)).
     fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError>;
+    /// Removes a peer from the AV (`fi_av_remove`). The caller makes sure nothing posted to
+    /// it is outstanding; posts to it fail afterwards.
+    fn remove_peer(&mut self, peer: u64) -> Result<(), NetError>;
     /// Registers a new zeroed buffer of `len` bytes; `remote` allows peers to read and write it.
     fn register(&mut self, len: usize, remote: bool) -> Result<Self::Mr, NetError>;
     /// Registers the caller's `bytes` in place (no copy) as a read-only region: the source of

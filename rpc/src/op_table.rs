@@ -314,6 +314,11 @@ impl<S, B, E> OpTable<S, B, E> {
         self.ops.values().filter(|e| e.sink.is_some()).count()
     }
 
+    /// Every buffer the table still owns (the transport may still touch them).
+    pub fn buffers(&self) -> impl Iterator<Item = &B> {
+        self.ops.values().filter_map(|e| e.buffers.as_ref())
+    }
+
     /// True while the table still owns `id`'s buffers.
     pub fn owns_buffers(&self, id: u64) -> bool {
         self.ops.get(&id).is_some_and(|e| e.buffers.is_some())

@@ -618,6 +618,29 @@ fn callers_that_shut_down_free_their_sessions_for_new_callers() {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(server.stats().sessions_closed, 4, "{p}");
+        // Their AV entries went too (fi_av_remove once nothing was posted to them), and the
+        // endpoint still serves a new caller afterwards.
+        while server.stats().peers_removed < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let s = server.stats();
+        assert_eq!(
+            (s.peers, s.peers_removed, s.peers_remove_failed),
+            (0, 4, 0),
+            "{p}"
+        );
+        let client = engine(&p);
+        let peer = client
+            .connect(server.address(), Duration::from_secs(10))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: caller after removals refused: {e}"));
+        let out = client
+            .call(&peer, 1, vec![7; 16], Some(Duration::from_secs(10)))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: call after removals: {e}"));
+        assert_eq!(out, vec![7; 16]);
+        assert_eq!(server.stats().peers, 1, "{p}");
+        client.shutdown();
         server.shutdown();
     }
 }

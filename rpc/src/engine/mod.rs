@@ -219,6 +219,9 @@ pub(crate) struct Stats {
     pub(crate) released_late: AtomicU64,
     pub(crate) sessions_closed: AtomicU64,
     pub(crate) sessions_evicted: AtomicU64,
+    pub(crate) peers: AtomicU64,
+    pub(crate) peers_removed: AtomicU64,
+    pub(crate) peers_remove_failed: AtomicU64,
 }
 
 /// A snapshot of an engine's counters.
@@ -243,6 +246,13 @@ pub struct StatsSnapshot {
     pub sessions_closed: u64,
     /// Idle sessions closed to make room for a new caller.
     pub sessions_evicted: u64,
+    /// Peers in the address vector now (callers whose session is open or not yet reaped,
+    /// and peers this engine connected to).
+    pub peers: u64,
+    /// Callers' AV entries removed after their session ended (or their HELLO was refused).
+    pub peers_removed: u64,
+    /// `fi_av_remove` calls that failed (the entry is forgotten anyway).
+    pub peers_remove_failed: u64,
 }
 
 pub(crate) enum Cmd<N: Net> {
@@ -1017,6 +1027,9 @@ impl<N: Net> Handle<N> {
             released_late: s.released_late.load(Ordering::Relaxed),
             sessions_closed: s.sessions_closed.load(Ordering::Relaxed),
             sessions_evicted: s.sessions_evicted.load(Ordering::Relaxed),
+            peers: s.peers.load(Ordering::Relaxed),
+            peers_removed: s.peers_removed.load(Ordering::Relaxed),
+            peers_remove_failed: s.peers_remove_failed.load(Ordering::Relaxed),
         }
     }
 

@@ -29,6 +29,7 @@ use crate::net::{Net, NetError, NetEvent, PostError};
 use crate::op_table::{Completes, OpTable, Response, Transport};
 use crate::wire::{self, ErrorBody, ErrorCode, Header, Kind, Reader, Writer};
 
+mod peers;
 mod send;
 
 use send::{frame_bytes, OutFrame};
@@ -86,6 +87,8 @@ struct SendSlot<N: Net> {
     op: Option<u64>,
     /// A one-off registration for an oversized raw frame: freed instead of reused.
     oversized: bool,
+    /// The peer it is posted to, until its completion is read (see [`peers`]).
+    to: Option<u64>,
 }
 
 enum Outgoing {
@@ -166,6 +169,10 @@ pub(super) struct Progress<N: Net> {
     /// Whether this provider needs that guard (see [`guards_local_peers`]).
     guard_local: bool,
     in_flight: HashSet<(u32, u64)>,
+    /// Callers' AV entries to remove once nothing posted to them is outstanding (see
+    /// [`peers`]), and when to look at them next.
+    doomed: Vec<u64>,
+    next_reap: Instant,
     stopping: bool,
     events: Vec<NetEvent>,
     expired: Vec<(u64, Op<N>)>,
@@ -308,6 +315,8 @@ impl<N: Net> Progress<N> {
             // stale session id from a previous incarnation by chance.
             next_session: (std::process::id() << 12) | 1,
             in_flight: HashSet::new(),
+            doomed: Vec::new(),
+            next_reap: Instant::now(),
             stopping: false,
             events: Vec::with_capacity(CQ_BATCH),
             expired: Vec::new(),
@@ -359,6 +368,7 @@ impl<N: Net> Progress<N> {
     /// Remembers the raw address of a peer that is an endpoint of this process; gives back
     /// `fi_addr`.
     fn note_peer(&mut self, fi_addr: u64, raw: &[u8]) -> u64 {
+        self.shared.stats.peers.fetch_add(1, Ordering::Relaxed);
         if self.guard_local && super::local::is_ours(raw) {
             self.local_peers.insert(fi_addr, raw.to_vec());
         }
@@ -860,7 +870,9 @@ impl<N: Net> Progress<N> {
     }
 
     fn close_session(&mut self, session: u32) {
-        self.sessions.remove(&session);
+        if let Some(s) = self.sessions.remove(&session) {
+            self.doom_peer(s.fi_addr);
+        }
         self.in_flight.retain(|&(s, _)| s != session);
         let listener = self.shared.session_listener.read().clone();
         if let Some(f) = listener {
@@ -927,7 +939,23 @@ impl<N: Net> Progress<N> {
                 return;
             }
         };
-        if self.sessions.len() >= self.config.max_sessions && !self.evict_idle_session() {
+        // A HELLO that is answered with an error needs no session: it must not evict one.
+        let refusal = if provider != self.net.provider() {
+            self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+            let msg = format!(
+                "this engine uses {}, the caller {provider}",
+                self.net.provider()
+            );
+            Some((ErrorCode::ProviderMismatch, msg))
+        } else if self.stopping {
+            Some((ErrorCode::ShuttingDown, "shutting down".to_owned()))
+        } else {
+            None
+        };
+        if refusal.is_none()
+            && self.sessions.len() >= self.config.max_sessions
+            && !self.evict_idle_session()
+        {
             // Refusing costs nothing: no AV entry, no answer (the caller times out).
             self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -939,30 +967,10 @@ impl<N: Net> Progress<N> {
                 return;
             }
         };
-        if provider != self.net.provider() {
-            let msg = format!(
-                "this engine uses {}, the caller {provider}",
-                self.net.provider()
-            );
-            self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return self.send_error(
-                fi_addr,
-                0,
-                h.request_id,
-                h.op,
-                ErrorCode::ProviderMismatch,
-                &msg,
-            );
-        }
-        if self.stopping {
-            return self.send_error(
-                fi_addr,
-                0,
-                h.request_id,
-                h.op,
-                ErrorCode::ShuttingDown,
-                "shutting down",
-            );
+        if let Some((code, msg)) = refusal {
+            self.send_error(fi_addr, 0, h.request_id, h.op, code, &msg);
+            // The entry goes once the answer is sent: a refused caller costs nothing lasting.
+            return self.doom_peer(fi_addr);
         }
         let session = self.next_session;
         self.next_session = self.next_session.wrapping_add(1).max(1);
@@ -1117,6 +1125,7 @@ impl<N: Net> Progress<N> {
     // ---- deadlines and shutdown ------------------------------------------------------------
 
     fn expire(&mut self, now: Instant) {
+        self.reap_peers(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.ops.expire(now, &mut expired);
         for (id, op) in expired.drain(..) {

@@ -3,12 +3,13 @@
 //! session.
 
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::tests::{config, E};
 use super::*;
 use crate::mock_net::World;
-use crate::wire::{self, Header, Kind};
+use crate::net::Net;
+use crate::wire::{self, Header, Kind, Writer};
 
 const SHORT: Duration = Duration::from_millis(300);
 
@@ -195,4 +196,129 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     connect(&third, &server);
     assert_eq!(ended_rx.recv_timeout(Duration::from_secs(5)), Ok(s2));
     assert_eq!(server.stats().sessions_evicted, 1);
+}
+
+/// Waits (5 s at most) until `f` holds for the server's counters; gives them back.
+fn stats_until(server: &E, f: impl Fn(&StatsSnapshot) -> bool) -> StatsSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = server.stats();
+        if f(&s) || Instant::now() >= deadline {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Issue 7: a long-running server kept one AV entry per caller it ever served. Entries now go
+/// when their session ends (GOODBYE, eviction) and when a HELLO is refused after its insert.
+#[test]
+fn callers_leave_the_address_vector_once_their_sessions_end() {
+    let world = World::default();
+    let idle = Duration::from_millis(200);
+    let server = server(&world, 2, idle);
+    for round in 0..4 {
+        let c = client(&world, &format!("bye-{round}"));
+        let peer = connect(&c, &server);
+        assert_eq!(echo(&c, &peer, Duration::from_secs(5)).unwrap(), b"ping");
+        c.shutdown();
+    }
+    let s = stats_until(&server, |s| s.peers_removed == 4);
+    assert_eq!((s.peers, s.peers_removed, s.peers_remove_failed), (0, 4, 0));
+
+    // Eviction: both sessions idle, a third caller takes the place of the one idle longest.
+    let a = client(&world, "a");
+    let pa = connect(&a, &server);
+    echo(&a, &pa, Duration::from_secs(5)).unwrap();
+    let b = client(&world, "b");
+    let pb = connect(&b, &server);
+    echo(&b, &pb, Duration::from_secs(5)).unwrap();
+    std::thread::sleep(idle + Duration::from_millis(100));
+    let c = client(&world, "c");
+    let pc = connect(&c, &server);
+    let s = stats_until(&server, |s| s.peers_removed == 5);
+    assert_eq!((s.sessions_evicted, s.peers, s.peers_removed), (1, 2, 5));
+
+    // A HELLO refused after its address went in (another provider) leaves nothing behind.
+    let refused = server.stats().refused;
+    let hello = |id: u64, _session: u32| {
+        let mut body = Vec::new();
+        Writer::new(&mut body).bytes(b"bogus").bytes(b"c");
+        let h = Header {
+            kind: Kind::Request,
+            op: OP_HELLO,
+            request_id: id,
+            session: 0,
+            budget_us: 0,
+        };
+        wire::encode(&h, &body)
+    };
+    let r = c.call_raw(&pc, Duration::from_secs(5), hello).wait();
+    assert!(r.is_err(), "{r:?}");
+    let s = stats_until(&server, |s| s.peers_removed == 6);
+    assert_eq!((s.refused, s.peers, s.peers_removed), (refused + 1, 2, 6));
+    // The live sessions still serve.
+    assert_eq!(echo(&c, &pc, Duration::from_secs(5)).unwrap(), b"ping");
+    assert_eq!(echo(&b, &pb, Duration::from_secs(5)).unwrap(), b"ping");
+}
+
+/// An ended session's entry stays while a transfer from its caller's memory is in flight
+/// (libfabric leaves operations to a removed address undefined), goes once it completes, and
+/// a handler that uses the caller's peer afterwards gets an error, not some other peer.
+#[test]
+fn an_entry_stays_while_a_transfer_to_its_peer_is_in_flight() {
+    let world = World::default();
+    let idle = Duration::from_millis(200);
+    let server = server(&world, 1, idle);
+    type Remote = <crate::mock_net::MockNet as Net>::Remote;
+    let remote: Arc<parking_lot::Mutex<Option<Remote>>> = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let tx = parking_lot::Mutex::new(tx);
+    let (h, r) = (server.handle(), remote.clone());
+    server
+        .register_handler(3, move |req, resp| {
+            let Some(src) = r.lock().clone() else {
+                return resp.respond(b"no remote".to_vec());
+            };
+            let into = h.register(64).unwrap();
+            let read = h.read(&req.peer, vec![src], into, Some(Duration::from_secs(30)));
+            let _ = tx.lock().send((req.peer, read));
+            resp.respond(Vec::new()); // answered: the session is idle while the read runs
+        })
+        .unwrap();
+    let a = client(&world, "a");
+    let pa = connect(&a, &server);
+    let mut src = a.register(64).unwrap();
+    src.as_mut_slice().fill(9);
+    *remote.lock() = Some(src.remote().unwrap());
+    world.stall("a");
+    let call = a.call(&pa, 3, Vec::new(), Some(Duration::from_secs(5)));
+    assert_eq!(call.wait().unwrap(), b"");
+    let (old_peer, read) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(idle + Duration::from_millis(100));
+    let b = client(&world, "b");
+    let pb = connect(&b, &server); // evicts a's session
+    assert_eq!(server.stats().sessions_evicted, 1);
+    std::thread::sleep(Duration::from_millis(200)); // several reaps
+    let s = server.stats();
+    assert_eq!(
+        (s.peers, s.peers_removed),
+        (2, 0),
+        "removed while a read from it was in flight"
+    );
+    world.release("a");
+    let landed = read.wait().unwrap();
+    assert!(landed.as_slice().iter().all(|&x| x == 9));
+    let s = stats_until(&server, |s| s.peers_removed == 1);
+    assert_eq!((s.peers, s.peers_removed), (1, 1));
+    let late = server
+        .read(
+            &old_peer,
+            vec![src.remote().unwrap()],
+            server.register(64).unwrap(),
+            Some(Duration::from_secs(5)),
+        )
+        .wait();
+    assert!(late.is_err(), "a read through a removed peer must fail");
+    assert_eq!(echo(&b, &pb, Duration::from_secs(5)).unwrap(), b"ping");
 }

@@ -125,6 +125,7 @@ impl<N: Net> Progress<N> {
             net.post_send(fi_addr, &s.mr, bytes.len(), ctx(TAG_SEND, slot as u64))
         });
         if r.is_ok() {
+            self.posted_to(slot, fi_addr);
             return true;
         }
         // Not posted: the slot goes back to the pool (an oversized one is freed).
@@ -139,6 +140,7 @@ impl<N: Net> Progress<N> {
                 mr,
                 op,
                 oversized: true,
+                to: None,
             })));
         }
         if let Some(slot) = self.free_sends.pop() {
@@ -156,6 +158,7 @@ impl<N: Net> Progress<N> {
             mr,
             op,
             oversized: false,
+            to: None,
         })))
     }
 
@@ -194,7 +197,10 @@ impl<N: Net> Progress<N> {
             net.post_send(fi_addr, &s.mr, len, ctx(TAG_SEND, slot as u64))
         });
         match r {
-            Ok(()) => true,
+            Ok(()) => {
+                self.posted_to(slot, fi_addr);
+                true
+            }
             Err(PostError::Again) => false,
             Err(PostError::Failed(source)) => {
                 let op = self.release_slot(slot);
@@ -332,8 +338,18 @@ impl<N: Net> Progress<N> {
         );
     }
 
+    /// Notes that slot `slot` is posted to `fi_addr` (its AV entry stays until it completes).
+    fn posted_to(&mut self, slot: usize, fi_addr: u64) {
+        if let Some(s) = self.sends.get_mut(slot).and_then(Option::as_mut) {
+            s.to = Some(fi_addr);
+        }
+    }
+
     pub(super) fn release_slot(&mut self, slot: usize) -> Option<u64> {
         let s = self.sends.get_mut(slot)?;
+        if let Some(s) = s.as_mut() {
+            s.to = None;
+        }
         let op = s.as_mut().and_then(|s| s.op.take());
         if s.as_ref().is_some_and(|s| s.oversized) {
             *s = None;

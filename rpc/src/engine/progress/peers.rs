@@ -1,0 +1,62 @@
+//! Callers leave the address vector once their session is over.
+//!
+//! Every HELLO inserts the caller's address under a new handle, never handed out again (see
+//! [`Net::insert_peer`]), so each session owns its AV entry. When the session ends (GOODBYE,
+//! eviction of an idle session), or when the HELLO is refused after the insert (provider
+//! mismatch, shutting down), the entry is *doomed*. It is removed (`fi_av_remove`) once nothing
+//! posted to it is outstanding: no send slot posted to it, no frame queued for it, no bulk
+//! transfer whose buffers the op table still owns (libfabric leaves operations in progress to
+//! a removed address undefined, hence the wait). A handler that posts to the peer afterwards
+//! gets an error from the post: its handle is gone, and no later peer ever gets the same one,
+//! so a stale request can never reach another caller's memory.
+//!
+//! Without this, a long-running server kept one AV entry (and the provider's connection state)
+//! per caller endpoint it had ever served.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Progress;
+use crate::net::Net;
+
+/// How often doomed entries are looked at (each look scans the send slots, the outbox and the
+/// op table's buffers).
+const REAP_EVERY: Duration = Duration::from_millis(20);
+
+impl<N: Net> Progress<N> {
+    /// Marks `fi_addr` for removal once nothing posted to it is outstanding.
+    pub(super) fn doom_peer(&mut self, fi_addr: u64) {
+        if !self.doomed.contains(&fi_addr) {
+            self.doomed.push(fi_addr);
+        }
+    }
+
+    /// Removes the doomed entries that nothing uses any more (at most every [`REAP_EVERY`]).
+    pub(super) fn reap_peers(&mut self, now: Instant) {
+        if self.doomed.is_empty() || now < self.next_reap {
+            return;
+        }
+        self.next_reap = now + REAP_EVERY;
+        let doomed = std::mem::take(&mut self.doomed);
+        for fi_addr in doomed {
+            if self.posted_to_peer(fi_addr) {
+                self.doomed.push(fi_addr);
+                continue;
+            }
+            self.local_peers.remove(&fi_addr);
+            let stats = &self.shared.stats;
+            stats.peers.fetch_sub(1, Ordering::Relaxed);
+            match self.net.remove_peer(fi_addr) {
+                Ok(()) => stats.peers_removed.fetch_add(1, Ordering::Relaxed),
+                Err(_) => stats.peers_remove_failed.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
+    /// True while a send, a queued frame or a bulk transfer to `fi_addr` is outstanding.
+    fn posted_to_peer(&self, fi_addr: u64) -> bool {
+        self.sends.iter().flatten().any(|s| s.to == Some(fi_addr))
+            || self.outbox.iter().any(|o| o.fi_addr() == fi_addr)
+            || self.ops.buffers().flatten().any(|b| b.fi_addr == fi_addr)
+    }
+}
