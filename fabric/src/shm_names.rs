@@ -47,12 +47,31 @@ pub fn remove_shm_names_of(pid: u32) -> usize {
     remove_stale_in(Path::new("/dev/shm"), pid)
 }
 
-/// Runs [`remove_shm_names_of`] for this process, once per process.
+/// Runs [`remove_shm_names_of`] for this process, once per process, and registers
+/// [`remove_at_exit`] for its exit.
 pub(crate) fn remove_stale_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         remove_shm_names_of(std::process::id());
+        remove_at_exit();
     });
+}
+
+/// Removes this process's endpoint names when it exits normally (returns from `main` or calls
+/// `exit`). libfabric 1.17 removes a name only when its endpoint closes, and each name holds
+/// 16 MiB of tmpfs memory: a process that exits with an endpoint still open (a client whose
+/// last handle was being dropped on a helper thread that the exit cut short, or one that
+/// never dropped it) left that memory in `/dev/shm` for good. At exit the names are garbage:
+/// the endpoints die with the process, and peers that mapped them keep their mappings.
+/// (A SIGKILLed process runs no exit handler: see [`remove_shm_names_of`].)
+fn remove_at_exit() {
+    extern "C" fn at_exit() {
+        remove_shm_names_of(std::process::id());
+    }
+    // SAFETY: `at_exit` is a plain `extern "C"` function without state, valid for the whole
+    // life of the process; registering it has no other effect. A failed registration (only
+    // when the table is full) leaves the names to the endpoints' own close.
+    let _ = unsafe { libc::atexit(at_exit) };
 }
 
 #[cfg(test)]
