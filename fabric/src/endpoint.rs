@@ -184,6 +184,26 @@ impl Endpoint {
         self.finish(ret, ctx, "fi_send", Error::Send)
     }
 
+    /// Sends `bytes` to `dest` with `fi_inject`: the provider copies them before returning, so
+    /// the buffer (which need not be registered) is free at once, and no completion is
+    /// generated. At most [`Capabilities::inject_size`](crate::Capabilities) bytes. An error
+    /// the transport meets after the call returns is not reported: use it where the reply (or
+    /// its deadline) tells the outcome.
+    pub fn inject(&self, bytes: &[u8], dest: PeerAddr) -> Result<()> {
+        let max = self.caps().inject_size;
+        if bytes.len() > max {
+            return Err(Error::Invalid(format!(
+                "{} bytes is over the provider's inject size of {max}",
+                bytes.len()
+            )));
+        }
+        // SAFETY: a valid endpoint fid; fi_inject reads `bytes` (valid for its length) only
+        // before it returns and keeps no pointer to it.
+        let ret =
+            unsafe { sys::fi_inject(self.inner.fid, bytes.as_ptr().cast(), bytes.len(), dest.0) };
+        post_result(ret, "fi_inject", Error::Send)
+    }
+
     /// Posts a receive into `local` from any peer; its completion carries `op_id` and the
     /// received length.
     ///

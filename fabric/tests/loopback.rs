@@ -164,6 +164,41 @@ fn send_recv_between_two_endpoints() {
     }
 }
 
+/// `fi_inject`: an unregistered buffer, free at once, no send completion; what does not fit the
+/// inject size is refused before the provider sees it.
+#[test]
+fn inject_sends_without_a_completion_and_refuses_oversized_messages() {
+    for p in providers() {
+        let Some((mut a, mut b)) = pair(&p, false) else {
+            continue;
+        };
+        let (to_b, _) = connect(&a, &b);
+        let rmr = MemoryRegion::register(&b.domain, vec![0u8; 256], Access::RECV).expect("reg");
+        // SAFETY: the region outlives the wait below, which reads its completion.
+        unsafe {
+            b.ep.post_recv(&rmr.local_all().expect("seg"), 31)
+                .expect("recv")
+        };
+        let n = a.ep.caps().inject_size.min(200);
+        assert!(n > 0, "{p}: no inject size");
+        let mut msg = pattern(n, 3);
+        retry(&mut [&mut a, &mut b], |a| a.ep.inject(&msg, to_b));
+        msg.fill(0); // the provider copied it
+        let r = wait_for(&mut [&mut a, &mut b], 1, 31);
+        assert!(r.result.is_ok() && r.is_recv(), "{p}: {r:?}");
+        assert_eq!(&rmr.as_slice()[..r.len], &pattern(n, 3)[..], "{p}");
+        // Nothing else arrives on the sender's CQ: no send completion.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while std::time::Instant::now() < deadline {
+            a.poll();
+        }
+        assert!(a.done.is_empty(), "{p}: {:?}", a.done);
+        let big = vec![0u8; a.ep.caps().inject_size + 1];
+        let e = a.ep.inject(&big, to_b).expect_err("oversized inject");
+        assert!(e.to_string().contains("inject size"), "{p}: {e}");
+    }
+}
+
 #[test]
 fn send_recv_with_layer_context_storage() {
     for p in providers() {

@@ -53,6 +53,12 @@ fn echo() -> bool {
     std::env::var_os("BENCH_RPC_ECHO").is_some_and(|v| v == "1")
 }
 
+/// `BENCH_RAW_INJECT=1`: the raw side sends with `fi_inject` (no send completion) whatever fits
+/// the provider's inject size.
+fn raw_inject() -> bool {
+    std::env::var_os("BENCH_RAW_INJECT").is_some_and(|v| v == "1")
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("diaspora-fabric-bench: {e}");
@@ -290,6 +296,7 @@ fn raw_echo(
     }
     let mut peer: Option<PeerAddr> = None;
     let echo = echo();
+    let inject = raw_inject();
     while !stop.load(Ordering::SeqCst) {
         if peer.is_none() {
             if let Ok(a) = peer_rx.try_recv() {
@@ -308,6 +315,16 @@ fn raw_echo(
                 // response (its frame header).
                 let p = peer.ok_or("message before RAWPEER")?;
                 let reply = if echo { c.len } else { c.len.min(REPLY_LEN) };
+                if inject && reply <= raw.ep.caps().inject_size {
+                    let bytes = &bufs[id].as_slice()[..reply];
+                    post_retry(&raw, &mut done, || raw.ep.inject(bytes, p))?;
+                    let seg = bufs[id].local_all()?;
+                    // SAFETY: as below; the injected bytes were copied.
+                    post_retry(&raw, &mut done, || unsafe {
+                        raw.ep.post_recv(&seg, id as u64)
+                    })?;
+                    continue;
+                }
                 let seg = bufs[id].local(0..reply)?;
                 // SAFETY: the buffer is reposted only after this send completes.
                 post_retry(&raw, &mut done, || unsafe {
@@ -621,12 +638,20 @@ fn raw_pingpong(
         // SAFETY: the buffers outlive this function, which waits for every posted op.
         post_retry(raw, done, || unsafe { raw.ep.post_recv(&r, i as u64) })
     };
-    let post_send = |i: usize, done: &mut Vec<Completion>| -> Res<()> {
+    let inject = raw_inject() && size <= raw.ep.caps().inject_size;
+    // True when the send needs no completion (injected).
+    let post_send = |i: usize, done: &mut Vec<Completion>| -> Res<bool> {
+        if inject {
+            let bytes = &send[i].as_slice()[..size];
+            post_retry(raw, done, || raw.ep.inject(bytes, peer))?;
+            return Ok(true);
+        }
         let s = send[i].local(0..size)?;
         // SAFETY: as above.
         post_retry(raw, done, || unsafe {
             raw.ep.post_send(&s, peer, (i + inflight) as u64)
-        })
+        })?;
+        Ok(false)
     };
     for i in 0..inflight {
         post_recv(i, &mut done)?;
@@ -636,8 +661,11 @@ fn raw_pingpong(
         (0u64, 0usize, 0usize, 0usize);
     let mut free_sends: Vec<usize> = Vec::new();
     for i in 0..inflight {
-        post_send(i, &mut done)?;
-        sends_posted += 1;
+        if post_send(i, &mut done)? {
+            free_sends.push(i);
+        } else {
+            sends_posted += 1;
+        }
         waiting_replies += 1;
     }
     while waiting_replies > 0 || sends_posted > 0 {
@@ -666,8 +694,11 @@ fn raw_pingpong(
             while owed > 0 {
                 let Some(i) = free_sends.pop() else { break };
                 owed -= 1;
-                post_send(i, &mut done)?;
-                sends_posted += 1;
+                if post_send(i, &mut done)? {
+                    free_sends.push(i);
+                } else {
+                    sends_posted += 1;
+                }
                 waiting_replies += 1;
             }
         }
