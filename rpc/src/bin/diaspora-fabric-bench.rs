@@ -418,21 +418,34 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
             .map_err(|_| format!("BENCH_WAIT_SPIN={v}: microseconds"))?;
         config.wait_spin = Duration::from_micros(us);
     }
-    let engine = Engine::new(config.clone())?;
-    let epeer = engine.connect(&eaddr, Duration::from_secs(10)).wait()?;
+    // BENCH_MODES=raw,thread,inline (the default: all three) picks the columns; an engine
+    // not picked is not created, so its idle progress thread cannot disturb the others.
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "raw,thread,inline".into());
+    let want = |m: &str| modes.split(',').any(|x| x.trim() == m);
+    let connect = |config: EngineConfig| -> Res<Option<Side>> {
+        let engine = Engine::new(config)?;
+        let peer = engine.connect(&eaddr, Duration::from_secs(10)).wait()?;
+        let bufs: Vec<_> = (0..8)
+            .map(|_| engine.register(EXPOSED))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Side { engine, peer, bufs }))
+    };
+    let mut thread_side = if want("thread") {
+        connect(config.clone())?
+    } else {
+        None
+    };
     config.inline_progress = true;
     config.thread_name = "diaspora-progress-inline".into();
-    let inline = Engine::new(config)?;
-    let ipeer = inline.connect(&eaddr, Duration::from_secs(10)).wait()?;
+    let mut inline_side = if want("inline") {
+        connect(config)?
+    } else {
+        None
+    };
+    let with_raw = want("raw");
 
     let raw_bufs: Vec<_> = (0..8).map(|_| raw.reg(EXPOSED)).collect::<Res<_>>()?;
     let mut raw_bufs = Some(raw_bufs);
-    let mut engine_bufs: Vec<_> = (0..8)
-        .map(|_| engine.register(EXPOSED))
-        .collect::<Result<_, _>>()?;
-    let mut inline_bufs: Vec<_> = (0..8)
-        .map(|_| inline.register(EXPOSED))
-        .collect::<Result<_, _>>()?;
 
     // BENCH_ONLY=read|rpc runs one half (to compare settings quickly).
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
@@ -452,17 +465,17 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
     };
     for &size in reads {
         for qd in READ_QD {
-            writeln!(stdin, "RAW ON")?;
-            let bufs = raw_bufs.take().ok_or("raw buffers")?;
-            let (bufs, raw_gib) = raw_read(&raw, bufs, rpeer, &rregion, size, qd, dur)?;
-            raw_bufs = Some(bufs);
-            writeln!(stdin, "RAW OFF")?;
-            let (bufs, eng_gib) =
-                engine_read(&engine, engine_bufs, &epeer, &eregion, size, qd, dur)?;
-            engine_bufs = bufs;
-            let (bufs, inl_gib) =
-                engine_read(&inline, inline_bufs, &ipeer, &eregion, size, qd, dur)?;
-            inline_bufs = bufs;
+            let mut raw_gib = f64::NAN;
+            if with_raw {
+                writeln!(stdin, "RAW ON")?;
+                let bufs = raw_bufs.take().ok_or("raw buffers")?;
+                let (bufs, gib) = raw_read(&raw, bufs, rpeer, &rregion, size, qd, dur)?;
+                raw_gib = gib;
+                raw_bufs = Some(bufs);
+                writeln!(stdin, "RAW OFF")?;
+            }
+            let eng_gib = side_read(&mut thread_side, &eregion, size, qd, dur)?;
+            let inl_gib = side_read(&mut inline_side, &eregion, size, qd, dur)?;
             println!(
                 "{:<12} {:<5} {:>6} {:>3} {:>10.3} {:>10.3} {:>10.3} {:>6.0}% {:>6.0}%",
                 provider,
@@ -479,7 +492,6 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
     }
     for &size in rpcs {
         for inflight in RPC_INFLIGHT {
-            writeln!(stdin, "RAW ON")?;
             // The engine's messages carry a 32-byte frame header; by default the raw
             // ping-pong sends the bare payload. BENCH_RAW_HEADER=1 adds the 32 bytes to the raw
             // messages too (same bytes on the wire).
@@ -488,10 +500,20 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
             } else {
                 0
             };
-            let raw_rate = raw_pingpong(&raw, rpeer, size + extra, inflight, dur)?;
-            writeln!(stdin, "RAW OFF")?;
-            let eng_rate = engine_rpc(&engine, &epeer, size, inflight, dur)?;
-            let inl_rate = engine_rpc(&inline, &ipeer, size, inflight, dur)?;
+            let mut raw_rate = f64::NAN;
+            if with_raw {
+                writeln!(stdin, "RAW ON")?;
+                raw_rate = raw_pingpong(&raw, rpeer, size + extra, inflight, dur)?;
+                writeln!(stdin, "RAW OFF")?;
+            }
+            let eng_rate = match &thread_side {
+                Some(s) => engine_rpc(&s.engine, &s.peer, size, inflight, dur)?,
+                None => f64::NAN,
+            };
+            let inl_rate = match &inline_side {
+                Some(s) => engine_rpc(&s.engine, &s.peer, size, inflight, dur)?,
+                None => f64::NAN,
+            };
             println!(
                 "{:<12} {:<5} {:>6} {:>3} {:>10.0} {:>10.0} {:>10.0} {:>6.0}% {:>6.0}%",
                 provider,
@@ -506,10 +528,10 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
             );
         }
     }
-    drop(engine_bufs);
-    drop(inline_bufs);
-    engine.shutdown();
-    inline.shutdown();
+    for side in [thread_side, inline_side].into_iter().flatten() {
+        drop(side.bufs);
+        side.engine.shutdown();
+    }
     drop(raw_bufs);
     drop(stdin);
     let _ = child.wait();
@@ -584,6 +606,30 @@ fn raw_read(
 }
 
 type EngineBufs = Vec<diaspora_rpc::Buffer>;
+
+/// One engine of the measuring process, connected to the target's engine.
+struct Side {
+    engine: Engine,
+    peer: diaspora_rpc::Peer,
+    bufs: EngineBufs,
+}
+
+/// `engine_read` on a side, or NaN when that mode is not run (`BENCH_MODES`).
+fn side_read(
+    side: &mut Option<Side>,
+    remote: &RemoteRegion,
+    size: usize,
+    qd: usize,
+    dur: Duration,
+) -> Res<f64> {
+    let Some(s) = side.as_mut() else {
+        return Ok(f64::NAN);
+    };
+    let bufs = std::mem::take(&mut s.bufs);
+    let (bufs, gib) = engine_read(&s.engine, bufs, &s.peer, remote, size, qd, dur)?;
+    s.bufs = bufs;
+    Ok(gib)
+}
 
 fn engine_read(
     engine: &Engine,
@@ -718,11 +764,12 @@ fn engine_rpc(
     let mut pending: VecDeque<_> = engine
         .call_batch((0..inflight).map(|_| (*peer, 1, body.clone())), timeout)
         .into();
+    let want_len = if echo() { size } else { 0 };
     let t0 = Instant::now();
     let mut rounds = 0u64;
     while let Some(p) = pending.pop_front() {
         let out = p.wait()?;
-        if out.len() != if echo() { size } else { 0 } {
+        if out.len() != want_len {
             return Err("wrong response length".into());
         }
         rounds += 1;
