@@ -3,38 +3,7 @@
 
 mod common;
 
-use common::server::ServerProcess;
-use diaspora_api::{json, Driver};
-use diaspora_conformance::DriverFixture;
+use common::server::ServerFixture;
+use diaspora_api::json;
 
-struct ServerFixture {
-    _dir: tempfile::TempDir,
-    server: ServerProcess,
-}
-
-impl ServerFixture {
-    fn new(provider: &str) -> Self {
-        diaspora_driver_fabric::register();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        let group = dir.path().join("group.json");
-        let server = ServerProcess::start(provider, &data, &group);
-        ServerFixture { _dir: dir, server }
-    }
-}
-
-impl DriverFixture for ServerFixture {
-    fn driver(&self) -> Driver {
-        Driver::new(
-            "fabric",
-            json!({"group_file": self.server.group_file, "timeout_ms": 10_000}),
-        )
-        .expect("fabric driver")
-    }
-
-    fn name(&self) -> &str {
-        "fabric"
-    }
-}
-
-diaspora_conformance::conformance_tests!(ServerFixture::new("shm"));
+diaspora_conformance::conformance_tests!(ServerFixture::new("shm", json!({})));
