@@ -536,6 +536,7 @@ impl<N: Net> Progress<N> {
             }
             Cmd::Cancel { id } => {
                 if let Some(op) = self.ops.cancel(id) {
+                    self.forget_failed_connect(&op);
                     self.send_cancel(id, &op);
                     op.fail(RpcError::Cancelled);
                 }
@@ -1091,6 +1092,7 @@ impl<N: Net> Progress<N> {
             },
             OpSink::Connect { fi_addr, sink } => {
                 if h.kind != Kind::Response {
+                    self.doom_peer(fi_addr); // refused: the caller never gets this peer
                     let e = match remote_error() {
                         RpcError::Remote {
                             code: ErrorCode::ProviderMismatch,
@@ -1115,7 +1117,10 @@ impl<N: Net> Progress<N> {
                         }
                         sink.complete(Ok(Peer { fi_addr, session }))
                     }
-                    (Err(e), _) | (_, Err(e)) => sink.complete(Err(RpcError::Wire(e))),
+                    (Err(e), _) | (_, Err(e)) => {
+                        self.doom_peer(fi_addr);
+                        sink.complete(Err(RpcError::Wire(e)))
+                    }
                 }
             }
             OpSink::Bulk(_) => {}
@@ -1129,6 +1134,7 @@ impl<N: Net> Progress<N> {
         let mut expired = std::mem::take(&mut self.expired);
         self.ops.expire(now, &mut expired);
         for (id, op) in expired.drain(..) {
+            self.forget_failed_connect(&op);
             self.send_cancel(id, &op);
             let t = op.timeout.unwrap_or_default();
             op.fail(RpcError::Timeout(t));

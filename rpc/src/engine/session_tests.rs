@@ -322,3 +322,20 @@ fn an_entry_stays_while_a_transfer_to_its_peer_is_in_flight() {
     assert!(late.is_err(), "a read through a removed peer must fail");
     assert_eq!(echo(&b, &pb, Duration::from_secs(5)).unwrap(), b"ping");
 }
+
+/// A connect that fails leaves no AV entry behind on the caller (retries against a dead or
+/// full server would pile them up).
+#[test]
+fn a_failed_connect_leaves_no_entry_at_the_caller() {
+    let world = World::default();
+    let server = server(&world, 1, Duration::from_secs(3600));
+    let first = client(&world, "first");
+    let _p = connect(&first, &server); // takes the only session, never idle long enough
+    let second = client(&world, "second");
+    for round in 0..3 {
+        let r = second.connect(server.address(), SHORT).wait();
+        assert!(matches!(r, Err(RpcError::Timeout(_))), "{round}: {r:?}");
+    }
+    let s = stats_until(&second, |s| s.peers_removed == 3);
+    assert_eq!((s.peers, s.peers_removed, s.peers_remove_failed), (0, 3, 0));
+}

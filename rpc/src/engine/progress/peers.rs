@@ -10,13 +10,16 @@
 //! gets an error from the post: its handle is gone, and no later peer ever gets the same one,
 //! so a stale request can never reach another caller's memory.
 //!
+//! On the calling side, the entry of a connect that fails (timeout, cancel, refused HELLO,
+//! failed send) is doomed the same way.
+//!
 //! Without this, a long-running server kept one AV entry (and the provider's connection state)
 //! per caller endpoint it had ever served.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Progress;
+use super::{Op, OpSink, Progress};
 use crate::net::Net;
 
 /// How often doomed entries are looked at (each look scans the send slots, the outbox and the
@@ -28,6 +31,15 @@ impl<N: Net> Progress<N> {
     pub(super) fn doom_peer(&mut self, fi_addr: u64) {
         if !self.doomed.contains(&fi_addr) {
             self.doomed.push(fi_addr);
+        }
+    }
+
+    /// A connect that fails (timeout, cancel, refused, failed send) gives its caller no peer:
+    /// the entry its HELLO was sent to goes too, so retries against a dead server do not pile
+    /// up entries.
+    pub(super) fn forget_failed_connect(&mut self, op: &Op<N>) {
+        if let OpSink::Connect { fi_addr, .. } = &op.sink {
+            self.doom_peer(*fi_addr);
         }
     }
 

@@ -362,6 +362,7 @@ impl<N: Net> Progress<N> {
     pub(super) fn fail_send(&mut self, op: Option<u64>, error: RpcError) {
         if let Some(id) = op {
             if let Some(op) = self.ops.cancel(id) {
+                self.forget_failed_connect(&op);
                 op.fail(error);
             }
         }
