@@ -186,9 +186,10 @@ impl Endpoint {
 
     /// Sends `bytes` to `dest` with `fi_inject`: the provider copies them before returning, so
     /// the buffer (which need not be registered) is free at once, and no completion is
-    /// generated. At most [`Capabilities::inject_size`](crate::Capabilities) bytes. An error
-    /// the transport meets after the call returns is not reported: use it where the reply (or
-    /// its deadline) tells the outcome.
+    /// generated on success. At most [`Capabilities::inject_size`](crate::Capabilities) bytes.
+    /// An error the transport meets after the call returns may come as an error completion
+    /// without a context ([`UNKNOWN_OP`](crate::UNKNOWN_OP)), or not at all: use it where the
+    /// reply (or its deadline) tells the outcome.
     pub fn inject(&self, bytes: &[u8], dest: PeerAddr) -> Result<()> {
         let max = self.caps().inject_size;
         if bytes.len() > max {

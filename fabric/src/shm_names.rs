@@ -69,8 +69,8 @@ fn remove_at_exit() {
         remove_shm_names_of(std::process::id());
     }
     // SAFETY: `at_exit` is a plain `extern "C"` function without state, valid for the whole
-    // life of the process; registering it has no other effect. A failed registration (only
-    // when the table is full) leaves the names to the endpoints' own close.
+    // life of the process; registering it has no other effect. A failed registration (out of
+    // memory) leaves the names to the endpoints' own close.
     let _ = unsafe { libc::atexit(at_exit) };
 }
 

@@ -66,8 +66,13 @@ pub struct FabricNet {
     cq: Cq,
     domain: Domain,
     _fabric: Fabric,
-    /// Our peer handles (never reused) and their AV entries.
-    peers: HashMap<u64, PeerAddr>,
+    /// Our peer handles (never reused): each one's AV entry and raw address.
+    peers: HashMap<u64, (PeerAddr, Box<[u8]>)>,
+    /// One AV entry per distinct raw address, with the number of handles sharing it.
+    /// libfabric merges identical addresses into one `fi_addr_t` (the util AV counts its
+    /// users, but shm's removal unmaps the peer whatever the count), so the entry is inserted
+    /// once and removed only when its last handle goes.
+    entries: HashMap<Box<[u8]>, (PeerAddr, usize)>,
     next_peer: u64,
     completions: Vec<diaspora_fabric::Completion>,
 }
@@ -118,6 +123,7 @@ impl FabricNet {
             domain,
             _fabric: fabric,
             peers: HashMap::new(),
+            entries: HashMap::new(),
             next_peer: 0,
             completions: Vec::with_capacity(64),
         })
@@ -129,8 +135,27 @@ impl FabricNet {
             .ok_or_else(|| PostError::Failed("the endpoint is closed".into()))
     }
 
+    /// Drops handle `peer`; gives back its AV entry when it was the entry's last handle.
+    fn release(&mut self, peer: u64) -> Result<Option<PeerAddr>, NetError> {
+        let (p, raw) = self
+            .peers
+            .remove(&peer)
+            .ok_or_else(|| format!("no peer {peer} in the address vector"))?;
+        let last = match self.entries.get_mut(&raw) {
+            Some((_, users)) if *users > 1 => {
+                *users -= 1;
+                false
+            }
+            _ => true,
+        };
+        if last {
+            self.entries.remove(&raw);
+        }
+        Ok(last.then_some(p))
+    }
+
     fn peer(&self, peer: u64) -> Result<PeerAddr, PostError> {
-        self.peers.get(&peer).copied().ok_or_else(|| {
+        self.peers.get(&peer).map(|(p, _)| *p).ok_or_else(|| {
             PostError::Failed(format!("no peer {peer} in the address vector").into())
         })
     }
@@ -161,20 +186,33 @@ impl Net for FabricNet {
     }
 
     fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError> {
-        let addr = diaspora_fabric::Address::new(&self.provider, raw.to_vec())?;
-        let p = self.av.insert(&addr)?;
+        let p = match self.entries.get_mut(raw) {
+            Some((p, users)) => {
+                *users += 1;
+                *p
+            }
+            None => {
+                let addr = diaspora_fabric::Address::new(&self.provider, raw.to_vec())?;
+                let p = self.av.insert(&addr)?;
+                self.entries.insert(raw.into(), (p, 1));
+                p
+            }
+        };
         let handle = self.next_peer;
         self.next_peer += 1;
-        self.peers.insert(handle, p);
+        self.peers.insert(handle, (p, raw.into()));
         Ok(handle)
     }
 
     fn remove_peer(&mut self, peer: u64) -> Result<(), NetError> {
-        let p = self
-            .peers
-            .remove(&peer)
-            .ok_or_else(|| format!("no peer {peer} in the address vector"))?;
-        Ok(self.av.remove(p)?)
+        match self.release(peer)? {
+            Some(p) => Ok(self.av.remove(p)?),
+            None => Ok(()),
+        }
+    }
+
+    fn forget_peer(&mut self, peer: u64) {
+        let _ = self.release(peer);
     }
 
     fn register(&mut self, len: usize, remote: bool) -> Result<FabricMr, NetError> {

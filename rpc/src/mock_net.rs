@@ -243,6 +243,10 @@ impl Net for MockNet {
         }
     }
 
+    fn forget_peer(&mut self, peer: u64) {
+        self.peers.remove(&peer);
+    }
+
     fn register(&mut self, len: usize, _remote: bool) -> Result<MockMr, NetError> {
         let buf = vec![0u8; len].into_boxed_slice();
         let mut w = self.world.0.lock();

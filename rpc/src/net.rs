@@ -44,9 +44,14 @@ pub trait Net: Send + 'static {
     /// life of this endpoint (never handed out again, even after
     /// [`remove_peer`](Net::remove_peer)).
     fn insert_peer(&mut self, raw: &[u8]) -> Result<u64, NetError>;
-    /// Removes a peer from the AV (`fi_av_remove`). The caller makes sure nothing posted to
+    /// Removes a peer handle; its AV entry goes (`fi_av_remove`) with the last handle of that
+    /// address (identical addresses share one entry). The caller makes sure nothing posted to
     /// it is outstanding; posts to it fail afterwards.
     fn remove_peer(&mut self, peer: u64) -> Result<(), NetError>;
+    /// Drops a peer handle without touching the AV: for a peer that is an endpoint of this
+    /// process and already closed, whose entry `fi_av_remove` must not touch on shm (it
+    /// writes into the peer's unmapped region; see `engine::local`).
+    fn forget_peer(&mut self, peer: u64);
     /// Registers a new zeroed buffer of `len` bytes; `remote` allows peers to read and write it.
     fn register(&mut self, len: usize, remote: bool) -> Result<Self::Mr, NetError>;
     /// Registers the caller's `bytes` in place (no copy) as a read-only region: the source of

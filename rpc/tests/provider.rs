@@ -644,3 +644,105 @@ fn callers_that_shut_down_free_their_sessions_for_new_callers() {
         server.shutdown();
     }
 }
+
+/// Two sessions from one caller endpoint share one AV entry at the server (libfabric merges
+/// identical addresses, and shm's removal unmaps the peer whatever the count): ending one of
+/// them (eviction here) must leave the other served.
+#[test]
+fn ending_one_of_two_sessions_of_one_caller_keeps_the_other_served() {
+    for p in providers() {
+        let idle = Duration::from_millis(300);
+        let mut c = EngineConfig::for_provider(&p);
+        c.max_sessions = 2;
+        c.session_idle = idle;
+        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
+        server
+            .register_handler(1, |req, resp| resp.respond(req.body))
+            .expect("handler");
+        let echo = |e: &Engine, peer: &Peer, what: &str| {
+            let out = e
+                .call(peer, 1, b"ping".to_vec(), Some(Duration::from_secs(10)))
+                .wait()
+                .unwrap_or_else(|err| panic!("{p}: {what}: {err}"));
+            assert_eq!(out, b"ping", "{p}: {what}");
+        };
+        let caller = engine(&p);
+        let connect = |e: &Engine| {
+            e.connect(server.address(), Duration::from_secs(10))
+                .wait()
+                .unwrap_or_else(|err| panic!("{p}: connect: {err}"))
+        };
+        let first = connect(&caller);
+        echo(&caller, &first, "first session");
+        let second = connect(&caller);
+        assert_ne!(first.session(), second.session(), "{p}");
+        std::thread::sleep(idle + Duration::from_millis(100));
+        echo(&caller, &second, "second session"); // only the first one stays idle
+        let newcomer = engine(&p);
+        let third = connect(&newcomer); // evicts the first session
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().peers_removed < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let s = server.stats();
+        assert_eq!((s.sessions_evicted, s.peers_removed), (1, 1), "{p}");
+        echo(
+            &caller,
+            &second,
+            "second session after the first one's entry went",
+        );
+        echo(&newcomer, &third, "newcomer");
+        newcomer.shutdown();
+        caller.shutdown();
+        server.shutdown();
+    }
+}
+
+/// A caller that is an endpoint of this process, closed without a GOODBYE (it keeps no
+/// session list), is evicted later: its AV entry must go without `fi_av_remove` touching the
+/// closed endpoint (on shm that writes into its unmapped region), and the server goes on.
+#[test]
+fn evicting_a_closed_in_process_caller_is_safe() {
+    for p in providers() {
+        let idle = Duration::from_millis(200);
+        let mut c = EngineConfig::for_provider(&p);
+        c.max_sessions = 1;
+        c.session_idle = idle;
+        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
+        server
+            .register_handler(1, |req, resp| resp.respond(req.body))
+            .expect("handler");
+        let mut cc = EngineConfig::for_provider(&p);
+        cc.max_sessions = 0; // forgets its sessions: no GOODBYE at shutdown
+        let gone = Engine::new(cc).unwrap_or_else(|e| panic!("client on {p}: {e}"));
+        let peer = gone
+            .connect(server.address(), Duration::from_secs(10))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: connect: {e}"));
+        let out = gone
+            .call(&peer, 1, b"x".to_vec(), Some(Duration::from_secs(10)))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: call: {e}"));
+        assert_eq!(out, b"x");
+        gone.shutdown();
+        std::thread::sleep(idle + Duration::from_millis(100));
+        let next = engine(&p);
+        let np = next
+            .connect(server.address(), Duration::from_secs(10))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: newcomer refused: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.stats().peers_removed < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let s = server.stats();
+        assert_eq!((s.sessions_evicted, s.peers_removed), (1, 1), "{p}");
+        let out = next
+            .call(&np, 1, b"y".to_vec(), Some(Duration::from_secs(10)))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: newcomer's call: {e}"));
+        assert_eq!(out, b"y");
+        next.shutdown();
+        server.shutdown();
+    }
+}

@@ -449,7 +449,13 @@ impl<N: Net> Shared<N> {
         if self.worker_drives_next() {
             return;
         }
-        self.waker.wake();
+        if self.inline {
+            // The sleeping flag is not reliable here: waiting callers clear it after their
+            // own naps while the progress thread may still sleep, so always write the eventfd.
+            self.waker.wake_now();
+        } else {
+            self.waker.wake();
+        }
     }
 
     /// Drives progress on the calling thread until `done()` or `deadline` (inline progress).

@@ -500,6 +500,50 @@ fn inline_progress_never_runs_callbacks_in_a_buffer_drop() {
     server.shutdown();
 }
 
+/// With inline progress a command queued while nobody waits (a cancel here) must wake the
+/// progress thread even from its spin-window nap, which does not mark it asleep: the
+/// sleeping flag alone lost that wake-up, and the cancel waited out the nap.
+#[test]
+fn inline_progress_takes_a_queued_cancel_at_once() {
+    let world = World::default();
+    let server = E::with_net(world.endpoint("server"), config()).unwrap();
+    let mut c = config();
+    c.inline_progress = true;
+    c.idle_poll = Duration::from_secs(5); // the progress thread's nap
+                                          // Within its spin window the thread takes that nap without marking itself asleep.
+    c.wait = Some(WaitStrategy::SpinThenBlock {
+        spindown: Duration::from_secs(3600),
+    });
+    let client = E::with_net(world.endpoint("client"), c).unwrap();
+    let peer = client
+        .connect(server.address(), Duration::from_secs(5))
+        .wait()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .register_handler(2, move |_, resp| tx.send(resp).unwrap())
+        .unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let p = client.call(&peer, 2, vec![], SEC);
+    let id = p.id();
+    p.on_complete(move |r| done_tx.send(r).unwrap());
+    let _held = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // the progress thread naps
+    let t0 = Instant::now();
+    client.cancel(id);
+    let r = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the cancel was never taken");
+    assert!(matches!(r, Err(RpcError::Cancelled)), "{r:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the cancel waited {:?} for the progress thread's nap",
+        t0.elapsed()
+    );
+    client.shutdown();
+    server.shutdown();
+}
+
 /// Issue 7 (rpc 2): answers to a peer whose sends answer `-FI_EAGAIN` forever (rxm towards a
 /// client killed with its long polls held) must neither stall the endpoint nor take its send
 /// buffers: a new client is served at once, and the stuck frames are dropped after

@@ -42,6 +42,15 @@ impl Waker {
         }
     }
 
+    /// Writes the eventfd whatever the sleeping flag says (a sleeper wakes at once; one that
+    /// is awake finds the fd readable at its next sleep and returns from it at once).
+    pub(crate) fn wake_now(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+        let one: u64 = 1;
+        // SAFETY: as in `wake`.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
     /// Marks the progress thread asleep; it must re-check its queue after this.
     pub(crate) fn set_sleeping(&self) {
         self.sleeping.store(true, Ordering::SeqCst);

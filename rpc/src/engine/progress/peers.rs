@@ -16,6 +16,7 @@
 //! Without this, a long-running server kept one AV entry (and the provider's connection state)
 //! per caller endpoint it had ever served.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -50,25 +51,41 @@ impl<N: Net> Progress<N> {
         }
         self.next_reap = now + REAP_EVERY;
         let doomed = std::mem::take(&mut self.doomed);
+        let busy = self.posted_to_peers();
         for fi_addr in doomed {
-            if self.posted_to_peer(fi_addr) {
+            if busy.contains(&fi_addr) {
                 self.doomed.push(fi_addr);
                 continue;
             }
-            self.local_peers.remove(&fi_addr);
+            let local = self.local_peers.remove(&fi_addr);
+            let net = &mut self.net;
+            let removed = match local {
+                None => net.remove_peer(fi_addr),
+                // An endpoint of this process: `fi_av_remove` only while it is open (on shm
+                // the removal writes into its region, unmapped once it closed).
+                Some(raw) => {
+                    let mut r = Ok(());
+                    if !super::super::local::unless_closed(&raw, || r = net.remove_peer(fi_addr)) {
+                        net.forget_peer(fi_addr);
+                    }
+                    r
+                }
+            };
             let stats = &self.shared.stats;
             stats.peers.fetch_sub(1, Ordering::Relaxed);
-            match self.net.remove_peer(fi_addr) {
+            match removed {
                 Ok(()) => stats.peers_removed.fetch_add(1, Ordering::Relaxed),
                 Err(_) => stats.peers_remove_failed.fetch_add(1, Ordering::Relaxed),
             };
         }
     }
 
-    /// True while a send, a queued frame or a bulk transfer to `fi_addr` is outstanding.
-    fn posted_to_peer(&self, fi_addr: u64) -> bool {
-        self.sends.iter().flatten().any(|s| s.to == Some(fi_addr))
-            || self.outbox.iter().any(|o| o.fi_addr() == fi_addr)
-            || self.ops.buffers().flatten().any(|b| b.fi_addr == fi_addr)
+    /// The peers with a send, a queued frame or a bulk transfer outstanding (one scan per
+    /// reap, however many entries are doomed).
+    fn posted_to_peers(&self) -> HashSet<u64> {
+        let sends = self.sends.iter().flatten().filter_map(|s| s.to);
+        let queued = self.outbox.iter().map(|o| o.fi_addr());
+        let bulk = self.ops.buffers().flatten().map(|b| b.fi_addr);
+        sends.chain(queued).chain(bulk).collect()
     }
 }
