@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::server::ServerFixture;
+use common::fixture::ServerFixture;
 use diaspora_api::json;
 
 diaspora_conformance::conformance_tests!(ServerFixture::new("tcp;ofi_rxm", json!({})));

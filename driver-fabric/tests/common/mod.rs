@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+pub mod fixture;
 pub mod memory;
 pub mod server;
 pub mod wire_server;
