@@ -21,6 +21,16 @@ pub enum WaitStrategy {
     },
 }
 
+/// The longest nap of a progress thread on a provider without a wait fd (see
+/// [`EngineConfig::idle_poll`]).
+pub const IDLE_POLL_MAX: Duration = Duration::from_millis(1);
+
+/// The nap of a progress thread without a wait fd that last worked `idle_for` ago: `idle_poll`,
+/// then a sixteenth of the idle time, at most [`IDLE_POLL_MAX`] (or `idle_poll` if larger).
+pub fn idle_nap(idle_poll: Duration, idle_for: Duration) -> Duration {
+    (idle_for / 16).clamp(idle_poll, IDLE_POLL_MAX.max(idle_poll))
+}
+
 /// Options of one [`Engine`](crate::Engine) (one progress thread, one endpoint).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -62,7 +72,11 @@ pub struct EngineConfig {
     pub session_idle: Duration,
     /// Most requests being handled at once (beyond, callers get `Overloaded`).
     pub max_requests_in_flight: usize,
-    /// Longest a provider without a wait fd sleeps before polling again (Block mode), 50 µs.
+    /// How long a provider without a wait fd (shm) sleeps before polling again, 50 µs, at
+    /// first: the nap then grows with the time since the last work (a sixteenth of it, at
+    /// most [`IDLE_POLL_MAX`]), so an engine idle for long does not wake 20,000 times a second.
+    /// Submissions end a nap at once (eventfd); only what arrives unasked (a request to a
+    /// server idle for 16 ms or more) may wait up to the longer nap.
     pub idle_poll: Duration,
     /// How long shutdown waits for posted operations to complete before closing the endpoint.
     pub drain_timeout: Duration,
@@ -130,7 +144,7 @@ impl WaitStrategy {
 
     /// The default for every provider: spin (yielding the core) for 200 µs after the last piece
     /// of work, then block (tcp: `fi_trywait` and `ppoll` on the CQ fd; shm, which has no wait
-    /// fd: 50 µs naps, `idle_poll`). A steady stream of work never waits for a wake-up, an
+    /// fd: naps of `idle_poll`, 50 µs, growing to 1 ms when idle for long). A steady stream of work never waits for a wake-up, an
     /// idle engine costs no CPU. Blocking at once (`Block`) saves the spin on a node whose
     /// cores are all busy, at the price of a thread wake-up per message: tcp;ofi_rxm round
     /// trips fell from about 24k to 10k per second here.
@@ -143,3 +157,23 @@ impl WaitStrategy {
 
 /// How long the default wait strategy, and the default handler pool, keep polling after work.
 pub const DEFAULT_SPINDOWN: Duration = Duration::from_micros(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_idle_nap_grows_with_the_idle_time_and_stays_bounded() {
+        let poll = Duration::from_micros(50);
+        let us = Duration::from_micros;
+        assert_eq!(idle_nap(poll, Duration::ZERO), poll);
+        assert_eq!(idle_nap(poll, us(500)), poll); // a sixteenth is below idle_poll
+        assert_eq!(idle_nap(poll, us(1600)), us(100));
+        assert_eq!(idle_nap(poll, us(8000)), us(500));
+        assert_eq!(idle_nap(poll, Duration::from_secs(3600)), IDLE_POLL_MAX);
+        // An idle_poll above the cap is kept, never shortened.
+        let long = Duration::from_millis(5);
+        assert_eq!(idle_nap(long, Duration::from_secs(3600)), long);
+        assert_eq!(idle_nap(long, Duration::ZERO), long);
+    }
+}

@@ -405,7 +405,7 @@ impl<N: Net> Progress<N> {
         }
         let mut timeout = Duration::from_millis(100);
         if !has_fd {
-            timeout = self.config.idle_poll;
+            timeout = crate::config::idle_nap(self.config.idle_poll, self.last_work.elapsed());
         }
         if let Some(d) = self.ops.next_deadline() {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
