@@ -78,7 +78,8 @@ fn a_consumer_killed_with_fetches_held_does_not_make_the_server_unreachable() {
             std::thread::sleep(Duration::from_millis(300));
             child.kill().unwrap();
             child.wait().unwrap();
-            // The held fetches are answered to a dead peer; a new client is served.
+            diaspora_fabric::remove_shm_names_of(child.id()); // SIGKILL leaves them behind
+                                                              // The held fetches are answered to a dead peer; a new client is served.
             std::thread::sleep(Duration::from_millis(500));
             eprintln!("{provider}: round {round}: child killed");
             let d = driver(&group, 10_000);

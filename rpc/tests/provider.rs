@@ -118,6 +118,8 @@ impl Drop for PeerProc {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // SIGKILL leaves the peer's shm names (16 MiB of tmpfs each) behind.
+        diaspora_fabric::remove_shm_names_of(self.child.id());
     }
 }
 

@@ -90,6 +90,7 @@ fn wait_child(child: &mut Child, limit: Duration, what: &str) -> std::process::E
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
+            diaspora_fabric::remove_shm_names_of(child.id());
             panic!("{what}: still running after {limit:?}, killed");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -152,6 +153,8 @@ impl Drop for Ranks {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            // SIGKILL leaves shm names (16 MiB of tmpfs each) behind.
+            diaspora_fabric::remove_shm_names_of(c.id());
         }
     }
 }

@@ -110,6 +110,8 @@ impl Drop for Server {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            // SIGKILL leaves the server's shm names (16 MiB of tmpfs each) behind.
+            diaspora_fabric::remove_shm_names_of(c.id());
         }
     }
 }
