@@ -144,8 +144,8 @@ impl WaitStrategy {
 
     /// The default for every provider: spin (yielding the core) for 200 µs after the last piece
     /// of work, then block (tcp: `fi_trywait` and `ppoll` on the CQ fd; shm, which has no wait
-    /// fd: naps of `idle_poll`, 50 µs, growing to 1 ms when idle for long). A steady stream of work never waits for a wake-up, an
-    /// idle engine costs no CPU. Blocking at once (`Block`) saves the spin on a node whose
+    /// fd: naps of `idle_poll`, 50 µs, growing to 1 ms when idle for long). A steady stream of
+    /// work never waits for a wake-up, an idle engine costs no CPU. Blocking at once (`Block`) saves the spin on a node whose
     /// cores are all busy, at the price of a thread wake-up per message: tcp;ofi_rxm round
     /// trips fell from about 24k to 10k per second here.
     pub fn default_for(_provider: &str) -> WaitStrategy {

@@ -591,17 +591,31 @@ fn register_bytes_is_read_in_place_by_a_peer_and_refuses_to_be_written() {
     }
 }
 
+/// A server answering op 1 with the request body, with `max_sessions` and `session_idle`.
+fn echo_server(provider: &str, max_sessions: usize, session_idle: Duration) -> Engine {
+    let mut c = EngineConfig::for_provider(provider);
+    c.max_sessions = max_sessions;
+    c.session_idle = session_idle;
+    let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {provider}: {e}"));
+    server
+        .register_handler(1, |req, resp| resp.respond(req.body))
+        .expect("handler");
+    server
+}
+
+/// Waits (10 s at most) until `server` has removed `n` callers' AV entries.
+fn wait_peers_removed(server: &Engine, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().peers_removed < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn callers_that_shut_down_free_their_sessions_for_new_callers() {
     for p in providers() {
         // One session only: every new caller needs the previous one's GOODBYE.
-        let mut c = EngineConfig::for_provider(&p);
-        c.max_sessions = 1;
-        c.session_idle = Duration::from_secs(3600);
-        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
-        server
-            .register_handler(1, |req, resp| resp.respond(req.body))
-            .expect("handler");
+        let server = echo_server(&p, 1, Duration::from_secs(3600));
         for round in 0..4 {
             let client = engine(&p);
             let peer = client
@@ -622,9 +636,7 @@ fn callers_that_shut_down_free_their_sessions_for_new_callers() {
         assert_eq!(server.stats().sessions_closed, 4, "{p}");
         // Their AV entries went too (fi_av_remove once nothing was posted to them), and the
         // endpoint still serves a new caller afterwards.
-        while server.stats().peers_removed < 4 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_peers_removed(&server, 4);
         let s = server.stats();
         assert_eq!(
             (s.peers, s.peers_removed, s.peers_remove_failed),
@@ -654,13 +666,7 @@ fn callers_that_shut_down_free_their_sessions_for_new_callers() {
 fn ending_one_of_two_sessions_of_one_caller_keeps_the_other_served() {
     for p in providers() {
         let idle = Duration::from_millis(300);
-        let mut c = EngineConfig::for_provider(&p);
-        c.max_sessions = 2;
-        c.session_idle = idle;
-        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
-        server
-            .register_handler(1, |req, resp| resp.respond(req.body))
-            .expect("handler");
+        let server = echo_server(&p, 2, idle);
         let echo = |e: &Engine, peer: &Peer, what: &str| {
             let out = e
                 .call(peer, 1, b"ping".to_vec(), Some(Duration::from_secs(10)))
@@ -682,10 +688,7 @@ fn ending_one_of_two_sessions_of_one_caller_keeps_the_other_served() {
         echo(&caller, &second, "second session"); // only the first one stays idle
         let newcomer = engine(&p);
         let third = connect(&newcomer); // evicts the first session
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.stats().peers_removed < 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_peers_removed(&server, 1);
         let s = server.stats();
         assert_eq!((s.sessions_evicted, s.peers_removed), (1, 1), "{p}");
         echo(
@@ -707,13 +710,7 @@ fn ending_one_of_two_sessions_of_one_caller_keeps_the_other_served() {
 fn evicting_a_closed_in_process_caller_is_safe() {
     for p in providers() {
         let idle = Duration::from_millis(200);
-        let mut c = EngineConfig::for_provider(&p);
-        c.max_sessions = 1;
-        c.session_idle = idle;
-        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
-        server
-            .register_handler(1, |req, resp| resp.respond(req.body))
-            .expect("handler");
+        let server = echo_server(&p, 1, idle);
         let mut cc = EngineConfig::for_provider(&p);
         cc.max_sessions = 0; // forgets its sessions: no GOODBYE at shutdown
         let gone = Engine::new(cc).unwrap_or_else(|e| panic!("client on {p}: {e}"));
@@ -733,10 +730,7 @@ fn evicting_a_closed_in_process_caller_is_safe() {
             .connect(server.address(), Duration::from_secs(10))
             .wait()
             .unwrap_or_else(|e| panic!("{p}: newcomer refused: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.stats().peers_removed < 1 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_peers_removed(&server, 1);
         let s = server.stats();
         assert_eq!((s.sessions_evicted, s.peers_removed), (1, 1), "{p}");
         let out = next

@@ -28,9 +28,14 @@ fn pair(world: &World) -> (E, E, Peer) {
 
 /// A server and a client; with `inline`, the client's callers drive progress themselves.
 fn pair_with(world: &World, inline: bool) -> (E, E, Peer) {
-    let server = E::with_net(world.endpoint("server"), config()).unwrap();
     let mut c = config();
     c.inline_progress = inline;
+    pair_configured(world, c)
+}
+
+/// A server and a client with the configuration `c`, connected.
+fn pair_configured(world: &World, c: EngineConfig) -> (E, E, Peer) {
+    let server = E::with_net(world.endpoint("server"), config()).unwrap();
     let client = E::with_net(world.endpoint("client"), c).unwrap();
     let peer = client
         .connect(server.address(), Duration::from_secs(5))
@@ -450,15 +455,10 @@ fn inline_progress_serves_calls_bulk_transfers_deadlines_and_shutdown() {
 #[test]
 fn inline_progress_never_runs_callbacks_in_a_buffer_drop() {
     let world = World::default();
-    let server = E::with_net(world.endpoint("server"), config()).unwrap();
     let mut c = config();
     c.inline_progress = true;
     c.idle_poll = Duration::from_secs(5); // the progress thread naps long between polls
-    let client = E::with_net(world.endpoint("client"), c).unwrap();
-    let peer = client
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let (server, client, peer) = pair_configured(&world, c);
     let (tx, rx) = std::sync::mpsc::channel();
     server
         .register_handler(2, move |_, resp| tx.send(resp).unwrap())
@@ -506,19 +506,15 @@ fn inline_progress_never_runs_callbacks_in_a_buffer_drop() {
 #[test]
 fn inline_progress_takes_a_queued_cancel_at_once() {
     let world = World::default();
-    let server = E::with_net(world.endpoint("server"), config()).unwrap();
     let mut c = config();
     c.inline_progress = true;
-    c.idle_poll = Duration::from_secs(5); // the progress thread's nap
-                                          // Within its spin window the thread takes that nap without marking itself asleep.
+    // The progress thread's nap, which within its spin window it takes without marking
+    // itself asleep.
+    c.idle_poll = Duration::from_secs(5);
     c.wait = Some(WaitStrategy::SpinThenBlock {
         spindown: Duration::from_secs(3600),
     });
-    let client = E::with_net(world.endpoint("client"), c).unwrap();
-    let peer = client
-        .connect(server.address(), Duration::from_secs(5))
-        .wait()
-        .unwrap();
+    let (server, client, peer) = pair_configured(&world, c);
     let (tx, rx) = std::sync::mpsc::channel();
     server
         .register_handler(2, move |_, resp| tx.send(resp).unwrap())

@@ -35,10 +35,7 @@ impl Waker {
     /// Wakes the progress thread if it is (about to be) asleep.
     pub(crate) fn wake(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full counter
-            // (EAGAIN) still leaves the fd readable, which is all that matters.
-            unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+            self.write();
         }
     }
 
@@ -46,8 +43,13 @@ impl Waker {
     /// is awake finds the fd readable at its next sleep and returns from it at once).
     pub(crate) fn wake_now(&self) {
         self.sleeping.store(false, Ordering::SeqCst);
+        self.write();
+    }
+
+    fn write(&self) {
         let one: u64 = 1;
-        // SAFETY: as in `wake`.
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full counter
+        // (EAGAIN) still leaves the fd readable, which is all that matters.
         unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 

@@ -1,7 +1,8 @@
 //! Callers leave the address vector once their session is over.
 //!
 //! Every HELLO inserts the caller's address under a new handle, never handed out again (see
-//! [`Net::insert_peer`]), so each session owns its AV entry. When the session ends (GOODBYE,
+//! [`Net::insert_peer`]), so each session owns its handle (handles of one address share one AV
+//! entry, which goes with the last of them). When the session ends (GOODBYE,
 //! eviction of an idle session), or when the HELLO is refused after the insert (provider
 //! mismatch, shutting down), the entry is *doomed*. It is removed (`fi_av_remove`) once nothing
 //! posted to it is outstanding: no send slot posted to it, no frame queued for it, no bulk
