@@ -79,6 +79,9 @@ impl<S, B, E> Entry<S, B, E> {
     }
 }
 
+/// Stale timers tolerated beyond the number of ops before the heap is compacted.
+const TIMER_SLACK: usize = 64;
+
 /// In-flight operations keyed by request id. `S` is the outcome sink, `B` the buffers the
 /// transport may touch, `E` a transport error.
 pub struct OpTable<S, B, E> {
@@ -116,7 +119,7 @@ impl<S, B, E> OpTable<S, B, E> {
         let id = self.next_id;
         self.next_id += 1;
         if let Some(d) = deadline {
-            self.timers.push(Reverse((d, id)));
+            self.push_timer(d, id);
         }
         let entry = Entry {
             completes,
@@ -147,7 +150,7 @@ impl<S, B, E> OpTable<S, B, E> {
         }
         self.next_id = self.next_id.max(id.saturating_add(1));
         if let Some(d) = deadline {
-            self.timers.push(Reverse((d, id)));
+            self.push_timer(d, id);
         }
         let entry = Entry {
             completes,
@@ -322,6 +325,29 @@ impl<S, B, E> OpTable<S, B, E> {
     /// True while the table still owns `id`'s buffers.
     pub fn owns_buffers(&self, id: u64) -> bool {
         self.ops.get(&id).is_some_and(|e| e.buffers.is_some())
+    }
+
+    /// Arms a deadline. Timers of ops that ended are not removed when they end (a heap has no
+    /// cheap removal); they are skipped when they come due. Left alone, they would pile up:
+    /// with a 30 s timeout, a caller doing 300,000 calls a second kept 9 million stale timers
+    /// (216 MB), and every push went down a heap that deep. So when stale timers outnumber
+    /// the ops in the table (plus [`TIMER_SLACK`]), the heap keeps only the live ones: at most
+    /// `2 * len + TIMER_SLACK` timers, at an amortised O(1) cost per op.
+    fn push_timer(&mut self, deadline: Instant, id: u64) {
+        if self.timers.len() >= 2 * self.ops.len() + TIMER_SLACK {
+            let ops = &self.ops;
+            self.timers.retain(|Reverse((d, id))| {
+                ops.get(id)
+                    .is_some_and(|e| e.sink.is_some() && e.deadline == Some(*d))
+            });
+        }
+        self.timers.push(Reverse((deadline, id)));
+    }
+
+    /// Timers held, live or stale (for tests).
+    #[cfg(test)]
+    fn timers_held(&self) -> usize {
+        self.timers.len()
     }
 
     fn remove_if_finished(&mut self, id: u64) {
@@ -527,6 +553,31 @@ mod tests {
         assert_eq!(t.on_response(11), Response::Unknown);
         assert_eq!(t.on_response(4), Response::Deliver("c"));
         assert_eq!(t.insert(Completes::OnResponse, None, 0, "d", vec![]), 11);
+    }
+
+    #[test]
+    fn timers_of_ended_ops_do_not_pile_up() {
+        let t0 = Instant::now();
+        let mut t = Table::new();
+        // One long-lived op, then many short calls, each answered before the next.
+        let keep = t.insert(Completes::OnResponse, Some(t0 + ms(50)), 0, "keep", vec![]);
+        for i in 0..10_000u64 {
+            let id = t.insert(Completes::OnResponse, Some(t0 + ms(1000 + i)), 0, "x", vec![]);
+            assert_eq!(t.on_response(id), Response::Deliver("x"));
+            assert!(
+                t.timers_held() <= 2 * t.len() + TIMER_SLACK,
+                "{} timers for {} ops",
+                t.timers_held(),
+                t.len()
+            );
+        }
+        // A cancelled op's timer is stale too; the live one still expires.
+        let c = t.insert(Completes::OnResponse, Some(t0 + ms(20)), 0, "c", vec![]);
+        t.cancel(c);
+        assert_eq!(t.next_deadline(), Some(t0 + ms(50)));
+        let mut expired = Vec::new();
+        t.expire(t0 + ms(60), &mut expired);
+        assert_eq!(expired, vec![(keep, "keep")]);
     }
 
     #[test]
