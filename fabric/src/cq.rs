@@ -167,10 +167,10 @@ impl Cq {
         if ret == 0 {
             return Ok(0);
         }
-        let err = FiErrno::from_ret(ret);
-        if err.is_again() {
+        if FiErrno::is_again_ret(ret) {
             return Ok(0);
         }
+        let err = FiErrno::from_ret(ret);
         if err.errno == sys::FI_EAVAIL as i32 {
             out.push(self.read_err()?);
             return Ok(1);
@@ -242,11 +242,10 @@ impl Cq {
         if ret == 0 {
             return Ok(true);
         }
-        let e = FiErrno::from_ret(ret as isize);
-        if e.is_again() {
+        if FiErrno::is_again_ret(ret as isize) {
             Ok(false)
         } else {
-            Err(Error::TryWait(e))
+            Err(Error::TryWait(FiErrno::from_ret(ret as isize)))
         }
     }
 

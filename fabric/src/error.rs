@@ -32,6 +32,14 @@ impl FiErrno {
     pub fn is_again(&self) -> bool {
         self.errno == sys::FI_EAGAIN as i32
     }
+
+    /// True when the return code `ret` is `-FI_EAGAIN` (or `FI_EAGAIN`). Hot paths (an empty
+    /// CQ poll, a full send queue) check this first: building a [`FiErrno`] looks up its
+    /// `fi_strerror` text (gettext) and allocates, which cost an empty CQ poll more than the
+    /// poll itself.
+    pub fn is_again_ret(ret: isize) -> bool {
+        ret.unsigned_abs() == sys::FI_EAGAIN as usize
+    }
 }
 
 impl fmt::Display for FiErrno {
@@ -218,11 +226,10 @@ pub(crate) fn post_result(
     if ret == 0 {
         return Ok(());
     }
-    let e = FiErrno::from_ret(ret);
-    if e.is_again() {
+    if FiErrno::is_again_ret(ret) {
         Err(Error::Again { call })
     } else {
-        Err(f(e))
+        Err(f(FiErrno::from_ret(ret)))
     }
 }
 
