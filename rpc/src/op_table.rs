@@ -563,7 +563,13 @@ mod tests {
         // One long-lived op, then many short calls, each answered before the next.
         let keep = t.insert(Completes::OnResponse, Some(t0 + ms(50)), 0, "keep", vec![]);
         for i in 0..10_000u64 {
-            let id = t.insert(Completes::OnResponse, Some(t0 + ms(1000 + i)), 0, "x", vec![]);
+            let id = t.insert(
+                Completes::OnResponse,
+                Some(t0 + ms(1000 + i)),
+                0,
+                "x",
+                vec![],
+            );
             assert_eq!(t.on_response(id), Response::Deliver("x"));
             assert!(
                 t.timers_held() <= 2 * t.len() + TIMER_SLACK,
