@@ -117,6 +117,8 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        // A killed child runs no exit handler: remove its shm names (16 MiB of tmpfs each).
+        diaspora_fabric::remove_shm_names_of(self.0.id());
     }
 }
 
@@ -304,6 +306,7 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
         }
         killer.join().expect("killer thread");
         let status = child.0.wait().expect("reap the child");
+        diaspora_fabric::remove_shm_names_of(child.0.id());
         assert!(
             status.code().is_none(),
             "{p}: the child was killed by a signal"
