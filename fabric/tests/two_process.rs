@@ -111,14 +111,49 @@ fn ready(rx: &mpsc::Receiver<String>) -> (Address, RemoteRegion) {
     }
 }
 
-struct KillOnDrop(Child);
+/// The child, killed and reaped on drop unless the test reaped it. Its shm names (16 MiB of
+/// tmpfs each; a killed child runs no exit handler) are removed right after the reap, once:
+/// later, its pid may belong to another process (`pid_max` is 32768 here).
+struct KillOnDrop {
+    child: Child,
+    reaped: bool,
+}
+
+impl KillOnDrop {
+    fn new(child: Child) -> Self {
+        KillOnDrop {
+            child,
+            reaped: false,
+        }
+    }
+
+    /// The exit status once the child has exited (reaping it), `None` while it runs.
+    fn try_reap(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.try_wait().expect("try_wait")?;
+        self.forget();
+        Some(status)
+    }
+
+    /// Waits for the child to exit and reaps it.
+    fn reap(&mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().expect("reap the child");
+        self.forget();
+        status
+    }
+
+    fn forget(&mut self) {
+        self.reaped = true;
+        diaspora_fabric::remove_shm_names_of(self.child.id());
+    }
+}
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        // A killed child runs no exit handler: remove its shm names (16 MiB of tmpfs each).
-        diaspora_fabric::remove_shm_names_of(self.0.id());
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.forget();
+        }
     }
 }
 
@@ -129,7 +164,7 @@ fn two_processes_read_write_and_send_across() {
             continue;
         };
         let (child, rx) = spawn_child(&p);
-        let mut child = KillOnDrop(child);
+        let mut child = KillOnDrop::new(child);
         let (addr, region) = ready(&rx);
         assert_eq!(addr.provider(), p);
         let mut n = Node::new(&info);
@@ -182,7 +217,7 @@ fn two_processes_read_write_and_send_across() {
         let start = Instant::now();
         let status = loop {
             n.poll();
-            if let Some(s) = child.0.try_wait().expect("try_wait") {
+            if let Some(s) = child.try_reap() {
                 break s;
             }
             assert!(start.elapsed() < DEADLINE, "{p}: child did not exit");
@@ -211,7 +246,7 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
             continue;
         };
         let (child, rx) = spawn_child(&p);
-        let mut child = KillOnDrop(child);
+        let mut child = KillOnDrop::new(child);
         let (addr, region) = ready(&rx);
         let mut n = Node::new(&info);
         let peer = n.av.insert(&addr).expect("insert child");
@@ -244,7 +279,7 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
         // Posting goes on until the death shows (a failed post or completion, or posts that
         // only return EAGAIN once the child is dead); then the reads still in flight must all
         // complete, within the deadline.
-        let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
+        let pid = libc::pid_t::try_from(child.child.id()).expect("pid");
         let killed = Arc::new(AtomicBool::new(false));
         let killer = {
             let killed = killed.clone();
@@ -305,8 +340,7 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
             );
         }
         killer.join().expect("killer thread");
-        let status = child.0.wait().expect("reap the child");
-        diaspora_fabric::remove_shm_names_of(child.0.id());
+        let status = child.reap();
         assert!(
             status.code().is_none(),
             "{p}: the child was killed by a signal"
