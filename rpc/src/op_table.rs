@@ -77,6 +77,12 @@ impl<S, B, E> Entry<S, B, E> {
     fn finished(&self) -> bool {
         self.sink.is_none() && self.outstanding == 0
     }
+
+    /// True if the timer `(deadline, _)` of this entry is live: its outcome is not decided
+    /// and `deadline` is its deadline.
+    fn armed_at(&self, deadline: Instant) -> bool {
+        self.sink.is_some() && self.deadline == Some(deadline)
+    }
 }
 
 /// Stale timers tolerated beyond the number of ops before the heap is compacted.
@@ -262,7 +268,7 @@ impl<S, B, E> OpTable<S, B, E> {
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((d, id))) = self.timers.peek().copied() {
             match self.ops.get(&id) {
-                Some(e) if e.sink.is_some() && e.deadline == Some(d) => return Some(d),
+                Some(e) if e.armed_at(d) => return Some(d),
                 _ => {
                     self.timers.pop();
                 }
@@ -337,10 +343,8 @@ impl<S, B, E> OpTable<S, B, E> {
     fn push_timer(&mut self, deadline: Instant, id: u64) {
         if self.timers.len() >= 2 * self.ops.len() + TIMER_SLACK {
             let ops = &self.ops;
-            self.timers.retain(|Reverse((d, id))| {
-                ops.get(id)
-                    .is_some_and(|e| e.sink.is_some() && e.deadline == Some(*d))
-            });
+            self.timers
+                .retain(|Reverse((d, id))| ops.get(id).is_some_and(|e| e.armed_at(*d)));
         }
         self.timers.push(Reverse((deadline, id)));
     }
