@@ -77,9 +77,9 @@ fn a_consumer_killed_with_fetches_held_does_not_make_the_server_unreachable() {
             // Let it keep a few long polls in flight, then SIGKILL it.
             std::thread::sleep(Duration::from_millis(300));
             child.kill().unwrap();
-            child.wait().unwrap();
-            diaspora_fabric::remove_shm_names_of(child.id()); // SIGKILL leaves them behind
-                                                              // The held fetches are answered to a dead peer; a new client is served.
+            // SIGKILL leaves its shm names behind: removed before the reap.
+            diaspora_fabric::reap_child(&mut child).unwrap();
+            // The held fetches are answered to a dead peer; a new client is served.
             std::thread::sleep(Duration::from_millis(500));
             eprintln!("{provider}: round {round}: child killed");
             let d = driver(&group, 10_000);

@@ -65,7 +65,7 @@ pub use info::{Capabilities, Hints, Info, Progress, Threading};
 pub use mr::{Access, LocalSegment, MemoryRegion};
 pub use mr_policy::{KeyAllocator, KeySource, MrPolicy, PolicyError};
 pub use remote::{DecodeError, RemoteRegion};
-pub use shm_names::remove_shm_names_of;
+pub use shm_names::{reap_child, remove_shm_names_of, try_reap_child};
 
 /// Re-export of the raw bindings, for [`Endpoint::as_raw`]-style escape hatches.
 pub use fabric_sys as sys;

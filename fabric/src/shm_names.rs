@@ -47,6 +47,60 @@ pub fn remove_shm_names_of(pid: u32) -> usize {
     remove_stale_in(Path::new("/dev/shm"), pid)
 }
 
+/// Waits for `child` to exit, removes its shm endpoint names, then reaps it.
+///
+/// The names are removed while the child is a zombie (`waitid` with `WNOWAIT`): its pid cannot
+/// belong to another process yet. Removing them after the reap (or again, later) could delete
+/// the live names of an unrelated process that got the same pid (`pid_max` may be as low as
+/// 32768). A child that the caller already reaped through `std` gets its recorded status and
+/// no removal, for that reason.
+///
+/// Meant for a parent that SIGKILLs its children (tests, launchers, benchmarks): a killed
+/// process runs no exit handler, and each name holds 16 MiB of tmpfs memory.
+pub fn reap_child(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    if wait_zombie(child.id(), true)? {
+        remove_shm_names_of(child.id());
+    }
+    child.wait()
+}
+
+/// [`reap_child`] without waiting: `Ok(None)` while the child runs.
+pub fn try_reap_child(
+    child: &mut std::process::Child,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    if wait_zombie(child.id(), false)? {
+        remove_shm_names_of(child.id());
+        return child.wait().map(Some);
+    }
+    child.try_wait()
+}
+
+/// True once `pid`, a child of this process, has exited and is not yet reaped (left a zombie:
+/// `WNOWAIT`); with `block`, waits for that. False when it runs (only without `block`) or was
+/// reaped already (`ECHILD`).
+fn wait_zombie(pid: u32, block: bool) -> std::io::Result<bool> {
+    let id: libc::id_t = pid;
+    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: all-zero bytes are a valid `siginfo_t` (plain integers and unions of them).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid, writable `siginfo_t` for the duration of the call; waitid
+        // with WNOWAIT changes no process state.
+        let rc = unsafe { libc::waitid(libc::P_PID, id, &mut info, flags) };
+        if rc == 0 {
+            // With WNOHANG, a child that has not exited leaves `si_pid` zero.
+            // SAFETY: waitid filled `info` (or left it zeroed); si_pid reads a plain integer.
+            return Ok(unsafe { info.si_pid() } != 0);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ECHILD) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// Runs [`remove_shm_names_of`] for this process, once per process, and registers
 /// [`remove_at_exit`] for its exit.
 pub(crate) fn remove_stale_once() {
@@ -88,6 +142,55 @@ mod tests {
         assert!(!is_stale_name("123::1", 123));
         assert!(!is_stale_name("123:a:1", 123));
         assert!(!is_stale_name("sem.123:0:1", 123));
+    }
+
+    /// A fake endpoint name of `pid` in /dev/shm (removed by the code under test).
+    fn fake_name(pid: u32) -> std::path::PathBuf {
+        let p = Path::new("/dev/shm").join(format!("{pid}:0:0"));
+        std::fs::write(&p, b"").expect("write a name in /dev/shm");
+        p
+    }
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep")
+    }
+
+    #[test]
+    fn reaping_a_killed_child_removes_its_names_before_the_pid_is_free() {
+        let mut child = sleeper();
+        let name = fake_name(child.id());
+        assert!(try_reap_child(&mut child).expect("try").is_none());
+        assert!(name.exists(), "a running child's names are left alone");
+        child.kill().expect("kill");
+        let st = reap_child(&mut child).expect("reap");
+        assert!(!st.success());
+        assert!(!name.exists(), "the killed child's name is gone");
+        // Reaped: the pid may be another process's now, so its names are not touched again.
+        let again = fake_name(child.id());
+        assert_eq!(reap_child(&mut child).expect("again").code(), st.code());
+        assert!(again.exists(), "a reaped child's pid is not trusted");
+        std::fs::remove_file(again).expect("cleanup");
+    }
+
+    #[test]
+    fn try_reap_removes_names_once_the_child_exited() {
+        let mut child = sleeper();
+        let name = fake_name(child.id());
+        child.kill().expect("kill");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let st = loop {
+            if let Some(st) = try_reap_child(&mut child).expect("try") {
+                break st;
+            }
+            assert!(std::time::Instant::now() < deadline, "sleep did not die");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert!(!st.success());
+        assert!(!name.exists());
+        assert!(try_reap_child(&mut child).expect("again").is_some());
     }
 
     #[test]

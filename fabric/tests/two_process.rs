@@ -129,21 +129,16 @@ impl KillOnDrop {
 
     /// The exit status once the child has exited (reaping it), `None` while it runs.
     fn try_reap(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.try_wait().expect("try_wait")?;
-        self.forget();
+        let status = diaspora_fabric::try_reap_child(&mut self.child).expect("try_wait")?;
+        self.reaped = true;
         Some(status)
     }
 
     /// Waits for the child to exit and reaps it.
     fn reap(&mut self) -> std::process::ExitStatus {
-        let status = self.child.wait().expect("reap the child");
-        self.forget();
-        status
-    }
-
-    fn forget(&mut self) {
+        let status = diaspora_fabric::reap_child(&mut self.child).expect("reap the child");
         self.reaped = true;
-        diaspora_fabric::remove_shm_names_of(self.child.id());
+        status
     }
 }
 
@@ -151,8 +146,7 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if !self.reaped {
             let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.forget();
+            let _ = diaspora_fabric::reap_child(&mut self.child);
         }
     }
 }

@@ -65,9 +65,9 @@ fn a_client_killed_with_long_calls_held_does_not_stop_the_server_serving_new_cli
             })
             .collect();
         child.kill().expect("SIGKILL the client");
-        child.wait().expect("reap the client");
-        diaspora_fabric::remove_shm_names_of(child.id()); // SIGKILL leaves them behind
-                                                          // The long polls end: their answers go to a dead peer.
+        // SIGKILL leaves its shm names behind: removed before the reap.
+        diaspora_fabric::reap_child(&mut child).expect("reap the client");
+        // The long polls end: their answers go to a dead peer.
         for resp in held {
             resp.respond(vec![1; 64]);
         }
@@ -112,8 +112,8 @@ fn the_session_of_a_killed_client_goes_to_a_new_caller_once_idle() {
             "{p}: the client did not connect (stderr above)"
         );
         child.kill().expect("SIGKILL the client");
-        child.wait().expect("reap the client");
-        diaspora_fabric::remove_shm_names_of(child.id()); // SIGKILL leaves them behind
+        // SIGKILL leaves its shm names behind: removed before the reap.
+        diaspora_fabric::reap_child(&mut child).expect("reap the client");
         std::thread::sleep(Duration::from_millis(700));
         let client = engine(&p, 16);
         let peer = client

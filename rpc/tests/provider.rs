@@ -103,7 +103,7 @@ impl PeerProc {
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let until = Instant::now() + limit;
     while Instant::now() < until {
-        if let Ok(Some(s)) = child.try_wait() {
+        if let Ok(Some(s)) = diaspora_fabric::try_reap_child(child) {
             return Some(s);
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -117,9 +117,8 @@ impl Drop for PeerProc {
             let _ = stdin.flush();
         }
         let _ = self.child.kill();
-        let _ = self.child.wait();
         // SIGKILL leaves the peer's shm names (16 MiB of tmpfs each) behind.
-        diaspora_fabric::remove_shm_names_of(self.child.id());
+        let _ = diaspora_fabric::reap_child(&mut self.child);
     }
 }
 

@@ -84,13 +84,12 @@ fn mpirun_present() -> bool {
 fn wait_child(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = diaspora_fabric::try_reap_child(child).unwrap() {
             return st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let _ = child.wait();
-            diaspora_fabric::remove_shm_names_of(child.id());
+            let _ = diaspora_fabric::reap_child(child);
             panic!("{what}: still running after {limit:?}, killed");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -134,7 +133,8 @@ impl Ranks {
                     }
                 }
             }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(st) = diaspora_fabric::try_reap_child(self.child.as_mut().unwrap()).unwrap()
+            {
                 panic!("launcher exited early ({st}): {}", self.log());
             }
             assert!(Instant::now() < deadline, "no group file: {}", self.log());
@@ -152,9 +152,8 @@ impl Drop for Ranks {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
             // SIGKILL leaves shm names (16 MiB of tmpfs each) behind.
-            diaspora_fabric::remove_shm_names_of(c.id());
+            let _ = diaspora_fabric::reap_child(&mut c);
         }
     }
 }

@@ -56,7 +56,7 @@ impl Server {
                     }
                 }
             }
-            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(st) = diaspora_fabric::try_reap_child(s.child.as_mut().unwrap()).unwrap() {
                 panic!("server exited early ({st}): {}", s.stderr());
             }
             assert!(Instant::now() < deadline, "no group file: {}", s.stderr());
@@ -84,24 +84,23 @@ impl Server {
         let deadline = Instant::now() + within;
         let child = self.child.as_mut().unwrap();
         loop {
-            if let Some(st) = child.try_wait().unwrap() {
+            if let Some(st) = diaspora_fabric::try_reap_child(child).unwrap() {
                 self.child = None;
                 return st;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let _ = child.wait();
+                let _ = diaspora_fabric::reap_child(child);
                 panic!("server did not exit within {within:?}: {}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// SIGKILL and reap (removing the shm names it leaves behind).
     fn kill9(&mut self) {
-        let pid = self.child.as_ref().unwrap().id();
         self.signal(libc::SIGKILL);
         self.wait_exit(Duration::from_secs(10));
-        diaspora_fabric::remove_shm_names_of(pid);
     }
 }
 
@@ -109,9 +108,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
             // SIGKILL leaves the server's shm names (16 MiB of tmpfs each) behind.
-            diaspora_fabric::remove_shm_names_of(c.id());
+            let _ = diaspora_fabric::reap_child(&mut c);
         }
     }
 }
@@ -515,10 +513,8 @@ fn a_producer_killed_while_the_server_reads_from_it_does_not_stop_the_server() {
         for _ in 0..3 {
             assert!(lines.next().unwrap().unwrap().starts_with("stored"));
         }
-        let pid = child.id();
         child.kill().unwrap();
-        child.wait().unwrap();
-        diaspora_fabric::remove_shm_names_of(pid);
+        diaspora_fabric::reap_child(&mut child).unwrap();
         // Everyone else is still served.
         for seq in 0..5 {
             c.produce(&t, "t", 0, 77, seq, &events(2, 3, 1000)).unwrap();

@@ -31,14 +31,14 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// Waits for `child` until `deadline`; kills and reaps it past that.
 pub fn wait_until(child: &mut Child, deadline: Instant) -> Result<ExitStatus, String> {
     loop {
-        match child.try_wait() {
+        match diaspora_fabric::try_reap_child(child) {
             Ok(Some(st)) => return Ok(st),
             Ok(None) => {}
             Err(e) => return Err(format!("waiting for pid {}: {e}", child.id())),
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let _ = child.wait();
+            let _ = diaspora_fabric::reap_child(child);
             return Err(format!(
                 "pid {} still running at its deadline: killed",
                 child.id()
@@ -111,7 +111,7 @@ impl Server {
             let exited = server
                 .child
                 .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
+                .and_then(|c| diaspora_fabric::try_reap_child(c).ok().flatten());
             if let Some(st) = exited {
                 server.child = None;
                 return Err(format!(
@@ -163,7 +163,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            // SIGKILL leaves its shm names behind: removed before the reap.
+            let _ = diaspora_fabric::reap_child(&mut c);
         }
     }
 }
@@ -225,7 +226,7 @@ impl Drop for Ranks {
     fn drop(&mut self) {
         for (c, _) in &mut self.children {
             let _ = c.kill();
-            let _ = c.wait();
+            let _ = diaspora_fabric::reap_child(c);
         }
     }
 }

@@ -95,7 +95,7 @@ impl ServerProcess {
             if epoch.is_some() && epoch != old_epoch {
                 return Ok(s);
             }
-            if let Some(Ok(Some(status))) = s.child.as_mut().map(|c| c.try_wait()) {
+            if let Some(Ok(Some(status))) = s.child.as_mut().map(diaspora_fabric::try_reap_child) {
                 s.child = None;
                 return Err(format!(
                     "{status}: {}",
@@ -114,10 +114,9 @@ impl ServerProcess {
     /// `kill -9` and reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let pid = c.id();
             let _ = c.kill();
-            let _ = c.wait();
-            diaspora_fabric::remove_shm_names_of(pid);
+            // SIGKILL leaves its shm names behind: removed before the reap.
+            let _ = diaspora_fabric::reap_child(&mut c);
         }
     }
 
