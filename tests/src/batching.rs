@@ -132,7 +132,17 @@ pub fn consumer_option_matrix(f: &dyn DriverFixture) {
             .expect("consumer");
         let mut seen = BTreeSet::new();
         let mut next = [0u64; 3];
-        for e in pull_n(&consumer, N as usize) {
+        // Pulled one by one with the configuration in the message (not `pull_n`): a stall
+        // says which configuration and partition it hit.
+        for i in 0..N {
+            let e = wait_for(
+                consumer.pull(),
+                &format!("{label}: pull of event {i} of {N} (next ids per partition {next:?})"),
+            );
+            assert!(
+                !e.is_no_more_events(),
+                "{label}: end marker after {i} events"
+            );
             let s = meta_u64(&e, "s");
             assert!(seen.insert(s), "{label}: event {s} twice");
             assert_eq!(e.id(), next[e.partition()], "{label}: ids in order");
