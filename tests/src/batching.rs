@@ -10,7 +10,9 @@ use diaspora_api::{
     ThreadPoolBackend, TopicHandle,
 };
 
-use crate::util::{assert_nothing_more, create_topic, flush, meta_u64, pattern, pull_n, wait_for};
+use crate::util::{
+    assert_nothing_more, create_topic, flush, meta_u64, pattern, pull_n, pull_nth, wait_for,
+};
 use crate::DriverFixture;
 
 /// Pushes `n` events (`{"s": s}`, data `pattern(s, 16)`) with `options` and checks a default
@@ -134,15 +136,9 @@ pub fn consumer_option_matrix(f: &dyn DriverFixture) {
         let mut next = [0u64; 3];
         // Pulled one by one with the configuration in the message (not `pull_n`): a stall
         // says which configuration and partition it hit.
-        for i in 0..N {
-            let e = wait_for(
-                consumer.pull(),
-                &format!("{label}: pull of event {i} of {N} (next ids per partition {next:?})"),
-            );
-            assert!(
-                !e.is_no_more_events(),
-                "{label}: end marker after {i} events"
-            );
+        for i in 0..N as usize {
+            let context = format!("{label}, next ids per partition {next:?}: ");
+            let e = pull_nth(&consumer, i, N as usize, &context);
             let s = meta_u64(&e, "s");
             assert!(seen.insert(s), "{label}: event {s} twice");
             assert_eq!(e.id(), next[e.partition()], "{label}: ids in order");

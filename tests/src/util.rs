@@ -78,19 +78,21 @@ pub fn pull(consumer: &Consumer) -> Event {
 
 /// Pulls exactly `n` events, none of which may be the end marker.
 pub fn pull_n(consumer: &Consumer, n: usize) -> Vec<Event> {
-    (0..n)
-        .map(|i| {
-            let e = wait_for(
-                consumer.pull(),
-                &format!("consumer.pull() of event {i} of {n}"),
-            );
-            assert!(
-                !e.is_no_more_events(),
-                "got the end marker after {i} events, {n} were expected"
-            );
-            e
-        })
-        .collect()
+    (0..n).map(|i| pull_nth(consumer, i, n, "")).collect()
+}
+
+/// Pulls event `i` of `n` expected, which may not be the end marker; `context` (may be empty)
+/// goes into the failure message.
+pub fn pull_nth(consumer: &Consumer, i: usize, n: usize, context: &str) -> Event {
+    let e = wait_for(
+        consumer.pull(),
+        &format!("{context}consumer.pull() of event {i} of {n}"),
+    );
+    assert!(
+        !e.is_no_more_events(),
+        "{context}got the end marker after {i} events, {n} were expected"
+    );
+    e
 }
 
 /// Pulls until the end marker; fails if more than `max` events come first.
