@@ -58,7 +58,7 @@ pub fn remove_shm_names_of(pid: u32) -> usize {
 /// Meant for a parent that SIGKILLs its children (tests, launchers, benchmarks): a killed
 /// process runs no exit handler, and each name holds 16 MiB of tmpfs memory.
 pub fn reap_child(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
-    if wait_zombie(child.id(), true)? {
+    if wait_zombie(child.id(), true)? == ChildState::Zombie {
         remove_shm_names_of(child.id());
     }
     child.wait()
@@ -68,17 +68,31 @@ pub fn reap_child(child: &mut std::process::Child) -> std::io::Result<std::proce
 pub fn try_reap_child(
     child: &mut std::process::Child,
 ) -> std::io::Result<Option<std::process::ExitStatus>> {
-    if wait_zombie(child.id(), false)? {
-        remove_shm_names_of(child.id());
-        return child.wait().map(Some);
+    match wait_zombie(child.id(), false)? {
+        ChildState::Running => Ok(None),
+        ChildState::Zombie => {
+            remove_shm_names_of(child.id());
+            child.wait().map(Some)
+        }
+        // Reaped through `std` already: its recorded status.
+        ChildState::Reaped => child.try_wait(),
     }
-    child.try_wait()
 }
 
-/// True once `pid`, a child of this process, has exited and is not yet reaped (left a zombie:
-/// `WNOWAIT`); with `block`, waits for that. False when it runs (only without `block`) or was
-/// reaped already (`ECHILD`).
-fn wait_zombie(pid: u32, block: bool) -> std::io::Result<bool> {
+/// What [`wait_zombie`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum ChildState {
+    /// Not exited yet (only without `block`).
+    Running,
+    /// Exited, not reaped: its pid is still its own.
+    Zombie,
+    /// Reaped already (`ECHILD`): its pid may be another process's.
+    Reaped,
+}
+
+/// The state of `pid`, a child of this process, without reaping it (`WNOWAIT`); with `block`,
+/// waits until it has exited.
+fn wait_zombie(pid: u32, block: bool) -> std::io::Result<ChildState> {
     let id: libc::id_t = pid;
     let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
     loop {
@@ -90,12 +104,16 @@ fn wait_zombie(pid: u32, block: bool) -> std::io::Result<bool> {
         if rc == 0 {
             // With WNOHANG, a child that has not exited leaves `si_pid` zero.
             // SAFETY: waitid filled `info` (or left it zeroed); si_pid reads a plain integer.
-            return Ok(unsafe { info.si_pid() } != 0);
+            return Ok(if unsafe { info.si_pid() } == 0 {
+                ChildState::Running
+            } else {
+                ChildState::Zombie
+            });
         }
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::ECHILD) => return Ok(false),
+            Some(libc::ECHILD) => return Ok(ChildState::Reaped),
             _ => return Err(e),
         }
     }

@@ -111,43 +111,28 @@ fn ready(rx: &mpsc::Receiver<String>) -> (Address, RemoteRegion) {
     }
 }
 
-/// The child, killed and reaped on drop unless the test reaped it. Its shm names (16 MiB of
-/// tmpfs each; a killed child runs no exit handler) are removed right after the reap, once:
-/// later, its pid may belong to another process (`pid_max` is 32768 here).
-struct KillOnDrop {
-    child: Child,
-    reaped: bool,
-}
+/// The child, killed and reaped on drop unless the test reaped it. Reaps go through
+/// `diaspora_fabric::reap_child`, which removes its shm names (16 MiB of tmpfs each; a killed
+/// child runs no exit handler) before the pid is free, and only then: a child reaped already is
+/// neither signalled nor has its names removed again.
+struct KillOnDrop(Child);
 
 impl KillOnDrop {
-    fn new(child: Child) -> Self {
-        KillOnDrop {
-            child,
-            reaped: false,
-        }
-    }
-
     /// The exit status once the child has exited (reaping it), `None` while it runs.
     fn try_reap(&mut self) -> Option<std::process::ExitStatus> {
-        let status = diaspora_fabric::try_reap_child(&mut self.child).expect("try_wait")?;
-        self.reaped = true;
-        Some(status)
+        diaspora_fabric::try_reap_child(&mut self.0).expect("try_wait")
     }
 
     /// Waits for the child to exit and reaps it.
     fn reap(&mut self) -> std::process::ExitStatus {
-        let status = diaspora_fabric::reap_child(&mut self.child).expect("reap the child");
-        self.reaped = true;
-        status
+        diaspora_fabric::reap_child(&mut self.0).expect("reap the child")
     }
 }
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if !self.reaped {
-            let _ = self.child.kill();
-            let _ = diaspora_fabric::reap_child(&mut self.child);
-        }
+        let _ = self.0.kill();
+        let _ = diaspora_fabric::reap_child(&mut self.0);
     }
 }
 
@@ -158,7 +143,7 @@ fn two_processes_read_write_and_send_across() {
             continue;
         };
         let (child, rx) = spawn_child(&p);
-        let mut child = KillOnDrop::new(child);
+        let mut child = KillOnDrop(child);
         let (addr, region) = ready(&rx);
         assert_eq!(addr.provider(), p);
         let mut n = Node::new(&info);
@@ -240,7 +225,7 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
             continue;
         };
         let (child, rx) = spawn_child(&p);
-        let mut child = KillOnDrop::new(child);
+        let mut child = KillOnDrop(child);
         let (addr, region) = ready(&rx);
         let mut n = Node::new(&info);
         let peer = n.av.insert(&addr).expect("insert child");
@@ -273,7 +258,7 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
         // Posting goes on until the death shows (a failed post or completion, or posts that
         // only return EAGAIN once the child is dead); then the reads still in flight must all
         // complete, within the deadline.
-        let pid = libc::pid_t::try_from(child.child.id()).expect("pid");
+        let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
         let killed = Arc::new(AtomicBool::new(false));
         let killer = {
             let killed = killed.clone();
