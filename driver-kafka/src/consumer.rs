@@ -10,6 +10,9 @@
 //!   with no selector the data is never copied. Memory is bounded by librdkafka's prefetch
 //!   queue (`queued.max.messages.kbytes`, 64 MiB by default; see [`crate::options`]) plus one
 //!   decoded event.
+//! - Partitions are served in turns of the batch size ([`crate::turns`]): a partition whose
+//!   records were not fetched yet keeps its turn (up to 2 s) unless librdkafka reported that it
+//!   has nothing more stored (`enable.partition.eof`, which the driver sets).
 //! - A partition's end marker record ends that partition; once every partition read is ended
 //!   the consumer returns the end-of-stream marker (again on every later pull).
 //! - A record that does not decode, or on which the selector/allocator/serializer fails, fails
@@ -26,11 +29,13 @@ use diaspora_api::{DataAllocator, DataSelector};
 use parking_lot::Mutex;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::error::KafkaError;
 use crate::record::{self, Record};
 use crate::topic::TopicShared;
+use crate::turns::{Turns, TURN_WAIT};
 
 /// The kafka driver's [`ConsumerBackend`].
 pub struct KafkaConsumer {
@@ -42,8 +47,6 @@ struct Inner {
     consumer: Arc<BaseConsumer>,
     /// One librdkafka queue per partition read (same order as `partitions`), served in turn.
     queues: Vec<PartitionQueue<DefaultConsumerContext>>,
-    /// Events served from one partition before moving to the next.
-    turn_len: usize,
     /// Partitions read.
     partitions: Vec<usize>,
     selector: Option<DataSelector>,
@@ -61,9 +64,8 @@ struct State {
     ready: Option<Result<Event>>,
     /// Per partition index: records below this offset were acknowledged (`resume: "scan"`).
     skip_below: Vec<u64>,
-    /// The partition slot being served, and how many events it served in this turn.
-    turn: usize,
-    served: usize,
+    /// Round-robin turns over the partition slots.
+    turns: Turns,
 }
 
 struct Acker {
@@ -172,14 +174,12 @@ impl KafkaConsumer {
                 next: vec![None; partitions.len()],
                 ready: None,
                 skip_below,
-                turn: 0,
-                served: 0,
+                turns: Turns::new(partitions.len(), turn_len, TURN_WAIT),
             }),
             partitions,
             topic,
             consumer,
             queues,
-            turn_len,
             selector: options.data_selector,
             allocator: options.data_allocator,
             acker,
@@ -237,32 +237,22 @@ impl Inner {
             if state.ended.iter().all(|&e| e) {
                 return Some(Ok(Event::no_more_events()));
             }
-            let n = self.queues.len();
-            let mut got = None;
-            for k in 0..n {
-                let slot = (state.turn + k) % n;
-                if k > 0 {
-                    state.turn = slot;
-                    state.served = 0;
-                }
-                if state.ended[slot] {
-                    continue;
-                }
-                if let Some(r) = self.queues[slot].poll(Duration::ZERO) {
-                    got = Some((slot, r));
-                    break;
-                }
-            }
+            let got = self.pass(state);
             let Some((slot, msg)) = got else {
                 // Serves librdkafka's events (errors, offsets) while waiting. librdkafka may
                 // also hand a split partition's records to the main queue (rust-rdkafka's
                 // `split_partition_queue` is racy: MaterializeInc/materialize#3375). Dropping
-                // them lost events for good (the partition stalled: the conformance suite's
-                // consumer matrix waited 15 s for event 500 of 600 in full CI runs); they are
-                // delivered like the partition queue's (possibly after a later record of their
-                // partition: out of order rather than lost).
+                // them would lose them for good; they are delivered like the partition queue's
+                // (possibly after a later record of their partition: out of order rather than
+                // lost).
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.consumer.poll(left.min(Duration::from_millis(5))) {
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                        let slot = usize::try_from(p).ok().and_then(|p| self.slot(p));
+                        if let Some(slot) = slot {
+                            state.turns.reached_end(slot);
+                        }
+                    }
                     Some(Err(e)) => {
                         return Some(Err(KafkaError::client(
                             format!("fetching from {}", self.topic.name),
@@ -275,6 +265,7 @@ impl Inner {
                             .ok()
                             .and_then(|p| self.slot(p));
                         if let Some(slot) = slot.filter(|&s| !state.ended[s]) {
+                            state.turns.served(slot);
                             if let Some(r) = self.deliver(state, slot, &m) {
                                 return Some(r);
                             }
@@ -287,11 +278,6 @@ impl Inner {
                 }
                 continue;
             };
-            state.served += 1;
-            if state.served >= self.turn_len {
-                state.turn = (slot + 1) % n;
-                state.served = 0;
-            }
             let msg = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -306,6 +292,38 @@ impl Inner {
                 return Some(r);
             }
         }
+    }
+
+    /// One round-robin pass over the partition queues (see [`crate::turns`]): the first record
+    /// or error found, the slot it came from counted as served; `None` when nothing was found or
+    /// the slot whose turn it is keeps it, waiting for its fetch.
+    fn pass<'a>(
+        &'a self,
+        state: &mut State,
+    ) -> Option<(usize, rdkafka::error::KafkaResult<BorrowedMessage<'a>>)> {
+        let now = Instant::now();
+        for slot in state.turns.order() {
+            if state.ended[slot] {
+                continue;
+            }
+            loop {
+                match self.queues[slot].poll(Duration::ZERO) {
+                    // Nothing more stored: the turn may pass on (after this record, if any).
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                        state.turns.reached_end(slot)
+                    }
+                    Some(r) => {
+                        state.turns.served(slot);
+                        return Some((slot, r));
+                    }
+                    None => break,
+                }
+            }
+            if state.turns.keeps_turn(slot, now) {
+                return None;
+            }
+        }
+        None
     }
 
     /// The event of partition slot `slot`'s record `msg`; `None` when it is skipped (an end

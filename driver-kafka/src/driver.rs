@@ -118,7 +118,8 @@ impl Conn {
                 .into());
             }
             match consumer.poll(left.min(Duration::from_millis(100))) {
-                None => continue,
+                // Only when a user's `config` enables `enable.partition.eof`: not an error.
+                None | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(e)) => {
                     return Err(KafkaError::client(format!("reading {topic}"), e).into())
                 }

@@ -21,6 +21,7 @@ pub mod options;
 pub mod producer;
 pub mod record;
 pub mod topic;
+mod turns;
 
 pub use driver::KafkaDriver;
 pub use error::KafkaError;

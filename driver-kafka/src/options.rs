@@ -213,6 +213,9 @@ impl KafkaOptions {
         c.set("enable.auto.commit", "false");
         c.set("enable.auto.offset.store", "false");
         c.set("auto.offset.reset", "earliest");
+        // The consumer's round robin needs to know that a partition has nothing more stored
+        // (`crate::turns`): librdkafka then queues a PARTITION_EOF after its last record.
+        c.set("enable.partition.eof", "true");
         c
     }
 

@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
                 consumer_partition_subset,
                 partition_list_matches_options,
                 consumer_serves_partitions_round_robin,
+                consumer_drains_a_lone_busy_partition,
             }
             ack_resume {
                 resume_after_restart,

@@ -76,9 +76,26 @@ pub fn pull(consumer: &Consumer) -> Event {
     wait_for(consumer.pull(), "consumer.pull()")
 }
 
-/// Pulls exactly `n` events, none of which may be the end marker.
+/// Pulls exactly `n` events, none of which may be the end marker. A failure names the next id
+/// of each partition so far (which partition stopped delivering).
 pub fn pull_n(consumer: &Consumer, n: usize) -> Vec<Event> {
-    (0..n).map(|i| pull_nth(consumer, i, n, "")).collect()
+    let mut next: Vec<u64> = Vec::new();
+    (0..n)
+        .map(|i| {
+            let context = if next.is_empty() {
+                String::new()
+            } else {
+                format!("(next id per partition so far: {next:?}) ")
+            };
+            let e = pull_nth(consumer, i, n, &context);
+            let p = e.partition();
+            if next.len() <= p {
+                next.resize(p + 1, 0);
+            }
+            next[p] = next[p].max(e.id() + 1);
+            e
+        })
+        .collect()
 }
 
 /// Pulls event `i` of `n` expected, which may not be the end marker; `context` (may be empty)
