@@ -54,6 +54,19 @@ pub struct EngineConfig {
     /// thread wake-up (a futex wake and a context switch: tens of microseconds on a virtual
     /// machine, several times a 64 KiB shm read). Zero: sleep at once.
     pub wait_spin: Duration,
+    /// With `inline_progress`: how long a waiting caller keeps polling without giving its core
+    /// up (a CPU spin hint between polls) once an iteration found nothing, before it yields
+    /// between polls (and, past the wait strategy's spin window, sleeps). A `sched_yield` per
+    /// empty poll delays noticing an answer by a system call. Measured on this 2-vCPU VM
+    /// (`BENCH_BUSY_POLL=0|10 BENCH_MODES=inline BENCH_ONLY=rpc BENCH_RPC_SIZES=64
+    /// diaspora-fabric-bench --secs 2 --providers shm`, 10 alternated pairs): 64 B with 1 in
+    /// flight, medians 292k round trips/s with zero and 302k with 10 µs (faster in 9 of the 10
+    /// pairs); no change beyond noise with 16 in flight, at 4 KiB, or over tcp. The window
+    /// costs a core that another thread on it (the peer's handler on an
+    /// oversubscribed node) waits for at most this long per wait. Zero: always yield. Only
+    /// inline callers spin so; the progress thread and the serving worker always yield (when
+    /// they spin too, a progress-thread engine on 2 cores drops from 157k to 117k).
+    pub busy_poll: Duration,
     /// Pin the progress thread to this CPU (`sched_setaffinity`).
     pub cpu: Option<usize>,
     /// Largest frame (header + body) sent or received eagerly; receive buffers have this size.
@@ -105,6 +118,7 @@ impl Default for EngineConfig {
             wait: None,
             inline_progress: false,
             wait_spin: Duration::from_micros(50),
+            busy_poll: Duration::from_micros(10),
             cpu: None,
             eager_size: 8 * 1024,
             recv_buffers: 64,

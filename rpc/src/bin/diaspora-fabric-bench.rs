@@ -21,6 +21,7 @@
 //!
 //! Every figure is printed with the engine/raw ratio. Raw and engine wait the same way: the
 //! engine's default wait strategy per provider, or `BENCH_WAIT`.
+//! `BENCH_BUSY_POLL=<µs>` sets the inline engine's `EngineConfig::busy_poll` (default 10).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -412,6 +413,12 @@ fn bench_provider(provider: &str, dur: Duration) -> Res<()> {
     config.source = source_for(provider).map(str::to_owned);
     config.handler_pool = diaspora_api::ThreadPool::new(1);
     config.wait = wait_override()?;
+    if let Ok(v) = std::env::var("BENCH_BUSY_POLL") {
+        let us: u64 = v
+            .parse()
+            .map_err(|_| format!("BENCH_BUSY_POLL={v}: microseconds"))?;
+        config.busy_poll = Duration::from_micros(us);
+    }
     if let Ok(v) = std::env::var("BENCH_WAIT_SPIN") {
         let us: u64 = v
             .parse()

@@ -358,6 +358,8 @@ pub(crate) struct Shared<N: Net> {
     pub(crate) inline: bool,
     /// `EngineConfig::wait_spin`.
     wait_spin: Duration,
+    /// `EngineConfig::busy_poll`.
+    busy_poll: Duration,
     /// The engine's own handler worker (when `EngineConfig::handler_pool` is inline): see
     /// [`serve`].
     pub(crate) serve: Option<Arc<serve::Serve>>,
@@ -478,6 +480,12 @@ impl<N: Net> Shared<N> {
                 return; // the progress thread drains and closes
             }
             if p.iterate() {
+                continue;
+            }
+            if p.idle_for() < self.busy_poll {
+                // Poll again at once (`EngineConfig::busy_poll`): the answer usually comes
+                // within microseconds, and a yield here would notice it a system call late.
+                std::hint::spin_loop();
                 continue;
             }
             match p.idle() {
@@ -636,6 +644,7 @@ impl<N: Net> Engine<N> {
             inline_waiters: AtomicUsize::new(0),
             inline: config.inline_progress,
             wait_spin: config.wait_spin,
+            busy_poll: config.busy_poll,
             handlers: RwLock::new(HashMap::new()),
             session_listener: RwLock::new(None),
             next_id: AtomicU64::new(1),

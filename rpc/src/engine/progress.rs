@@ -391,6 +391,11 @@ impl<N: Net> Progress<N> {
 
     // ---- waiting ---------------------------------------------------------------------------
 
+    /// Time since the last iteration that did work (or the last command run at once).
+    pub(super) fn idle_for(&self) -> Duration {
+        self.last_work.elapsed()
+    }
+
     /// Decides how to wait after an iteration without work.
     pub(super) fn idle(&mut self) -> Idle {
         if self.last_work.elapsed() < self.wait.spin_window() {

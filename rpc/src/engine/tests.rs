@@ -388,8 +388,29 @@ fn connecting_to_another_provider_is_refused() {
 
 #[test]
 fn inline_progress_serves_calls_bulk_transfers_deadlines_and_shutdown() {
+    inline_scenario(None);
+}
+
+/// The busy window (`EngineConfig::busy_poll`) outlasts every wait here: waits still end on
+/// their outcome, their deadline and shutdown (the busy polls check them as the yields do).
+#[test]
+fn inline_progress_with_a_busy_window_longer_than_every_wait() {
+    inline_scenario(Some(Duration::from_secs(3600)));
+}
+
+#[test]
+fn inline_progress_without_a_busy_window() {
+    inline_scenario(Some(Duration::ZERO));
+}
+
+fn inline_scenario(busy_poll: Option<Duration>) {
     let world = World::default();
-    let (server, client, peer) = pair_with(&world, true);
+    let mut c = config();
+    c.inline_progress = true;
+    if let Some(b) = busy_poll {
+        c.busy_poll = b;
+    }
+    let (server, client, peer) = pair_configured(&world, c);
     server
         .register_handler(1, |req, resp| resp.respond(req.body))
         .unwrap();
