@@ -10,7 +10,7 @@
 //!   with no selector the data is never copied. Memory is bounded by librdkafka's prefetch
 //!   queue (`queued.max.messages.kbytes`, 64 MiB by default; see [`crate::options`]) plus one
 //!   decoded event.
-//! - Partitions are served in turns of the batch size ([`crate::turns`]): a partition whose
+//! - Partitions are served in turns of the batch size (`turns.rs`): a partition whose
 //!   records were not fetched yet keeps its turn (up to 2 s) unless librdkafka reported that it
 //!   has nothing more stored (`enable.partition.eof`, which the driver sets).
 //! - A partition's end marker record ends that partition; once every partition read is ended

@@ -13,6 +13,10 @@
 //! `enable.idempotence=true` (no duplicate, no reordering on retries), `message.max.bytes=16777216`;
 //! consumers `queued.max.messages.kbytes=65536` (the memory bound of prefetched records),
 //! `fetch.max.bytes=67108864`, `max.partition.fetch.bytes=16777216`, `fetch.wait.max.ms=100`.
+//! Consumers always set `group.id` (the consumer's name), `enable.auto.commit=false`,
+//! `enable.auto.offset.store=false`, `auto.offset.reset=earliest` and
+//! `enable.partition.eof=true` (the round robin over partitions needs to know when one has
+//! nothing more stored, see `crate::turns`); `consumer_config` cannot change these.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
