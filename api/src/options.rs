@@ -159,6 +159,31 @@ impl std::fmt::Debug for ConsumerOptions {
 }
 
 impl ConsumerOptions {
+    /// The partitions to read of a topic with `count` partitions, as listed (`None`: all, in
+    /// order). Every driver checks the list with this: an empty list, a partition listed twice
+    /// ([`Error::InvalidOption`] on `consumer.partitions`) and one out of range
+    /// ([`Error::InvalidPartition`]) are errors.
+    pub fn partitions_of(&self, count: usize) -> Result<Vec<usize>> {
+        let Some(list) = &self.partitions else {
+            return Ok((0..count).collect());
+        };
+        if list.is_empty() {
+            return Err(Error::option("consumer.partitions", "must not be empty"));
+        }
+        for (i, &p) in list.iter().enumerate() {
+            if p >= count {
+                return Err(Error::InvalidPartition { index: p, count });
+            }
+            if list[..i].contains(&p) {
+                return Err(Error::option(
+                    "consumer.partitions",
+                    format!("partition {p} listed twice"),
+                ));
+            }
+        }
+        Ok(list.clone())
+    }
+
     /// Parses `{"batch_size": "adaptive"|N, "max_num_batches": N, "partitions": [..],
     /// "thread_count": N, "data": "none"|"all"}`; unknown keys are errors.
     pub fn from_json(v: &Value) -> Result<Self> {
@@ -239,6 +264,36 @@ fn parse_batch_size(v: &Value, key: &str) -> Result<BatchSize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partitions_of_checks_the_list() {
+        let with = |ps: Option<Vec<usize>>| ConsumerOptions {
+            partitions: ps,
+            ..Default::default()
+        };
+        assert_eq!(with(None).partitions_of(3).expect("all"), [0, 1, 2]);
+        assert_eq!(
+            with(Some(vec![2, 0])).partitions_of(3).expect("2, 0"),
+            [2, 0]
+        );
+        let empty = with(Some(vec![]))
+            .partitions_of(3)
+            .expect_err("empty")
+            .to_string();
+        assert!(
+            empty.contains("consumer.partitions") && empty.contains("empty"),
+            "{empty}"
+        );
+        let twice = with(Some(vec![1, 0, 1]))
+            .partitions_of(3)
+            .expect_err("twice")
+            .to_string();
+        assert!(twice.contains("partition 1 listed twice"), "{twice}");
+        assert!(matches!(
+            with(Some(vec![0, 3])).partitions_of(3),
+            Err(Error::InvalidPartition { index: 3, count: 3 })
+        ));
+    }
     use serde_json::json;
 
     #[test]

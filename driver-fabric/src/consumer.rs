@@ -142,21 +142,7 @@ impl FabricConsumer {
         options: ConsumerOptions,
     ) -> Result<Self> {
         let n = topic.info.num_partitions;
-        let partitions = options.partitions.unwrap_or_else(|| (0..n).collect());
-        if partitions.is_empty() {
-            return Err(Error::option("consumer.partitions", "must not be empty"));
-        }
-        for (i, &p) in partitions.iter().enumerate() {
-            if p >= n {
-                return Err(Error::InvalidPartition { index: p, count: n });
-            }
-            if partitions[..i].contains(&p) {
-                return Err(Error::option(
-                    "consumer.partitions",
-                    format!("partition {p} listed twice"),
-                ));
-            }
-        }
+        let partitions = options.partitions_of(n)?;
         let mut start = Vec::with_capacity(partitions.len());
         for &p in &partitions {
             start.push(

@@ -215,21 +215,7 @@ impl FilesConsumer {
         read: ConsumerRead,
     ) -> Result<Self> {
         let n = topic.partitions.len();
-        let partitions = options.partitions.unwrap_or_else(|| (0..n).collect());
-        if partitions.is_empty() {
-            return Err(Error::option("consumer.partitions", "must not be empty"));
-        }
-        for (i, &p) in partitions.iter().enumerate() {
-            if p >= n {
-                return Err(Error::InvalidPartition { index: p, count: n });
-            }
-            if partitions[..i].contains(&p) {
-                return Err(Error::option(
-                    "consumer.partitions",
-                    format!("partition {p} listed twice"),
-                ));
-            }
-        }
+        let partitions = options.partitions_of(n)?;
         let acks = AckStore::load(&topic.ack_path(name), n, &partitions, topic.config.sync)?;
         let start = acks.next_offsets();
         let records_per_refill = match options.batch_size {

@@ -93,21 +93,9 @@ impl KafkaConsumer {
         options: ConsumerOptions,
     ) -> Result<KafkaConsumer> {
         let n = topic.num_partitions;
-        let partitions = match &options.partitions {
-            None => (0..n).collect(),
-            Some(ps) => {
-                if let Some(&bad) = ps.iter().find(|&&p| p >= n) {
-                    return Err(Error::InvalidPartition {
-                        index: bad,
-                        count: n,
-                    });
-                }
-                let mut ps = ps.clone();
-                ps.sort_unstable();
-                ps.dedup();
-                ps
-            }
-        };
+        // Sorted: `slot` looks partitions up by binary search.
+        let mut partitions = options.partitions_of(n)?;
+        partitions.sort_unstable();
         let consumer: Arc<BaseConsumer> = Arc::new(
             topic
                 .conn

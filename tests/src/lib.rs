@@ -67,6 +67,7 @@ macro_rules! conformance_tests {
                 partition_list_matches_options,
                 consumer_serves_partitions_round_robin,
                 consumer_drains_a_lone_busy_partition,
+                consumer_partition_list_is_checked,
             }
             ack_resume {
                 resume_after_restart,

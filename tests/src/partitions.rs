@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use diaspora_api::{json, ConsumerOptions};
+use diaspora_api::{json, ConsumerOptions, Error};
 
-use crate::util::{assert_nothing_more, create_topic, flush, meta_u64, pull_n};
+use crate::util::{assert_nothing_more, create_topic, err_of, flush, meta_u64, pull_n};
 use crate::DriverFixture;
 
 /// 4 partitions, default (round-robin) selector: every partition gets every 4th event, ids
@@ -244,4 +244,43 @@ pub fn consumer_drains_a_lone_busy_partition(f: &dyn DriverFixture) {
         }
         assert_nothing_more(&consumer, "all events consumed");
     }
+}
+
+/// The consumer's partition list is checked the same way by every driver: an empty list and a
+/// partition listed twice are refused naming `consumer.partitions`, a partition out of range
+/// with `InvalidPartition` (the kafka driver accepted the first two: an empty list gave an
+/// immediate end of stream, a duplicate was dropped).
+pub fn consumer_partition_list_is_checked(f: &dyn DriverFixture) {
+    let driver = f.driver();
+    let topic = create_topic(&driver, "plist", 3);
+    let with = |ps: Vec<usize>| {
+        topic.consumer_with(
+            "c",
+            ConsumerOptions {
+                partitions: Some(ps),
+                ..Default::default()
+            },
+        )
+    };
+    for (list, wanted) in [
+        (vec![], "must not be empty"),
+        (vec![1, 2, 1], "partition 1 listed twice"),
+    ] {
+        let e = err_of(
+            with(list.clone()),
+            &format!("a consumer of partitions {list:?}"),
+        );
+        let text = e.to_string();
+        assert!(
+            matches!(e.root(), Error::InvalidOption { .. })
+                && text.contains("consumer.partitions")
+                && text.contains(wanted),
+            "partitions {list:?}: expected an InvalidOption on consumer.partitions saying {wanted:?}, got {e:?}"
+        );
+    }
+    let e = err_of(with(vec![0, 3]), "a consumer of partitions [0, 3]");
+    assert!(
+        matches!(e.root(), Error::InvalidPartition { index: 3, count: 3 }),
+        "expected InvalidPartition {{ 3, 3 }}, got {e:?}"
+    );
 }
