@@ -252,8 +252,10 @@ impl Inner {
                         let slot = usize::try_from(m.partition())
                             .ok()
                             .and_then(|p| self.slot(p));
+                        // Not counted in the turns: the partition's own queue may hold its end
+                        // report already (the queues race), and counting this record would
+                        // clear it, making the partition hold the turn for TURN_WAIT.
                         if let Some(slot) = slot.filter(|&s| !state.ended[s]) {
-                            state.turns.served(slot);
                             if let Some(r) = self.deliver(state, slot, &m) {
                                 return Some(r);
                             }

@@ -4,6 +4,9 @@
 //! over. Every pass tries every partition once, starting with the one whose turn it is, so a
 //! partition with events is never skipped for good, however many passes found nothing.
 //!
+//! Records that librdkafka hands to the consumer's main queue instead of the partition's
+//! (the queues race) are delivered without counting in the turns.
+//!
 //! A partition found empty gives its turn up only when librdkafka reported its end (a
 //! PARTITION_EOF after its last record, `enable.partition.eof`), or once it kept the turn for
 //! [`TURN_WAIT`] with nothing. The records of a partition whose fetch is still in flight
@@ -57,8 +60,8 @@ impl Turns {
         (0..n).map(move |k| (turn + k) % n)
     }
 
-    /// `slot` delivered an event: it has the turn (a slot found empty gave its turn up), and
-    /// passes it on once it served `len` events in a row.
+    /// `slot`'s queue gave something (a record, skipped or not, or an error): it has the turn
+    /// (a slot found empty gave its turn up), and passes it on once it served `len` in a row.
     pub(crate) fn served(&mut self, slot: usize) {
         self.at_end[slot] = false;
         self.waiting_since[slot] = None;
@@ -79,9 +82,11 @@ impl Turns {
         self.waiting_since[slot] = None;
     }
 
-    /// `slot`, the first slot of this pass that was not skipped, has nothing fetched at `now`:
-    /// whether the pass stops and waits for it (it keeps the turn) rather than going on to the
-    /// next slots. `false` once its end was reported or it waited [`Self::new`]'s `wait`.
+    /// `slot` has nothing fetched at `now`: whether the pass stops and waits for it rather than
+    /// going on to the slots after it in this pass's order. `false` once its end was reported
+    /// or it waited [`Self::new`]'s `wait`. Every slot of a pass is asked in turn order until
+    /// one says yes, so the pass waits for the first slot, from the one whose turn it is,
+    /// whose fetch may still bring records (a slot at its end passes the wait on to the next).
     pub(crate) fn keeps_turn(&mut self, slot: usize, now: Instant) -> bool {
         if self.at_end[slot] {
             return false;

@@ -52,7 +52,8 @@ pub struct EngineConfig {
     /// How long a caller's [`Pending::wait`](crate::Pending::wait) keeps polling for the
     /// outcome (yielding the core) before it sleeps. An outcome that arrives meanwhile costs no
     /// thread wake-up (a futex wake and a context switch: tens of microseconds on a virtual
-    /// machine, several times a 64 KiB shm read). Zero: sleep at once.
+    /// machine, several times a 64 KiB shm read). Zero: sleep at once. (With `inline_progress`
+    /// waiting callers drive progress instead: see `busy_poll`.)
     pub wait_spin: Duration,
     /// With `inline_progress`: how long a waiting caller keeps polling without giving its core
     /// up (a CPU spin hint between polls) once an iteration found nothing, before it yields
