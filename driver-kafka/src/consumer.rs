@@ -35,7 +35,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::error::KafkaError;
 use crate::record::{self, Record};
 use crate::topic::TopicShared;
-use crate::turns::{Turns, TURN_WAIT};
+use crate::turns::{Polled, Turns, TURN_WAIT};
 
 /// The kafka driver's [`ConsumerBackend`].
 pub struct KafkaConsumer {
@@ -182,6 +182,15 @@ impl Inner {
         self.partitions.binary_search(&partition).ok()
     }
 
+    /// The slot of librdkafka's partition number `p`, if this consumer reads it.
+    fn slot_of(&self, p: i32) -> Option<usize> {
+        usize::try_from(p).ok().and_then(|p| self.slot(p))
+    }
+
+    fn fetch_error(&self, e: rdkafka::error::KafkaError) -> Error {
+        KafkaError::client(format!("fetching from {}", self.topic.name), e).into()
+    }
+
     fn commit(&self, partition: usize, id: EventId) -> Result<()> {
         let Some(slot) = self.slot(partition) else {
             return Err(Error::option(
@@ -236,22 +245,13 @@ impl Inner {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.consumer.poll(left.min(Duration::from_millis(5))) {
                     Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                        let slot = usize::try_from(p).ok().and_then(|p| self.slot(p));
-                        if let Some(slot) = slot {
+                        if let Some(slot) = self.slot_of(p) {
                             state.turns.reached_end(slot);
                         }
                     }
-                    Some(Err(e)) => {
-                        return Some(Err(KafkaError::client(
-                            format!("fetching from {}", self.topic.name),
-                            e,
-                        )
-                        .into()))
-                    }
+                    Some(Err(e)) => return Some(Err(self.fetch_error(e))),
                     Some(Ok(m)) => {
-                        let slot = usize::try_from(m.partition())
-                            .ok()
-                            .and_then(|p| self.slot(p));
+                        let slot = self.slot_of(m.partition());
                         // Not counted in the turns: the partition's own queue may hold its end
                         // report already (the queues race), and counting this record would
                         // clear it, making the partition hold the turn for TURN_WAIT.
@@ -270,13 +270,7 @@ impl Inner {
             };
             let msg = match msg {
                 Ok(m) => m,
-                Err(e) => {
-                    return Some(Err(KafkaError::client(
-                        format!("fetching from {}", self.topic.name),
-                        e,
-                    )
-                    .into()))
-                }
+                Err(e) => return Some(Err(self.fetch_error(e))),
             };
             if let Some(r) = self.deliver(state, slot, &msg) {
                 return Some(r);
@@ -284,36 +278,19 @@ impl Inner {
         }
     }
 
-    /// One round-robin pass over the partition queues (see [`crate::turns`]): the first record
-    /// or error found, the slot it came from counted as served; `None` when nothing was found or
-    /// the slot whose turn it is keeps it, waiting for its fetch.
+    /// One round-robin pass over the partition queues ([`Turns::pass`]): the first record or
+    /// error found, with its slot.
     fn pass<'a>(
         &'a self,
         state: &mut State,
     ) -> Option<(usize, rdkafka::error::KafkaResult<BorrowedMessage<'a>>)> {
-        let now = Instant::now();
-        for slot in state.turns.order() {
-            if state.ended[slot] {
-                continue;
-            }
-            loop {
-                match self.queues[slot].poll(Duration::ZERO) {
-                    // Nothing more stored: the turn may pass on (after this record, if any).
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
-                        state.turns.reached_end(slot)
-                    }
-                    Some(r) => {
-                        state.turns.served(slot);
-                        return Some((slot, r));
-                    }
-                    None => break,
-                }
-            }
-            if state.turns.keeps_turn(slot, now) {
-                return None;
-            }
-        }
-        None
+        let queues = &self.queues;
+        state.turns.pass(Instant::now(), &state.ended, |slot| {
+            Some(match queues[slot].poll(Duration::ZERO)? {
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => Polled::End,
+                r => Polled::Item(r),
+            })
+        })
     }
 
     /// The event of partition slot `slot`'s record `msg`; `None` when it is skipped (an end

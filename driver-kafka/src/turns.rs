@@ -24,6 +24,14 @@ use std::time::{Duration, Instant};
 /// Longest time a partition with nothing fetched, and no end reported, keeps the turn.
 pub(crate) const TURN_WAIT: Duration = Duration::from_secs(2);
 
+/// What polling a partition's queue gave.
+pub(crate) enum Polled<T> {
+    /// librdkafka's report that the partition has nothing more stored (for now).
+    End,
+    /// A record or an error: served to the caller.
+    Item(T),
+}
+
 /// The turn state of `n` partition slots.
 #[derive(Clone, Debug)]
 pub(crate) struct Turns {
@@ -53,16 +61,48 @@ impl Turns {
         }
     }
 
+    /// One pass: polls the slots in [`order`](Self::order), skipping those `ended` (their end
+    /// marker record was read), until one gives an item, which counts as served. End reports
+    /// met on the way are taken. `None` when no slot gave an item, or when a slot found empty
+    /// keeps the turn ([`keeps_turn`](Self::keeps_turn)): its fetch is waited for.
+    pub(crate) fn pass<T>(
+        &mut self,
+        now: Instant,
+        ended: &[bool],
+        mut poll: impl FnMut(usize) -> Option<Polled<T>>,
+    ) -> Option<(usize, T)> {
+        for slot in self.order() {
+            if ended[slot] {
+                continue;
+            }
+            loop {
+                match poll(slot) {
+                    // The turn may pass on (after this record, if any follows).
+                    Some(Polled::End) => self.reached_end(slot),
+                    Some(Polled::Item(item)) => {
+                        self.served(slot);
+                        return Some((slot, item));
+                    }
+                    None => break,
+                }
+            }
+            if self.keeps_turn(slot, now) {
+                return None;
+            }
+        }
+        None
+    }
+
     /// The slots to try for the next event, in order: the slot whose turn it is, then every
     /// other slot once, round robin.
-    pub(crate) fn order(&self) -> impl Iterator<Item = usize> {
+    fn order(&self) -> impl Iterator<Item = usize> {
         let (turn, n) = (self.turn, self.n);
         (0..n).map(move |k| (turn + k) % n)
     }
 
     /// `slot`'s queue gave something (a record, skipped or not, or an error): it has the turn
     /// (a slot found empty gave its turn up), and passes it on once it served `len` in a row.
-    pub(crate) fn served(&mut self, slot: usize) {
+    fn served(&mut self, slot: usize) {
         self.at_end[slot] = false;
         self.waiting_since[slot] = None;
         if slot != self.turn {
@@ -87,7 +127,7 @@ impl Turns {
     /// or it waited [`Self::new`]'s `wait`. Every slot of a pass is asked in turn order until
     /// one says yes, so the pass waits for the first slot, from the one whose turn it is,
     /// whose fetch may still bring records (a slot at its end passes the wait on to the next).
-    pub(crate) fn keeps_turn(&mut self, slot: usize, now: Instant) -> bool {
+    fn keeps_turn(&mut self, slot: usize, now: Instant) -> bool {
         if self.at_end[slot] {
             return false;
         }
@@ -101,31 +141,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A partition as librdkafka's queue shows it: `queued` records fetched, `stored` more
-    /// not fetched yet, and whether an end report is queued.
+    /// A partition as librdkafka's queue shows it: `queued` records fetched, then an end
+    /// report if `eof_queued`.
     #[derive(Clone, Debug, Default)]
     struct Slot {
         queued: usize,
         eof_queued: bool,
     }
 
-    /// One pass as the consumer runs it: the first slot with a record serves it; end reports
-    /// are consumed on the way; a slot that keeps its turn stops the pass (`None`).
+    /// One [`Turns::pass`] over `slots` (none ended), polled as the consumer polls its queues.
     fn pass(t: &mut Turns, slots: &mut [Slot], now: Instant) -> Option<usize> {
-        for s in t.order().collect::<Vec<_>>() {
+        let ended = vec![false; slots.len()];
+        t.pass(now, &ended, |s| {
             if slots[s].queued > 0 {
                 slots[s].queued -= 1;
-                t.served(s);
-                return Some(s);
+                Some(Polled::Item(()))
+            } else if std::mem::take(&mut slots[s].eof_queued) {
+                Some(Polled::End)
+            } else {
+                None
             }
-            if std::mem::take(&mut slots[s].eof_queued) {
-                t.reached_end(s);
-            }
-            if t.keeps_turn(s, now) {
-                return None;
-            }
-        }
-        None
+        })
+        .map(|(s, ())| s)
     }
 
     fn ended(queued: usize) -> Slot {
@@ -154,6 +191,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn ended_slots_are_not_polled() {
+        // No wait: an empty slot passes its turn on at once, so the pass reaches every slot.
+        let mut t = Turns::new(3, 5, Duration::ZERO);
+        let mut polled = Vec::new();
+        let got = t.pass(Instant::now(), &[false, true, false], |s| {
+            polled.push(s);
+            None::<Polled<()>>
+        });
+        assert!(got.is_none());
+        assert_eq!(polled, [0, 2]);
     }
 
     #[test]
