@@ -1,7 +1,8 @@
 //! [`Av`]: an address vector (`FI_AV_TABLE`) mapping peer [`Address`]es to [`PeerAddr`]s.
 
+use std::collections::HashMap;
 use std::ptr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use fabric_sys as sys;
 
@@ -23,6 +24,9 @@ impl PeerAddr {
 pub(crate) struct AvInner {
     pub(crate) fid: *mut sys::fid_av,
     pub(crate) domain: Arc<DomainInner>,
+    /// shm: the peers' region locks watched while their entries live, until after the close
+    /// ([`crate::shm_locks`]).
+    shm_peers: Mutex<HashMap<sys::fi_addr_t, crate::shm_locks::Ticket>>,
 }
 
 // SAFETY: see DomainInner.
@@ -58,6 +62,7 @@ impl Av {
             inner: Arc::new(AvInner {
                 fid,
                 domain: domain.inner.clone(),
+                shm_peers: Mutex::new(HashMap::new()),
             }),
             _not_sync: NotSync::default(),
         })
@@ -92,6 +97,18 @@ impl Av {
             };
             return Err(Error::AvInsert(FiErrno::from_ret(ret)));
         }
+        if self.inner.domain.caps().provider == "shm" {
+            let mut peers = self
+                .inner
+                .shm_peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let std::collections::hash_map::Entry::Vacant(v) = peers.entry(out) {
+                if let Some(t) = crate::shm_locks::watch(addr, false) {
+                    v.insert(t);
+                }
+            }
+        }
         Ok(PeerAddr(out))
     }
 
@@ -100,7 +117,13 @@ impl Av {
         let mut a = peer.0;
         // SAFETY: valid AV and one fi_addr_t.
         let rc = unsafe { sys::fi_av_remove(self.inner.fid, &mut a, 1, 0) };
-        check(rc, Error::AvRemove)
+        check(rc, Error::AvRemove)?;
+        self.inner
+            .shm_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&peer.0);
+        Ok(())
     }
 
     /// The raw fid. Owned by `self`: do not close it.

@@ -27,6 +27,9 @@ pub(crate) struct EpInner {
     cq: Arc<CqInner>,
     _av: Arc<AvInner>,
     domain: Arc<DomainInner>,
+    /// shm: keeps this endpoint's region lock watched until after the close
+    /// ([`crate::shm_locks`]).
+    shm_watch: std::sync::OnceLock<crate::shm_locks::Ticket>,
 }
 
 // SAFETY: see DomainInner.
@@ -73,6 +76,7 @@ impl Endpoint {
                 cq: cq.inner.clone(),
                 _av: av.inner.clone(),
                 domain: d.clone(),
+                shm_watch: std::sync::OnceLock::new(),
             }),
             _not_sync: NotSync::default(),
         };
@@ -87,6 +91,15 @@ impl Endpoint {
         // SAFETY: a bound endpoint.
         let rc = unsafe { sys::fi_enable(fid) };
         check(rc, Error::Enable)?;
+        if d.caps().provider == "shm" {
+            if let Some(t) = ep
+                .address()
+                .ok()
+                .and_then(|a| crate::shm_locks::watch(&a, true))
+            {
+                let _ = ep.inner.shm_watch.set(t);
+            }
+        }
         Ok(ep)
     }
 

@@ -51,6 +51,8 @@ pub mod info;
 pub mod mr;
 pub mod mr_policy;
 pub mod remote;
+mod shm_lock_watch;
+mod shm_locks;
 mod shm_names;
 
 pub use address::{Address, AddressError};
@@ -65,6 +67,7 @@ pub use info::{Capabilities, Hints, Info, Progress, Threading};
 pub use mr::{Access, LocalSegment, MemoryRegion};
 pub use mr_policy::{KeyAllocator, KeySource, MrPolicy, PolicyError};
 pub use remote::{DecodeError, RemoteRegion};
+pub use shm_locks::{hold_shm_region_lock, shm_locks_released, SHM_LOCK_MONITOR_ENV};
 pub use shm_names::{reap_child, remove_shm_names_of, try_reap_child};
 
 /// Re-export of the raw bindings, for [`Endpoint::as_raw`]-style escape hatches.

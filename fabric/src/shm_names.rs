@@ -10,16 +10,25 @@
 
 use std::path::Path;
 
+/// The pid of a shm endpoint name `<pid>:<digits>:<digits>` (`None` for anything else).
+pub(crate) fn name_pid(name: &str) -> Option<u32> {
+    fn digits(p: &str) -> bool {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+    }
+    let mut parts = name.split(':');
+    let pid = parts.next().filter(|p| digits(p))?;
+    parts.next().filter(|p| digits(p))?;
+    parts.next().filter(|p| digits(p))?;
+    if parts.next().is_some() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
 /// True when `name` is `<pid>:<digits>:<digits>`.
 pub(crate) fn is_stale_name(name: &str, pid: u32) -> bool {
-    let prefix = format!("{pid}:");
-    let Some(rest) = name.strip_prefix(&prefix) else {
-        return false;
-    };
-    let mut parts = rest.split(':');
-    let digits =
-        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+    // Compared as text, as before: "0123:1:2" is not pid 123's name.
+    name_pid(name) == Some(pid) && name.starts_with(&format!("{pid}:"))
 }
 
 /// Removes the names in `dir` that [`is_stale_name`] for `pid`; returns how many were removed.

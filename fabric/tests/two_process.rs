@@ -13,6 +13,10 @@ use diaspora_fabric::{Access, Address, MemoryRegion, PageBuf, RemoteRegion, UNKN
 use util::{hints, info, pattern, providers, retry, wait_for, wait_for_any, Node, DEADLINE};
 
 const CHILD_ENV: &str = "DIASPORA_FABRIC_CHILD";
+/// In the child: `own` takes its own shm region's lock, `peer:<hex address>` the lock of that
+/// peer's region, then it prints `CHILD-HOLDING` and waits to be killed, as a process killed
+/// inside the provider's critical section would leave it.
+const HOLD_ENV: &str = "DIASPORA_FABRIC_CHILD_HOLD";
 const REGION: usize = 256 * 1024;
 
 fn hex(b: &[u8]) -> String {
@@ -52,6 +56,21 @@ fn child_target() {
         hex(&desc)
     );
     std::io::stdout().flush().expect("flush");
+    if let Ok(hold) = std::env::var(HOLD_ENV) {
+        let whose = match hold.strip_prefix("peer:") {
+            Some(hex) => {
+                let peer = Address::from_hex(&provider, hex).expect("peer address");
+                n.av.insert(&peer).expect("insert the peer");
+                peer
+            }
+            None => n.ep.address().expect("addr"),
+        };
+        diaspora_fabric::hold_shm_region_lock(&whose, DEADLINE).expect("take the region lock");
+        println!("CHILD-HOLDING");
+        std::io::stdout().flush().expect("flush");
+        std::thread::sleep(DEADLINE);
+        std::process::exit(2);
+    }
     let start = Instant::now();
     loop {
         n.poll();
@@ -70,7 +89,15 @@ fn child_target() {
 }
 
 fn spawn_child(provider: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
+    spawn_child_with(provider, None)
+}
+
+fn spawn_child_with(provider: &str, hold: Option<&str>) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+    if let Some(h) = hold {
+        cmd.env(HOLD_ENV, h);
+    }
+    let mut child = cmd
         .args([
             "--exact",
             "child_target",
@@ -92,6 +119,20 @@ fn spawn_child(provider: &str) -> (Child, mpsc::Receiver<String>) {
         }
     });
     (child, rx)
+}
+
+/// Waits for a line of the child that contains `what`.
+fn line_with(rx: &mpsc::Receiver<String>, what: &str) {
+    let start = Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("child line {what} within the deadline"));
+        if line.contains(what) {
+            return;
+        }
+    }
 }
 
 /// Waits for the child's READY line: its address and region.
@@ -368,4 +409,144 @@ fn reads_from_a_killed_peer_fail_without_hanging() {
         drop(n);
         drop(local);
     }
+}
+
+/// Runs `f` on its own thread and waits for its result at most `DEADLINE`: a call that spins
+/// inside the provider fails the test with `what` instead of hanging it (the spinning thread
+/// is left behind; the process ends with the test binary).
+fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what}: still inside the provider after {DEADLINE:?}"))
+}
+
+/// Kills `child` with SIGKILL and reaps it (removing its shm names).
+fn kill_and_reap(child: &mut KillOnDrop) {
+    child.0.kill().expect("kill -9 the child");
+    let status = child.reap();
+    assert!(status.code().is_none(), "the child was killed by a signal");
+}
+
+/// shm: a peer killed while it held its own region's lock (as a process killed inside its
+/// progress does: 1 kill in about 100 in `reads_from_a_killed_peer_fail_without_hanging`) left
+/// every read from it spinning in `pthread_spin_lock` inside `fi_read` for ever. Now the lock
+/// is released once its owner is dead, and the read fails.
+#[test]
+fn reads_from_a_peer_killed_holding_its_region_lock_fail_instead_of_spinning() {
+    let p = "shm";
+    let Some(info) = info(&hints(p)) else {
+        return;
+    };
+    let (child, rx) = spawn_child_with(p, Some("own"));
+    let mut child = KillOnDrop(child);
+    let (addr, region) = ready(&rx);
+    let mut n = Node::new(&info);
+    let peer = n.av.insert(&addr).expect("insert child");
+    line_with(&rx, "CHILD-HOLDING");
+    kill_and_reap(&mut child);
+    let released_before = diaspora_fabric::shm_locks_released();
+
+    let outcome = within_deadline("a read from a peer that died holding its lock", move || {
+        let local = MemoryRegion::register(
+            &n.domain,
+            PageBuf::new(REGION).expect("alloc"),
+            Access::READ,
+        )
+        .expect("reg");
+        let start = Instant::now();
+        let outcome = loop {
+            // SAFETY: `local` outlives the completion: the loop waits for it (or for the post's
+            // failure) before `local` is dropped.
+            let r = unsafe {
+                n.ep.post_read(&[local.local_all().expect("seg")], peer, &[region], 5)
+            };
+            match r {
+                Ok(()) => {
+                    let c = wait_for_any(&mut [&mut n], 0, &[5, UNKNOWN_OP]);
+                    break c.result.map_err(|e| e.to_string());
+                }
+                Err(e) if e.is_retryable() => {
+                    n.poll();
+                    if start.elapsed() > EAGAIN_AS_DEATH {
+                        break Err("posts keep returning EAGAIN".to_owned());
+                    }
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        drop(local);
+        drop(n);
+        outcome
+    });
+    let e = outcome.expect_err("a read from a dead process must fail");
+    eprintln!("{p}: read from a peer that died holding its lock: {e}");
+    assert!(
+        diaspora_fabric::shm_locks_released() > released_before,
+        "the dead peer's lock was released"
+    );
+}
+
+/// shm: a client killed in the middle of a send holds the *receiver's* region lock, and every
+/// other client's send to that receiver then spun for ever inside the provider
+/// (`smr_send_name`, `smr_generic_msg`): a server reached by shm served nobody any more. Now
+/// the receiver releases its own lock once it has been held for 2 s, and the next client's
+/// message gets through. (The next client is an endpoint of this process here: the lock and
+/// the spin are the same as between processes.)
+#[test]
+fn a_peer_killed_holding_our_region_lock_does_not_stop_others_reaching_us() {
+    let p = "shm";
+    let Some(info) = info(&hints(p)) else {
+        return;
+    };
+    let server = Node::new(&info);
+    let ours = server.ep.address().expect("our address");
+    let hold = format!("peer:{}", ours.to_hex());
+    let (killed, krx) = spawn_child_with(p, Some(&hold));
+    let mut killed = KillOnDrop(killed);
+    let _ = ready(&krx);
+    line_with(&krx, "CHILD-HOLDING");
+    kill_and_reap(&mut killed);
+    let released_before = diaspora_fabric::shm_locks_released();
+
+    let got = within_deadline(
+        "a message to a receiver whose lock a dead peer held",
+        move || {
+            let mut server = server;
+            let mut client = Node::new(&info);
+            let to_server = client.av.insert(&ours).expect("insert the server");
+            let rbuf =
+                MemoryRegion::register(&server.domain, vec![0u8; 64], Access::RECV).expect("reg");
+            // SAFETY: `rbuf` outlives the wait for completion 7.
+            unsafe {
+                server
+                    .ep
+                    .post_recv(&rbuf.local_all().expect("seg"), 7)
+                    .expect("recv")
+            };
+            let mut msg =
+                MemoryRegion::register(&client.domain, vec![0u8; 5], Access::SEND).expect("reg");
+            msg.as_mut_slice().copy_from_slice(b"hello");
+            // SAFETY: `msg` outlives the wait for completion 8.
+            retry(&mut [&mut client, &mut server], |n| unsafe {
+                n.ep.post_send(&msg.local_all().expect("seg"), to_server, 8)
+            });
+            let c = wait_for(&mut [&mut server, &mut client], 0, 7);
+            c.result.expect("the message reached the server");
+            wait_for(&mut [&mut server, &mut client], 1, 8)
+                .result
+                .expect("send completed");
+            let got = rbuf.as_slice()[..c.len].to_vec();
+            drop((rbuf, msg));
+            drop((client, server));
+            got
+        },
+    );
+    assert_eq!(got, b"hello");
+    assert!(
+        diaspora_fabric::shm_locks_released() > released_before,
+        "our own lock was released"
+    );
 }

@@ -130,3 +130,49 @@ fn the_session_of_a_killed_client_goes_to_a_new_caller_once_idle() {
         server.shutdown();
     }
 }
+
+/// shm: a client killed inside a send to the server holds the server's region lock; every
+/// other client's send to the server then spun for ever inside the provider, so the server
+/// served nobody. Now the server's engine releases its own region lock once it has been held
+/// for 2 s, and new clients are served.
+#[test]
+fn a_client_killed_holding_the_servers_shm_lock_does_not_stop_it_serving_others() {
+    let p = "shm";
+    if !providers().iter().any(|x| x == p) {
+        return;
+    }
+    let server = engine(p, 16);
+    server
+        .register_handler(2, |req, resp| resp.respond(req.body))
+        .expect("handler 2");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
+        .args([p, "hold", &server.address().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora-rpc-peer hold");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let holding = lines.any(|l| l.is_ok_and(|l| l == "HOLDING"));
+    assert!(holding, "the holding client did not start (stderr above)");
+    child.kill().expect("SIGKILL the client");
+    diaspora_fabric::reap_child(&mut child).expect("reap the client");
+    let released_before = diaspora_fabric::shm_locks_released();
+
+    // The default send timeout: the first send waits in the provider until the lock goes
+    // (2 s after it was taken).
+    let client = Engine::new(EngineConfig::for_provider(p)).expect("client engine");
+    let peer = client
+        .connect(server.address(), Duration::from_secs(10))
+        .wait()
+        .unwrap_or_else(|e| panic!("a new client was not served: {e}"));
+    for i in 0..8u8 {
+        let r = client.call(&peer, 2, vec![i; 32], SEC10).wait();
+        assert_eq!(r.expect("echo"), vec![i; 32]);
+    }
+    assert!(
+        diaspora_fabric::shm_locks_released() > released_before,
+        "the server's lock was released"
+    );
+    client.shutdown();
+    server.shutdown();
+}

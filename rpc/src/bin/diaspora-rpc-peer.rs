@@ -11,6 +11,11 @@
 //! diaspora-rpc-peer <provider> poll <address> <n>
 //! connects to <address>, sends <n> calls of op 1 (60 s deadline), prints POLLING, then waits
 //! for its stdin to close (the tests kill it with SIGKILL, calls in flight).
+//!
+//! diaspora-rpc-peer shm hold <address>
+//! takes the lock of the shm region of <address> and keeps it, prints HOLDING, then waits for
+//! its stdin to close (the tests kill it with SIGKILL: a client killed inside a send to that
+//! address leaves the same state).
 //! ```
 //! The exposed buffer holds byte `i` = `(i % 251) as u8`.
 
@@ -32,6 +37,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .next()
         .ok_or("usage: diaspora-rpc-peer <provider> <expose_bytes>")?;
     let second = args.next().ok_or("missing <expose_bytes>")?;
+    if second == "hold" {
+        let addr: diaspora_rpc::Address = args.next().ok_or("missing <address>")?.parse()?;
+        diaspora_fabric::hold_shm_region_lock(&addr, Duration::from_secs(20))?;
+        println!("HOLDING");
+        std::io::stdout().flush()?;
+        for line in std::io::stdin().lock().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+        return Ok(());
+    }
     if second == "poll" {
         let addr: diaspora_rpc::Address = args.next().ok_or("missing <address>")?.parse()?;
         let n: usize = args.next().ok_or("missing <n>")?.parse()?;

@@ -1,0 +1,469 @@
+//! Releases shm region locks held by processes that died holding them.
+//!
+//! libfabric's shm provider (1.17 to 1.19: region layout versions 4 and 5) guards each
+//! endpoint's region, a file in `/dev/shm` that the owner and its peers map, with a
+//! `pthread_spinlock_t` inside the region. The owner takes it whenever it progresses its queues
+//! (every `fi_cq_read`); a sender takes the *receiver's* lock for every send and RMA (and holds
+//! it during a whole CMA copy). A process killed (`kill -9`, the OOM killer) while it holds one
+//! leaves it held for good, and every later call that needs it spins in `pthread_spin_lock`
+//! forever: a reader of a killed peer's memory hangs in `fi_read`, and a server whose client
+//! died in the middle of a send hangs in its own `fi_cq_read`, for every client. (Found as a
+//! hang of `two_process::reads_from_a_killed_peer_fail_without_hanging`, about 1 run in 100;
+//! `gdb` showed the reader in `__pthread_spin_lock` under `fi_read`.) No deadline of ours can
+//! end a spin inside the provider.
+//!
+//! So every shm endpoint this process opens, and every shm peer it inserts in an address
+//! vector, has its region's first page mapped here as well, and one monitor thread per process
+//! samples their lock words every [`SAMPLE_EVERY`](crate::shm_lock_watch::SAMPLE_EVERY). A
+//! lock that [`Watch`] finds stuck is released (the spin lock's word set back to free), with a
+//! line on stderr and a count in [`shm_locks_released`]. The spinning call then goes on and
+//! fails the way calls to a dead peer fail (its CMA copy gets `ESRCH`), or succeeds when the
+//! lock was this process's own.
+//!
+//! Region layout read here (x86_64, glibc), the fields of `struct smr_region` before the lock,
+//! identical in libfabric 1.17 to 1.19:
+//!
+//! ```text
+//! offset  0  u8   version (4 or 5; anything else: the region is not watched)
+//! offset  4  i32  pid of the owner (must match the pid in the region's name)
+//! offset 24  i32  lock: glibc x86_64 pthread_spinlock_t, 1 = free, <= 0 = held
+//! ```
+//!
+//! What a release can break: a sender that was *stopped* (SIGSTOP, a debugger) inside a send
+//! to this process for longer than [`OWN_HOLD`](crate::shm_lock_watch::OWN_HOLD) loses its
+//! lock; the region's command queue may then see two writers. A dead peer's region is only
+//! written by its senders, which fail at once on the dead pid.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use crate::address::Address;
+use crate::shm_lock_watch::{Side, Verdict, Watch, SAMPLE_EVERY};
+
+/// Region layout versions whose lock is at [`LOCK_OFFSET`].
+const KNOWN_VERSIONS: [u8; 2] = [4, 5];
+const PID_OFFSET: usize = 4;
+const LOCK_OFFSET: usize = 24;
+/// glibc's x86_64 `pthread_spin_unlock` stores 1; `pthread_spin_lock` decrements.
+const SPIN_FREE: i32 = 1;
+/// Bytes mapped per region (the fields above).
+const MAP_LEN: usize = 4096;
+
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+
+/// How many stuck shm region locks this process has released (see the module docs).
+pub fn shm_locks_released() -> u64 {
+    RELEASED.load(Ordering::Relaxed)
+}
+
+/// The region file of a shm address (`fi_shm://<pid>:<uid>:<n>`, NUL-padded), with the pid of
+/// its owner. `None` for anything else: nothing outside `/dev/shm` is ever opened.
+pub(crate) fn region_path(addr: &Address) -> Option<(PathBuf, u32)> {
+    let bytes = addr.bytes();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let text = std::str::from_utf8(&bytes[..end]).ok()?;
+    let name = text.strip_prefix("fi_shm://")?;
+    let pid = crate::shm_names::name_pid(name)?;
+    Some((Path::new("/dev/shm").join(name), pid))
+}
+
+/// Fault injection for tests: takes the spin lock of the shm region of `addr` and never
+/// releases it (the mapping is leaked), which is what a process killed inside the provider's
+/// critical section leaves behind. Kill the calling process afterwards. Waits at most
+/// `within` for the lock to come free; fails on an address that is not a shm region of a known
+/// layout, or on a platform this module does not watch.
+pub fn hold_shm_region_lock(addr: &Address, within: std::time::Duration) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    if !cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
+        return Err(Error::new(ErrorKind::Unsupported, "not x86_64 glibc"));
+    }
+    let (path, pid) = region_path(addr)
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "not a shm address"))?;
+    let map = Mapping::open(&path, pid).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: not a shm region of a known layout", path.display()),
+        )
+    })?;
+    let word = map.lock_word();
+    let start = Instant::now();
+    // pthread_spin_lock's fast path: free (1) -> held (0).
+    while word
+        .compare_exchange(SPIN_FREE, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        if start.elapsed() > within {
+            return Err(Error::new(ErrorKind::TimedOut, "the lock never came free"));
+        }
+        std::hint::spin_loop();
+    }
+    std::mem::forget(map);
+    Ok(())
+}
+
+/// The first page of a region, mapped shared.
+struct Mapping {
+    ptr: *mut u8,
+}
+
+// SAFETY: the mapping is plain shared memory; the lock word is only accessed atomically.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Maps `path` if it holds a region of a known layout owned by `pid`.
+    fn open(path: &Path, pid: u32) -> Option<Mapping> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() < MAP_LEN as u64 {
+            return None;
+        }
+        // SAFETY: a new shared mapping of an open regular file at least MAP_LEN long; the
+        // kernel picks the address. The mapping stays valid after `file` is closed.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MAP_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let m = Mapping { ptr: ptr.cast() };
+        // SAFETY: offsets 0 and PID_OFFSET..+4 are inside the MAP_LEN mapped bytes; the owner
+        // wrote them before it published its name.
+        let (version, owner) = unsafe {
+            (
+                m.ptr.read_volatile(),
+                m.ptr.add(PID_OFFSET).cast::<i32>().read_unaligned(),
+            )
+        };
+        let word = m.lock_word().load(Ordering::Relaxed);
+        let plausible = word <= SPIN_FREE;
+        (KNOWN_VERSIONS.contains(&version) && u32::try_from(owner) == Ok(pid) && plausible)
+            .then_some(m)
+    }
+
+    fn lock_word(&self) -> &AtomicI32 {
+        // SAFETY: LOCK_OFFSET is 4-byte aligned inside the page-aligned mapping, which lives as
+        // long as `self`; other processes access the word atomically too (lock decl, movl).
+        unsafe { AtomicI32::from_ptr(self.ptr.add(LOCK_OFFSET).cast()) }
+    }
+
+    fn is_locked(&self) -> bool {
+        self.lock_word().load(Ordering::Acquire) < SPIN_FREE
+    }
+
+    /// Sets a held lock back to free; false if it was freed meanwhile.
+    fn release(&self) -> bool {
+        let w = self.lock_word();
+        let mut cur = w.load(Ordering::Acquire);
+        while cur < SPIN_FREE {
+            match w.compare_exchange(cur, SPIN_FREE, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: mapped by `open` with MAP_LEN bytes, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), MAP_LEN) };
+    }
+}
+
+/// The start time of process `pid` (field 22 of `/proc/<pid>/stat`), `None` if it is gone or a
+/// zombie.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+struct Region {
+    map: Mapping,
+    name: String,
+    pid: u32,
+    /// The owner's start time when the region was first watched: another process that got
+    /// its pid later does not make it alive.
+    start: Option<u64>,
+    watch: Watch,
+    refs: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    regions: HashMap<(PathBuf, bool), Region>,
+    monitor_started: bool,
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    wake: Condvar,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| Shared {
+        registry: Mutex::new(Registry::default()),
+        wake: Condvar::new(),
+    })
+}
+
+fn lock(s: &Shared) -> MutexGuard<'_, Registry> {
+    s.registry.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps a region watched while it lives.
+pub(crate) struct Ticket {
+    key: (PathBuf, bool),
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut reg = lock(shared());
+        if let Some(r) = reg.regions.get_mut(&self.key) {
+            r.refs -= 1;
+            if r.refs == 0 {
+                reg.regions.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Environment variable that turns the monitor off (`off` or `0`), for a node where the
+/// caveat above matters more than a dead peer's lock.
+pub const SHM_LOCK_MONITOR_ENV: &str = "DIASPORA_SHM_LOCK_MONITOR";
+
+fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        cfg!(all(target_arch = "x86_64", target_env = "gnu"))
+            && !matches!(
+                std::env::var(SHM_LOCK_MONITOR_ENV).as_deref(),
+                Ok("off" | "0")
+            )
+    })
+}
+
+/// Watches the region of a shm endpoint of this process (`own`) or of a peer. `None` when the
+/// address is not a shm region of a known layout, on a platform whose spin lock is not the
+/// one described above, or with the monitor turned off ([`SHM_LOCK_MONITOR_ENV`]).
+pub(crate) fn watch(addr: &Address, own: bool) -> Option<Ticket> {
+    if !enabled() {
+        return None;
+    }
+    let (path, pid) = region_path(addr)?;
+    watch_path(path, pid, own)
+}
+
+pub(crate) fn watch_path(path: PathBuf, pid: u32, own: bool) -> Option<Ticket> {
+    let key = (path, own);
+    let s = shared();
+    {
+        let mut reg = lock(s);
+        if let Some(r) = reg.regions.get_mut(&key) {
+            r.refs += 1;
+            return Some(Ticket { key });
+        }
+    }
+    // Opened and checked outside the registry lock (a file system call).
+    let map = Mapping::open(&key.0, pid)?;
+    let start = start_time(pid);
+    let name = key.0.file_name()?.to_string_lossy().into_owned();
+    let mut reg = lock(s);
+    reg.regions
+        .entry(key.clone())
+        .and_modify(|r| r.refs += 1)
+        .or_insert_with(|| Region {
+            map,
+            name,
+            pid,
+            start,
+            watch: Watch::new(if own { Side::Own } else { Side::Peer }),
+            refs: 1,
+        });
+    if !reg.monitor_started {
+        reg.monitor_started = std::thread::Builder::new()
+            .name("diaspora-shm-locks".into())
+            .spawn(monitor)
+            .is_ok();
+    }
+    drop(reg);
+    s.wake.notify_one();
+    Some(Ticket { key })
+}
+
+/// The monitor thread: samples every watched lock, releases the stuck ones, sleeps while
+/// nothing is watched.
+fn monitor() {
+    let s = shared();
+    loop {
+        let mut reg = lock(s);
+        while reg.regions.is_empty() {
+            reg = s.wake.wait(reg).unwrap_or_else(|e| e.into_inner());
+        }
+        let now = Instant::now();
+        for ((_, own), r) in reg.regions.iter_mut() {
+            let locked = r.map.is_locked();
+            let owner_dead = || {
+                let start = start_time(r.pid);
+                start.is_none() || start != r.start
+            };
+            if r.watch.observe(locked, now, owner_dead) == Verdict::Release && r.map.release() {
+                RELEASED.fetch_add(1, Ordering::Relaxed);
+                let whose = if *own {
+                    "this process's own region, held by a sender that never let go"
+                } else {
+                    "a peer's region, whose owner died holding it"
+                };
+                eprintln!(
+                    "diaspora-fabric: shm: released the lock of /dev/shm/{} ({whose}; owner pid {})",
+                    r.name, r.pid
+                );
+            }
+        }
+        drop(reg);
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shm(bytes: &[u8]) -> Address {
+        Address::new("shm", bytes.to_vec()).expect("address")
+    }
+
+    #[test]
+    fn only_shm_names_map_to_region_files() {
+        let mut b = b"fi_shm://123:1000:7".to_vec();
+        b.resize(64, 0);
+        assert_eq!(
+            region_path(&shm(&b)),
+            Some((PathBuf::from("/dev/shm/123:1000:7"), 123))
+        );
+        for bad in [
+            &b"fi_shm://../../etc/passwd"[..],
+            b"fi_shm://123:1000",
+            b"fi_shm://123:1000:7/x",
+            b"fi_sockaddr_in://127.0.0.1:80",
+            b"123:1000:7",
+            b"fi_shm://\xff:1:2",
+        ] {
+            assert_eq!(region_path(&shm(bad)), None, "{bad:?}");
+        }
+    }
+
+    /// A fake region file: version 4, owner `pid`, lock word `lock`.
+    fn fake_region(tag: &str, pid: u32, version: u8, lock: i32) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("diaspora-shm-locks-{}-{tag}", std::process::id()));
+        let mut b = vec![0u8; MAP_LEN];
+        b[0] = version;
+        b[PID_OFFSET..PID_OFFSET + 4].copy_from_slice(&(pid as i32).to_ne_bytes());
+        b[LOCK_OFFSET..LOCK_OFFSET + 4].copy_from_slice(&lock.to_ne_bytes());
+        std::fs::write(&p, b).expect("write a fake region");
+        p
+    }
+
+    fn lock_word(p: &Path) -> i32 {
+        let b = std::fs::read(p).expect("read the fake region");
+        i32::from_ne_bytes(b[LOCK_OFFSET..LOCK_OFFSET + 4].try_into().expect("4 bytes"))
+    }
+
+    /// The pid of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = c.id();
+        c.wait().expect("wait");
+        pid
+    }
+
+    fn wait_for_word(p: &Path, want: i32, within: std::time::Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            let w = lock_word(p);
+            if w == want || start.elapsed() > within {
+                return w;
+            }
+            std::thread::sleep(SAMPLE_EVERY);
+        }
+    }
+
+    #[test]
+    fn a_dead_owners_held_lock_is_released() {
+        let pid = dead_pid();
+        let p = fake_region("dead", pid, 4, -1);
+        let t = watch_path(p.clone(), pid, false).expect("watched");
+        let w = wait_for_word(&p, SPIN_FREE, std::time::Duration::from_secs(10));
+        drop(t);
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(w, SPIN_FREE, "the lock of a dead owner stayed held");
+    }
+
+    #[test]
+    fn a_live_owners_held_lock_is_kept() {
+        let pid = std::process::id();
+        let p = fake_region("live", pid, 5, 0);
+        let t = watch_path(p.clone(), pid, false).expect("watched");
+        // Ten times the hold after which a dead owner's lock goes.
+        std::thread::sleep(crate::shm_lock_watch::PEER_HOLD * 10);
+        let w = lock_word(&p);
+        drop(t);
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(w, 0, "the lock of a live owner was released");
+    }
+
+    #[test]
+    fn an_own_region_held_too_long_is_released() {
+        let pid = std::process::id();
+        let p = fake_region("own", pid, 4, 0);
+        let t = watch_path(p.clone(), pid, true).expect("watched");
+        let w = wait_for_word(&p, SPIN_FREE, std::time::Duration::from_secs(20));
+        drop(t);
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(
+            w, SPIN_FREE,
+            "a lock held for good in our own region stayed held"
+        );
+    }
+
+    #[test]
+    fn unknown_layouts_and_owners_are_not_watched() {
+        let pid = std::process::id();
+        let v = fake_region("v9", pid, 9, 1);
+        assert!(watch_path(v.clone(), pid, false).is_none(), "version 9");
+        let o = fake_region("other", pid, 4, 1);
+        assert!(
+            watch_path(o.clone(), pid + 1, false).is_none(),
+            "pid mismatch"
+        );
+        let _ = std::fs::remove_file(&v);
+        let _ = std::fs::remove_file(&o);
+        assert!(watch_path(PathBuf::from("/nonexistent/1:2:3"), pid, false).is_none());
+    }
+}
