@@ -29,6 +29,10 @@
 //! offset 24  i32  lock: glibc x86_64 pthread_spinlock_t, 1 = free, <= 0 = held
 //! ```
 //!
+//! A peer's region is watched only if its owner pid maps it (`/proc/<pid>/maps`) when it is
+//! inserted: in another pid namespace sharing `/dev/shm`, the pid would name some other
+//! process, and its death (or life) would say nothing about the owner's.
+//!
 //! What a release can break: a sender that was *stopped* (SIGSTOP, a debugger) inside a send
 //! to this process for longer than [`OWN_HOLD`](crate::shm_lock_watch::OWN_HOLD) loses its
 //! lock; the region's command queue may then see two writers. A dead peer's region is only
@@ -202,6 +206,29 @@ fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// True when process `pid` maps `path` (a line of `/proc/<pid>/maps` ends with it, possibly
+/// followed by ` (deleted)`): the pid in a peer's region is then its owner as this process
+/// sees it, and its liveness can be checked. A pid that does not map its region (an owner in
+/// another pid namespace sharing `/dev/shm`, a forged name) is not watched: its `/proc` entry
+/// would say nothing about the owner.
+fn maps_file(pid: u32, path: &Path) -> bool {
+    use std::io::BufRead;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(f) = std::fs::File::open(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let want = path.as_os_str().as_bytes();
+    std::io::BufReader::new(f)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .any(|line| {
+            let line = line.strip_suffix(b" (deleted)").unwrap_or(&line);
+            line.len() > want.len()
+                && line.ends_with(want)
+                && line[line.len() - want.len() - 1] == b' '
+        })
+}
+
 struct Region {
     map: Mapping,
     name: String,
@@ -276,10 +303,11 @@ pub(crate) fn watch(addr: &Address, own: bool) -> Option<Ticket> {
         return None;
     }
     let (path, pid) = region_path(addr)?;
-    watch_path(path, pid, own)
+    watch_path(path, pid, own, !own)
 }
 
-pub(crate) fn watch_path(path: PathBuf, pid: u32, own: bool) -> Option<Ticket> {
+/// [`watch`] for a region file; with `check_owner`, only if `pid` maps it ([`maps_file`]).
+fn watch_path(path: PathBuf, pid: u32, own: bool, check_owner: bool) -> Option<Ticket> {
     let key = (path, own);
     let s = shared();
     {
@@ -289,8 +317,11 @@ pub(crate) fn watch_path(path: PathBuf, pid: u32, own: bool) -> Option<Ticket> {
             return Some(Ticket { key });
         }
     }
-    // Opened and checked outside the registry lock (a file system call).
+    // Opened and checked outside the registry lock (file system calls).
     let map = Mapping::open(&key.0, pid)?;
+    if check_owner && !maps_file(pid, &key.0) {
+        return None;
+    }
     let start = start_time(pid);
     let name = key.0.file_name()?.to_string_lossy().into_owned();
     let mut reg = lock(s);
@@ -418,7 +449,7 @@ mod tests {
     fn a_dead_owners_held_lock_is_released() {
         let pid = dead_pid();
         let p = fake_region("dead", pid, 4, -1);
-        let t = watch_path(p.clone(), pid, false).expect("watched");
+        let t = watch_path(p.clone(), pid, false, false).expect("watched");
         let w = wait_for_word(&p, SPIN_FREE, std::time::Duration::from_secs(10));
         drop(t);
         let _ = std::fs::remove_file(&p);
@@ -429,7 +460,7 @@ mod tests {
     fn a_live_owners_held_lock_is_kept() {
         let pid = std::process::id();
         let p = fake_region("live", pid, 5, 0);
-        let t = watch_path(p.clone(), pid, false).expect("watched");
+        let t = watch_path(p.clone(), pid, false, false).expect("watched");
         // Ten times the hold after which a dead owner's lock goes.
         std::thread::sleep(crate::shm_lock_watch::PEER_HOLD * 10);
         let w = lock_word(&p);
@@ -442,7 +473,7 @@ mod tests {
     fn an_own_region_held_too_long_is_released() {
         let pid = std::process::id();
         let p = fake_region("own", pid, 4, 0);
-        let t = watch_path(p.clone(), pid, true).expect("watched");
+        let t = watch_path(p.clone(), pid, true, false).expect("watched");
         let w = wait_for_word(&p, SPIN_FREE, std::time::Duration::from_secs(20));
         drop(t);
         let _ = std::fs::remove_file(&p);
@@ -456,14 +487,58 @@ mod tests {
     fn unknown_layouts_and_owners_are_not_watched() {
         let pid = std::process::id();
         let v = fake_region("v9", pid, 9, 1);
-        assert!(watch_path(v.clone(), pid, false).is_none(), "version 9");
+        assert!(
+            watch_path(v.clone(), pid, false, false).is_none(),
+            "version 9"
+        );
         let o = fake_region("other", pid, 4, 1);
         assert!(
-            watch_path(o.clone(), pid + 1, false).is_none(),
+            watch_path(o.clone(), pid + 1, false, false).is_none(),
             "pid mismatch"
         );
+        // A live process that does not map the region it would own: not watched.
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let s = fake_region("sleeper", sleeper.id(), 4, 1);
+        let watched = watch_path(s.clone(), sleeper.id(), false, true).is_some();
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        let _ = std::fs::remove_file(&s);
+        assert!(!watched, "owner not mapping it");
         let _ = std::fs::remove_file(&v);
         let _ = std::fs::remove_file(&o);
-        assert!(watch_path(PathBuf::from("/nonexistent/1:2:3"), pid, false).is_none());
+        assert!(watch_path(PathBuf::from("/nonexistent/1:2:3"), pid, false, false).is_none());
+    }
+
+    #[test]
+    fn an_owner_is_one_that_maps_its_region() {
+        let pid = std::process::id();
+        let p = fake_region("mapped", pid, 4, 1);
+        assert!(!maps_file(pid, &p), "not mapped yet");
+        let f = std::fs::File::open(&p).expect("open");
+        // SAFETY: a shared read-only mapping of an open file of MAP_LEN bytes, unmapped below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                MAP_LEN,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        assert!(maps_file(pid, &p), "mapped by this process");
+        // Deleted while mapped: still its owner.
+        std::fs::remove_file(&p).expect("remove");
+        assert!(maps_file(pid, &p), "mapped after its name is removed");
+        // A path that is a suffix of the mapped one is not it.
+        let tail = PathBuf::from(p.file_name().expect("name"));
+        assert!(!maps_file(pid, &tail), "a suffix without its directory");
+        // SAFETY: mapped above with MAP_LEN bytes, unmapped once.
+        unsafe { libc::munmap(ptr, MAP_LEN) };
+        assert!(!maps_file(pid, &p), "unmapped");
     }
 }
