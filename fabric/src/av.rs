@@ -98,14 +98,16 @@ impl Av {
             return Err(Error::AvInsert(FiErrno::from_ret(ret)));
         }
         if self.inner.domain.caps().provider == "shm" {
-            let mut peers = self
-                .inner
-                .shm_peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let std::collections::hash_map::Entry::Vacant(v) = peers.entry(out) {
+            let peers = || {
+                self.inner
+                    .shm_peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            };
+            // Watched outside the lock (it maps the region and reads the owner's /proc maps).
+            if !peers().contains_key(&out) {
                 if let Some(t) = crate::shm_locks::watch(addr, false) {
-                    v.insert(t);
+                    peers().entry(out).or_insert(t);
                 }
             }
         }

@@ -2,9 +2,10 @@
 //!
 //! libfabric's shm provider (1.17 to 1.19: region layout versions 4 and 5) guards each
 //! endpoint's region, a file in `/dev/shm` that the owner and its peers map, with a
-//! `pthread_spinlock_t` inside the region. The owner takes it whenever it progresses its queues
-//! (every `fi_cq_read`); a sender takes the *receiver's* lock for every send and RMA (and holds
-//! it during a whole CMA copy). A process killed (`kill -9`, the OOM killer) while it holds one
+//! `pthread_spinlock_t` inside the region. In 1.17 the owner takes it whenever it progresses
+//! its queues (every `fi_cq_read` after a peer signalled it); a sender takes the *receiver's*
+//! lock for every send and RMA (and holds it during a whole CMA copy). (1.18 and 1.19 moved the
+//! command queue to an atomic queue; the lock still guards the inject and SAR pools.) A process killed (`kill -9`, the OOM killer) while it holds one
 //! leaves it held for good, and every later call that needs it spins in `pthread_spin_lock`
 //! forever: a reader of a killed peer's memory hangs in `fi_read`, and a server whose client
 //! died in the middle of a send hangs in its own `fi_cq_read`, for every client. (Found as a
@@ -14,8 +15,9 @@
 //!
 //! So every shm endpoint this process opens, and every shm peer it inserts in an address
 //! vector, has its region's first page mapped here as well, and one monitor thread per process
-//! samples their lock words every [`SAMPLE_EVERY`](crate::shm_lock_watch::SAMPLE_EVERY). A
-//! lock that [`Watch`] finds stuck is released (the spin lock's word set back to free), with a
+//! samples their lock words every [`SAMPLE_EVERY`](crate::shm_lock_watch::SAMPLE_EVERY), and
+//! watches a lock held at two samples in a row for a release in between. A lock that [`Watch`]
+//! finds stuck (held, without a single release, for long enough) is released (the spin lock's word set back to free), with a
 //! line on stderr and a count in [`shm_locks_released`]. The spinning call then goes on and
 //! fails the way calls to a dead peer fail (its CMA copy gets `ESRCH`), or succeeds when the
 //! lock was this process's own.
@@ -39,6 +41,7 @@
 //! written by its senders, which fail at once on the dead pid.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -46,7 +49,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::address::Address;
-use crate::shm_lock_watch::{Side, Verdict, Watch, SAMPLE_EVERY};
+use crate::shm_lock_watch::{Probe, Side, Verdict, Watch, BURST, SAMPLE_EVERY};
 
 /// Region layout versions whose lock is at [`LOCK_OFFSET`].
 const KNOWN_VERSIONS: [u8; 2] = [4, 5];
@@ -75,6 +78,7 @@ pub(crate) fn region_path(addr: &Address) -> Option<(PathBuf, u32)> {
     Some((Path::new("/dev/shm").join(name), pid))
 }
 
+#[doc(hidden)]
 /// Fault injection for tests: takes the spin lock of the shm region of `addr` and never
 /// releases it (the mapping is leaked), which is what a process killed inside the provider's
 /// critical section leaves behind. Kill the calling process afterwards. Waits at most
@@ -169,6 +173,35 @@ impl Mapping {
 
     fn is_locked(&self) -> bool {
         self.lock_word().load(Ordering::Acquire) < SPIN_FREE
+    }
+
+    /// Watches the lock for `d`: true if it stayed held without a single release. In a tight
+    /// loop it tries to take the lock the way `pthread_spin_trylock` does (1 -> 0): taking it
+    /// proves it free, and it is given back at once (the protected data is not touched, so
+    /// mutual exclusion holds). Trying, rather than only reading, steals the cache line from a
+    /// live holder that releases and takes the lock again back to back, whose free moment a
+    /// reader could miss every time. A word that goes up also shows a release (waiters only
+    /// decrement it; a release sets it to 1 and the next taker to 0 or below).
+    fn held_through(&self, d: std::time::Duration) -> bool {
+        let w = self.lock_word();
+        let mut prev = w.load(Ordering::Acquire);
+        let end = Instant::now() + d;
+        let mut n = 0u32;
+        loop {
+            match w.compare_exchange(SPIN_FREE, 0, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // pthread_spin_unlock: store 1, whatever waiters did meanwhile.
+                    w.store(SPIN_FREE, Ordering::Release);
+                    return false;
+                }
+                Err(v) if v > prev => return false,
+                Err(v) => prev = v,
+            }
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(64) && Instant::now() >= end {
+                return true;
+            }
+        }
     }
 
     /// Sets a held lock back to free; false if it was freed meanwhile.
@@ -351,33 +384,80 @@ fn watch_path(path: PathBuf, pid: u32, own: bool, check_owner: bool) -> Option<T
 /// nothing is watched.
 fn monitor() {
     let s = shared();
+    let mut released = Vec::new();
     loop {
         let mut reg = lock(s);
         while reg.regions.is_empty() {
             reg = s.wake.wait(reg).unwrap_or_else(|e| e.into_inner());
         }
         let now = Instant::now();
-        for ((_, own), r) in reg.regions.iter_mut() {
-            let locked = r.map.is_locked();
-            let owner_dead = || {
-                let start = start_time(r.pid);
-                start.is_none() || start != r.start
+        for ((path, own), r) in reg.regions.iter_mut() {
+            let Region {
+                map,
+                name,
+                pid,
+                start,
+                watch,
+                ..
+            } = r;
+            let locked = map.is_locked();
+            let mut probe = RegionProbe {
+                map,
+                path,
+                pid: *pid,
+                start,
             };
-            if r.watch.observe(locked, now, owner_dead) == Verdict::Release && r.map.release() {
+            if watch.observe(locked, now, &mut probe) == Verdict::Release && map.release() {
                 RELEASED.fetch_add(1, Ordering::Relaxed);
-                let whose = if *own {
-                    "this process's own region, held by a sender that never let go"
-                } else {
-                    "a peer's region, whose owner died holding it"
-                };
-                eprintln!(
-                    "diaspora-fabric: shm: released the lock of /dev/shm/{} ({whose}; owner pid {})",
-                    r.name, r.pid
-                );
+                released.push((name.clone(), *pid, *own));
             }
         }
         drop(reg);
+        // Printed without the registry lock: a blocked or closed stderr must not stall the
+        // endpoints and address vectors that register and drop watches.
+        for (name, pid, own) in released.drain(..) {
+            let whose = if own {
+                "this process's own region, held without a release for 2 s"
+            } else {
+                "a peer's region, whose owner died holding it"
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "diaspora-fabric: shm: released the lock of /dev/shm/{name} ({whose}; owner pid {pid})"
+            );
+        }
         std::thread::sleep(SAMPLE_EVERY);
+    }
+}
+
+/// What the monitor looks at for one region beyond its lock word.
+struct RegionProbe<'a> {
+    map: &'a Mapping,
+    path: &'a Path,
+    pid: u32,
+    start: &'a mut Option<u64>,
+}
+
+impl Probe for RegionProbe<'_> {
+    fn held_through_burst(&mut self) -> bool {
+        self.map.held_through(BURST)
+    }
+
+    fn owner_dead(&mut self) -> bool {
+        let now = start_time(self.pid);
+        if now.is_none() {
+            return true;
+        }
+        if now == *self.start {
+            return false;
+        }
+        // Another process with the owner's pid. libfabric reuses an existing name's file: if
+        // the new process maps this region, it is the region's (live) owner now.
+        if maps_file(self.pid, self.path) {
+            *self.start = now;
+            return false;
+        }
+        true
     }
 }
 
@@ -481,6 +561,51 @@ mod tests {
             w, SPIN_FREE,
             "a lock held for good in our own region stayed held"
         );
+    }
+
+    /// A live holder that takes and releases our own lock back to back for 3 s (more than
+    /// `OWN_HOLD`): held at nearly every sample, never stuck. Each of its releases checks
+    /// that the word was still its own (0): a release by the monitor under it would show.
+    #[test]
+    fn a_lock_busy_with_a_live_holder_is_never_released() {
+        let pid = std::process::id();
+        let p = fake_region("busy", pid, 4, 1);
+        let t = watch_path(p.clone(), pid, true, false).expect("watched");
+        let holder = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let m = Mapping::open(&p, std::process::id()).expect("map");
+                let w = m.lock_word();
+                let (mut rounds, mut stolen) = (0u64, 0u64);
+                let end = Instant::now() + std::time::Duration::from_secs(3);
+                while Instant::now() < end {
+                    while w
+                        .compare_exchange(SPIN_FREE, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        std::hint::spin_loop();
+                    }
+                    // Hold it for about 20 µs, then release and take it again at once.
+                    let until = Instant::now() + std::time::Duration::from_micros(20);
+                    while Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    if w.compare_exchange(0, SPIN_FREE, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        stolen += 1;
+                        w.store(SPIN_FREE, Ordering::Release);
+                    }
+                    rounds += 1;
+                }
+                (rounds, stolen)
+            })
+        };
+        let (rounds, stolen) = holder.join().expect("holder thread");
+        drop(t);
+        let _ = std::fs::remove_file(&p);
+        assert!(rounds > 1000, "the holder ran {rounds} rounds");
+        assert_eq!(stolen, 0, "the monitor released a live holder's lock");
     }
 
     #[test]

@@ -446,8 +446,9 @@ fn reads_from_a_peer_killed_holding_its_region_lock_fail_instead_of_spinning() {
     let mut n = Node::new(&info);
     let peer = n.av.insert(&addr).expect("insert child");
     line_with(&rx, "CHILD-HOLDING");
-    kill_and_reap(&mut child);
+    // Read before the kill: a dead owner's lock may go at the monitor's next sample.
     let released_before = diaspora_fabric::shm_locks_released();
+    kill_and_reap(&mut child);
 
     let outcome = within_deadline("a read from a peer that died holding its lock", move || {
         let local = MemoryRegion::register(
@@ -508,8 +509,9 @@ fn a_peer_killed_holding_our_region_lock_does_not_stop_others_reaching_us() {
     let mut killed = KillOnDrop(killed);
     let _ = ready(&krx);
     line_with(&krx, "CHILD-HOLDING");
-    kill_and_reap(&mut killed);
+    // Read before the kill: a dead owner's lock may go at the monitor's next sample.
     let released_before = diaspora_fabric::shm_locks_released();
+    kill_and_reap(&mut killed);
 
     let got = within_deadline(
         "a message to a receiver whose lock a dead peer held",

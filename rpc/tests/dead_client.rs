@@ -154,25 +154,44 @@ fn a_client_killed_holding_the_servers_shm_lock_does_not_stop_it_serving_others(
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let holding = lines.any(|l| l.is_ok_and(|l| l == "HOLDING"));
     assert!(holding, "the holding client did not start (stderr above)");
+    let released_before = diaspora_fabric::shm_locks_released();
     child.kill().expect("SIGKILL the client");
     diaspora_fabric::reap_child(&mut child).expect("reap the client");
-    let released_before = diaspora_fabric::shm_locks_released();
 
-    // The default send timeout: the first send waits in the provider until the lock goes
-    // (2 s after it was taken).
-    let client = Engine::new(EngineConfig::for_provider(p)).expect("client engine");
-    let peer = client
-        .connect(server.address(), Duration::from_secs(10))
-        .wait()
-        .unwrap_or_else(|e| panic!("a new client was not served: {e}"));
-    for i in 0..8u8 {
-        let r = client.call(&peer, 2, vec![i; 32], SEC10).wait();
-        assert_eq!(r.expect("echo"), vec![i; 32]);
-    }
+    // On a thread with a deadline: without the release, the new client's progress thread
+    // spins inside the provider, so not even its connect deadline can fire.
+    let addr = server.address().clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The default send timeout: the first send waits in the provider until the lock goes
+        // (2 s after it was taken).
+        let client = Engine::new(EngineConfig::for_provider(p)).expect("client engine");
+        let served = (|| {
+            let peer = client
+                .connect(&addr, Duration::from_secs(10))
+                .wait()
+                .map_err(|e| format!("a new client was not served: {e}"))?;
+            for i in 0..8u8 {
+                let r = client.call(&peer, 2, vec![i; 32], SEC10).wait();
+                if r.map_err(|e| e.to_string())? != vec![i; 32] {
+                    return Err(format!("echo {i} came back wrong"));
+                }
+            }
+            Ok::<(), String>(())
+        })();
+        client.shutdown();
+        let _ = tx.send(served);
+    });
+    let Ok(served) = rx.recv_timeout(Duration::from_secs(30)) else {
+        // The server's engine is stuck too (its own progress spins on the same lock): leave it
+        // behind rather than hang in its shutdown.
+        std::mem::forget(server);
+        panic!("a new client still inside the provider after 30 s (the server's lock stayed held)");
+    };
+    served.expect("served");
     assert!(
         diaspora_fabric::shm_locks_released() > released_before,
         "the server's lock was released"
     );
-    client.shutdown();
     server.shutdown();
 }
