@@ -11,7 +11,7 @@
 //! | region | released when | because |
 //! |---|---|---|
 //! | a peer's | stuck for [`PEER_HOLD`] ([`PEER_SAMPLES`] samples) and its owner is dead | the owner takes it to progress its own queues, senders only for one copy: with the owner dead, nobody releases it |
-//! | this process's | stuck for [`OWN_HOLD`] ([`OWN_SAMPLES`] samples) | only a holder that died (or was stopped) inside its critical section holds it that long without one release; the owner's liveness says nothing, since the owner is us |
+//! | this process's | stuck for [`OWN_HOLD`] ([`OWN_SAMPLES`] samples) and a peer of this process died within [`DEATH_WINDOW`] | the holder is a sender, which this process knows as a peer (its address vector holds every caller it answers); the bursts alone can miss the releases of live holders that keep it for long stretches back to back (big CMA copies), and a peer's death is what a dead holder leaves |
 //!
 //! A live owner's lock is never released (its own process, if it runs this code, releases it as
 //! its own region).
@@ -28,6 +28,12 @@ pub(crate) const PEER_SAMPLES: u32 = 4;
 pub(crate) const OWN_HOLD: Duration = Duration::from_secs(2);
 /// Consecutive held samples this process's own lock needs (besides [`OWN_HOLD`]).
 pub(crate) const OWN_SAMPLES: u32 = 80;
+/// How recent a peer's death must be to explain this process's own stuck lock: a sender
+/// killed inside its send is found dead within a second or two of the hold's start (deaths
+/// are looked for every [`DEATH_CHECK_EVERY`]).
+pub(crate) const DEATH_WINDOW: Duration = Duration::from_secs(5);
+/// How often the peers' owners are checked for death.
+pub(crate) const DEATH_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long each sample after the first held one watches the lock word for a release. Only
 /// locks held at two samples in a row are watched so: at most 1% of a core per suspect lock.
 pub(crate) const BURST: Duration = Duration::from_micros(200);
@@ -38,6 +44,9 @@ pub(crate) trait Probe {
     fn held_through_burst(&mut self) -> bool;
     /// True when the region's owner is dead (asked only for a peer's stuck lock).
     fn owner_dead(&mut self) -> bool;
+    /// True when a peer of this process (a region it watches as a peer's) was found dead
+    /// within the last [`DEATH_WINDOW`] (asked only for this process's own stuck lock).
+    fn a_peer_died_recently(&mut self) -> bool;
 }
 
 /// Whose region a lock guards.
@@ -93,7 +102,9 @@ impl Watch {
         let held_for = now.saturating_duration_since(since);
         let stuck = match self.side {
             Side::Peer => self.held >= PEER_SAMPLES && held_for >= PEER_HOLD && probe.owner_dead(),
-            Side::Own => self.held >= OWN_SAMPLES && held_for >= OWN_HOLD,
+            Side::Own => {
+                self.held >= OWN_SAMPLES && held_for >= OWN_HOLD && probe.a_peer_died_recently()
+            }
         };
         if stuck {
             // Start over: a lock released and taken again must be held as long again.
@@ -113,9 +124,11 @@ mod tests {
     /// A probe with fixed answers that counts its calls.
     struct Fixed {
         stuck: bool,
+        /// The owner is dead (peer's lock) / a peer died recently (own lock).
         dead: bool,
         bursts: u32,
         owner_asked: u32,
+        deaths_asked: u32,
     }
 
     fn probe(stuck: bool, dead: bool) -> Fixed {
@@ -124,6 +137,7 @@ mod tests {
             dead,
             bursts: 0,
             owner_asked: 0,
+            deaths_asked: 0,
         }
     }
 
@@ -134,6 +148,10 @@ mod tests {
         }
         fn owner_dead(&mut self) -> bool {
             self.owner_asked += 1;
+            self.dead
+        }
+        fn a_peer_died_recently(&mut self) -> bool {
+            self.deaths_asked += 1;
             self.dead
         }
     }
@@ -239,18 +257,30 @@ mod tests {
     }
 
     #[test]
-    fn an_own_stuck_lock_is_released_after_its_longer_hold() {
+    fn an_own_stuck_lock_is_released_after_its_longer_hold_once_a_peer_died() {
         let mut w = Watch::new(Side::Own);
-        let mut p = probe(true, false);
+        let mut p = probe(true, true);
         let v = held(&mut w, Instant::now(), 101, &mut p);
         let at = first_release(&v).expect("released");
         // 2 s at 20 ms a sample: sample index 100.
         assert_eq!(at, 100, "{v:?}");
         assert_eq!(p.owner_asked, 0, "our own liveness is not asked");
+        assert_eq!(p.deaths_asked, 1);
         // Freed, then held again: counted from scratch.
         let t1 = Instant::now() + Duration::from_secs(10);
         assert_eq!(w.observe(false, t1, &mut p), Verdict::Free);
         let v = held(&mut w, t1 + SAMPLE_EVERY, 100, &mut p);
         assert_eq!(first_release(&v), None);
+    }
+
+    #[test]
+    fn an_own_stuck_lock_is_kept_while_no_peer_died() {
+        // Live holders that keep it for long stretches can look stuck through every burst;
+        // without a dead peer to explain it, it stays.
+        let mut w = Watch::new(Side::Own);
+        let mut p = probe(true, false);
+        let v = held(&mut w, Instant::now(), 1000, &mut p);
+        assert_eq!(first_release(&v), None);
+        assert!(p.deaths_asked > 0);
     }
 }

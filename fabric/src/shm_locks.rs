@@ -49,7 +49,9 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::address::Address;
-use crate::shm_lock_watch::{Probe, Side, Verdict, Watch, BURST, SAMPLE_EVERY};
+use crate::shm_lock_watch::{
+    Probe, Side, Verdict, Watch, BURST, DEATH_CHECK_EVERY, DEATH_WINDOW, SAMPLE_EVERY,
+};
 
 /// Region layout versions whose lock is at [`LOCK_OFFSET`].
 const KNOWN_VERSIONS: [u8; 2] = [4, 5];
@@ -271,6 +273,9 @@ struct Region {
     start: Option<u64>,
     watch: Watch,
     refs: usize,
+    /// A peer's region: when its owner was found dead (checked every
+    /// [`DEATH_CHECK_EVERY`]); `Some(None)`: already dead when first watched, no evidence.
+    died: Option<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -368,6 +373,7 @@ fn watch_path(path: PathBuf, pid: u32, own: bool, check_owner: bool) -> Option<T
             start,
             watch: Watch::new(if own { Side::Own } else { Side::Peer }),
             refs: 1,
+            died: (!own && start.is_none()).then_some(None),
         });
     if !reg.monitor_started {
         reg.monitor_started = std::thread::Builder::new()
@@ -385,12 +391,25 @@ fn watch_path(path: PathBuf, pid: u32, own: bool, check_owner: bool) -> Option<T
 fn monitor() {
     let s = shared();
     let mut released = Vec::new();
+    let mut deaths_checked: Option<Instant> = None;
     loop {
         let mut reg = lock(s);
         while reg.regions.is_empty() {
             reg = s.wake.wait(reg).unwrap_or_else(|e| e.into_inner());
         }
         let now = Instant::now();
+        if deaths_checked.is_none_or(|t| now.duration_since(t) >= DEATH_CHECK_EVERY) {
+            deaths_checked = Some(now);
+            for ((path, own), r) in reg.regions.iter_mut() {
+                if !*own && r.died.is_none() && owner_gone(r.pid, path, &mut r.start) {
+                    r.died = Some(Some(now));
+                }
+            }
+        }
+        let a_peer_died_recently = reg
+            .regions
+            .values()
+            .any(|r| matches!(r.died, Some(Some(t)) if now.duration_since(t) <= DEATH_WINDOW));
         for ((path, own), r) in reg.regions.iter_mut() {
             let Region {
                 map,
@@ -406,6 +425,7 @@ fn monitor() {
                 path,
                 pid: *pid,
                 start,
+                a_peer_died_recently,
             };
             if watch.observe(locked, now, &mut probe) == Verdict::Release && map.release() {
                 RELEASED.fetch_add(1, Ordering::Relaxed);
@@ -417,7 +437,7 @@ fn monitor() {
         // endpoints and address vectors that register and drop watches.
         for (name, pid, own) in released.drain(..) {
             let whose = if own {
-                "this process's own region, held without a release for 2 s"
+                "this process's own region, held without a release for 2 s after a peer died"
             } else {
                 "a peer's region, whose owner died holding it"
             };
@@ -436,6 +456,7 @@ struct RegionProbe<'a> {
     path: &'a Path,
     pid: u32,
     start: &'a mut Option<u64>,
+    a_peer_died_recently: bool,
 }
 
 impl Probe for RegionProbe<'_> {
@@ -444,21 +465,32 @@ impl Probe for RegionProbe<'_> {
     }
 
     fn owner_dead(&mut self) -> bool {
-        let now = start_time(self.pid);
-        if now.is_none() {
-            return true;
-        }
-        if now == *self.start {
-            return false;
-        }
-        // Another process with the owner's pid. libfabric reuses an existing name's file: if
-        // the new process maps this region, it is the region's (live) owner now.
-        if maps_file(self.pid, self.path) {
-            *self.start = now;
-            return false;
-        }
-        true
+        owner_gone(self.pid, self.path, self.start)
     }
+
+    fn a_peer_died_recently(&mut self) -> bool {
+        self.a_peer_died_recently
+    }
+}
+
+/// True when the owner `pid` of the region at `path`, which had start time `start` when first
+/// watched, is gone: no process, a zombie, or another process with its pid that does not map
+/// the region. (libfabric reuses an existing name's file for a new endpoint with that name: a
+/// new process with the pid that maps it is the region's live owner, and becomes the one
+/// checked.)
+fn owner_gone(pid: u32, path: &Path, start: &mut Option<u64>) -> bool {
+    let now = start_time(pid);
+    if now.is_none() {
+        return true;
+    }
+    if now == *start {
+        return false;
+    }
+    if maps_file(pid, path) {
+        *start = now;
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -550,13 +582,23 @@ mod tests {
     }
 
     #[test]
-    fn an_own_region_held_too_long_is_released() {
+    fn an_own_region_stuck_after_a_peer_died_is_released() {
         let pid = std::process::id();
+        // A peer of this process that dies: what explains a stuck lock of our own.
+        let mut peer = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pp = fake_region("peer-of-own", peer.id(), 4, 1);
+        let pt = watch_path(pp.clone(), peer.id(), false, false).expect("peer watched");
+        let _ = peer.kill();
+        let _ = peer.wait();
         let p = fake_region("own", pid, 4, 0);
         let t = watch_path(p.clone(), pid, true, false).expect("watched");
         let w = wait_for_word(&p, SPIN_FREE, std::time::Duration::from_secs(20));
-        drop(t);
+        drop((t, pt));
         let _ = std::fs::remove_file(&p);
+        let _ = std::fs::remove_file(&pp);
         assert_eq!(
             w, SPIN_FREE,
             "a lock held for good in our own region stayed held"

@@ -507,7 +507,10 @@ fn a_peer_killed_holding_our_region_lock_does_not_stop_others_reaching_us() {
     let hold = format!("peer:{}", ours.to_hex());
     let (killed, krx) = spawn_child_with(p, Some(&hold));
     let mut killed = KillOnDrop(killed);
-    let _ = ready(&krx);
+    // The dying client is a peer of the server (as a server's callers are: it answers them):
+    // its death is what explains the server's stuck lock.
+    let (caddr, _) = ready(&krx);
+    server.av.insert(&caddr).expect("insert the client");
     line_with(&krx, "CHILD-HOLDING");
     // Read before the kill: a dead owner's lock may go at the monitor's next sample.
     let released_before = diaspora_fabric::shm_locks_released();

@@ -13,7 +13,7 @@
 //! for its stdin to close (the tests kill it with SIGKILL, calls in flight).
 //!
 //! diaspora-rpc-peer shm hold <address>
-//! takes the lock of the shm region of <address> and keeps it, prints HOLDING, then waits for
+//! connects to <address>, takes the lock of its shm region and keeps it, prints HOLDING, then waits for
 //! its stdin to close (the tests kill it with SIGKILL: a client killed inside a send to that
 //! address leaves the same state).
 //! ```
@@ -39,6 +39,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let second = args.next().ok_or("missing <expose_bytes>")?;
     if second == "hold" {
         let addr: diaspora_rpc::Address = args.next().ok_or("missing <address>")?.parse()?;
+        // A client of that server first (it knows us as a peer), then the lock.
+        let engine = Engine::new(EngineConfig::for_provider(&provider))?;
+        let _peer = engine.connect(&addr, Duration::from_secs(10)).wait()?;
         diaspora_fabric::hold_shm_region_lock(&addr, Duration::from_secs(20))?;
         println!("HOLDING");
         std::io::stdout().flush()?;
@@ -47,7 +50,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
         }
-        return Ok(());
+        // The engine would wait on the lock this process holds: leave without closing it.
+        std::process::exit(0);
     }
     if second == "poll" {
         let addr: diaspora_rpc::Address = args.next().ok_or("missing <address>")?.parse()?;
