@@ -36,8 +36,8 @@
 //! process, and its death (or life) would say nothing about the owner's.
 //!
 //! What a release can break: a sender that was *stopped* (SIGSTOP, a debugger) inside a send
-//! to this process for longer than [`OWN_HOLD`](crate::shm_lock_watch::OWN_HOLD) loses its
-//! lock; the region's command queue may then see two writers. A dead peer's region is only
+//! to this process for longer than [`OWN_HOLD`](crate::shm_lock_watch::OWN_HOLD), just after
+//! another peer of this process died, loses its lock; the region's command queue may then see two writers. A dead peer's region is only
 //! written by its senders, which fail at once on the dead pid.
 
 use std::collections::HashMap;
@@ -118,6 +118,8 @@ pub fn hold_shm_region_lock(addr: &Address, within: std::time::Duration) -> std:
 /// The first page of a region, mapped shared.
 struct Mapping {
     ptr: *mut u8,
+    /// The inode of the mapped file: a region recreated under the same name is another file.
+    ino: u64,
 }
 
 // SAFETY: the mapping is plain shared memory; the lock word is only accessed atomically.
@@ -152,7 +154,10 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return None;
         }
-        let m = Mapping { ptr: ptr.cast() };
+        let m = Mapping {
+            ptr: ptr.cast(),
+            ino: std::os::unix::fs::MetadataExt::ino(&meta),
+        };
         // SAFETY: offsets 0 and PID_OFFSET..+4 are inside the MAP_LEN mapped bytes; the owner
         // wrote them before it published its name.
         let (version, owner) = unsafe {
@@ -241,26 +246,35 @@ fn start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-/// True when process `pid` maps `path` (a line of `/proc/<pid>/maps` ends with it, possibly
-/// followed by ` (deleted)`): the pid in a peer's region is then its owner as this process
-/// sees it, and its liveness can be checked. A pid that does not map its region (an owner in
-/// another pid namespace sharing `/dev/shm`, a forged name) is not watched: its `/proc` entry
-/// would say nothing about the owner.
-fn maps_file(pid: u32, path: &Path) -> bool {
+/// True when process `pid` maps the file `path` with inode `ino` (a line of
+/// `/proc/<pid>/maps` with that inode ends with the path, possibly followed by ` (deleted)`):
+/// the pid in a peer's region is then its owner as this process sees it, and its liveness can
+/// be checked. A pid that does not map its region (an owner in another pid namespace sharing
+/// `/dev/shm`, a forged name) is not watched: its `/proc` entry would say nothing about the
+/// owner. The inode tells a region from another one created later under the same name.
+fn maps_file(pid: u32, path: &Path, ino: u64) -> bool {
     use std::io::BufRead;
     use std::os::unix::ffi::OsStrExt;
     let Ok(f) = std::fs::File::open(format!("/proc/{pid}/maps")) else {
         return false;
     };
     let want = path.as_os_str().as_bytes();
+    let ino = ino.to_string();
     std::io::BufReader::new(f)
         .split(b'\n')
         .map_while(Result::ok)
         .any(|line| {
-            let line = line.strip_suffix(b" (deleted)").unwrap_or(&line);
-            line.len() > want.len()
-                && line.ends_with(want)
-                && line[line.len() - want.len() - 1] == b' '
+            let named = {
+                let l = line.strip_suffix(b" (deleted)").unwrap_or(&line);
+                l.len() > want.len() && l.ends_with(want) && l[l.len() - want.len() - 1] == b' '
+            };
+            // address perms offset dev inode path
+            named
+                && line
+                    .split(|b| *b == b' ')
+                    .filter(|f| !f.is_empty())
+                    .nth(4)
+                    .is_some_and(|f| f == ino.as_bytes())
         })
 }
 
@@ -357,7 +371,7 @@ fn watch_path(path: PathBuf, pid: u32, own: bool, check_owner: bool) -> Option<T
     }
     // Opened and checked outside the registry lock (file system calls).
     let map = Mapping::open(&key.0, pid)?;
-    if check_owner && !maps_file(pid, &key.0) {
+    if check_owner && !maps_file(pid, &key.0, map.ino) {
         return None;
     }
     let start = start_time(pid);
@@ -401,7 +415,7 @@ fn monitor() {
         if deaths_checked.is_none_or(|t| now.duration_since(t) >= DEATH_CHECK_EVERY) {
             deaths_checked = Some(now);
             for ((path, own), r) in reg.regions.iter_mut() {
-                if !*own && r.died.is_none() && owner_gone(r.pid, path, &mut r.start) {
+                if !*own && r.died.is_none() && owner_gone(r.pid, path, r.map.ino, &mut r.start) {
                     r.died = Some(Some(now));
                 }
             }
@@ -465,7 +479,7 @@ impl Probe for RegionProbe<'_> {
     }
 
     fn owner_dead(&mut self) -> bool {
-        owner_gone(self.pid, self.path, self.start)
+        owner_gone(self.pid, self.path, self.map.ino, self.start)
     }
 
     fn a_peer_died_recently(&mut self) -> bool {
@@ -478,7 +492,7 @@ impl Probe for RegionProbe<'_> {
 /// the region. (libfabric reuses an existing name's file for a new endpoint with that name: a
 /// new process with the pid that maps it is the region's live owner, and becomes the one
 /// checked.)
-fn owner_gone(pid: u32, path: &Path, start: &mut Option<u64>) -> bool {
+fn owner_gone(pid: u32, path: &Path, ino: u64, start: &mut Option<u64>) -> bool {
     let now = start_time(pid);
     if now.is_none() {
         return true;
@@ -486,7 +500,7 @@ fn owner_gone(pid: u32, path: &Path, start: &mut Option<u64>) -> bool {
     if now == *start {
         return false;
     }
-    if maps_file(pid, path) {
+    if maps_file(pid, path, ino) {
         *start = now;
         return false;
     }
@@ -683,7 +697,8 @@ mod tests {
     fn an_owner_is_one_that_maps_its_region() {
         let pid = std::process::id();
         let p = fake_region("mapped", pid, 4, 1);
-        assert!(!maps_file(pid, &p), "not mapped yet");
+        let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&p).expect("stat"));
+        assert!(!maps_file(pid, &p, ino), "not mapped yet");
         let f = std::fs::File::open(&p).expect("open");
         // SAFETY: a shared read-only mapping of an open file of MAP_LEN bytes, unmapped below.
         let ptr = unsafe {
@@ -697,15 +712,22 @@ mod tests {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        assert!(maps_file(pid, &p), "mapped by this process");
+        assert!(maps_file(pid, &p, ino), "mapped by this process");
+        assert!(
+            !maps_file(pid, &p, ino + 1),
+            "another file under the same name"
+        );
         // Deleted while mapped: still its owner.
         std::fs::remove_file(&p).expect("remove");
-        assert!(maps_file(pid, &p), "mapped after its name is removed");
+        assert!(maps_file(pid, &p, ino), "mapped after its name is removed");
         // A path that is a suffix of the mapped one is not it.
         let tail = PathBuf::from(p.file_name().expect("name"));
-        assert!(!maps_file(pid, &tail), "a suffix without its directory");
+        assert!(
+            !maps_file(pid, &tail, ino),
+            "a suffix without its directory"
+        );
         // SAFETY: mapped above with MAP_LEN bytes, unmapped once.
         unsafe { libc::munmap(ptr, MAP_LEN) };
-        assert!(!maps_file(pid, &p), "unmapped");
+        assert!(!maps_file(pid, &p, ino), "unmapped");
     }
 }
