@@ -62,6 +62,9 @@ const SPIN_FREE: i32 = 1;
 /// Bytes mapped per region (the fields above).
 const MAP_LEN: usize = 4096;
 
+/// The platforms whose spin lock is the one described above.
+const SUPPORTED: bool = cfg!(all(target_arch = "x86_64", target_env = "gnu"));
+
 static RELEASED: AtomicU64 = AtomicU64::new(0);
 
 /// How many stuck shm region locks this process has released (see the module docs).
@@ -88,7 +91,7 @@ pub(crate) fn region_path(addr: &Address) -> Option<(PathBuf, u32)> {
 /// layout, or on a platform this module does not watch.
 pub fn hold_shm_region_lock(addr: &Address, within: std::time::Duration) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
-    if !cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
+    if !SUPPORTED {
         return Err(Error::new(ErrorKind::Unsupported, "not x86_64 glibc"));
     }
     let (path, pid) = region_path(addr)
@@ -99,13 +102,8 @@ pub fn hold_shm_region_lock(addr: &Address, within: std::time::Duration) -> std:
             format!("{}: not a shm region of a known layout", path.display()),
         )
     })?;
-    let word = map.lock_word();
     let start = Instant::now();
-    // pthread_spin_lock's fast path: free (1) -> held (0).
-    while word
-        .compare_exchange(SPIN_FREE, 0, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
+    while map.try_lock().is_err() {
         if start.elapsed() > within {
             return Err(Error::new(ErrorKind::TimedOut, "the lock never came free"));
         }
@@ -178,6 +176,13 @@ impl Mapping {
         unsafe { AtomicI32::from_ptr(self.ptr.add(LOCK_OFFSET).cast()) }
     }
 
+    /// `pthread_spin_trylock`: takes the lock if it is free (1 -> 0); otherwise the word.
+    fn try_lock(&self) -> Result<(), i32> {
+        self.lock_word()
+            .compare_exchange(SPIN_FREE, 0, Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+    }
+
     fn is_locked(&self) -> bool {
         self.lock_word().load(Ordering::Acquire) < SPIN_FREE
     }
@@ -195,7 +200,7 @@ impl Mapping {
         let end = Instant::now() + d;
         let mut n = 0u32;
         loop {
-            match w.compare_exchange(SPIN_FREE, 0, Ordering::AcqRel, Ordering::Acquire) {
+            match self.try_lock() {
                 Ok(_) => {
                     // pthread_spin_unlock: store 1, whatever waiters did meanwhile.
                     w.store(SPIN_FREE, Ordering::Release);
@@ -287,9 +292,20 @@ struct Region {
     start: Option<u64>,
     watch: Watch,
     refs: usize,
-    /// A peer's region: when its owner was found dead (checked every
-    /// [`DEATH_CHECK_EVERY`]); `Some(None)`: already dead when first watched, no evidence.
-    died: Option<Option<Instant>>,
+    /// A peer's region: whether and when its owner was found dead (checked every
+    /// [`DEATH_CHECK_EVERY`]).
+    owner: Owner,
+}
+
+/// What the monitor knows of a peer region's owner.
+#[derive(Clone, Copy)]
+enum Owner {
+    /// Alive when last checked (or this process's own region: never checked).
+    Alive,
+    /// Found dead at this time: evidence for a stuck lock of our own for [`DEATH_WINDOW`].
+    DiedAt(Instant),
+    /// Already dead when the region was first watched: no evidence.
+    DeadWhenWatched,
 }
 
 #[derive(Default)]
@@ -339,7 +355,7 @@ pub const SHM_LOCK_MONITOR_ENV: &str = "DIASPORA_SHM_LOCK_MONITOR";
 fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        cfg!(all(target_arch = "x86_64", target_env = "gnu"))
+        SUPPORTED
             && !matches!(
                 std::env::var(SHM_LOCK_MONITOR_ENV).as_deref(),
                 Ok("off" | "0")
@@ -387,7 +403,11 @@ fn watch_path(path: PathBuf, pid: u32, own: bool, check_owner: bool) -> Option<T
             start,
             watch: Watch::new(if own { Side::Own } else { Side::Peer }),
             refs: 1,
-            died: (!own && start.is_none()).then_some(None),
+            owner: if !own && start.is_none() {
+                Owner::DeadWhenWatched
+            } else {
+                Owner::Alive
+            },
         });
     if !reg.monitor_started {
         reg.monitor_started = std::thread::Builder::new()
@@ -415,15 +435,16 @@ fn monitor() {
         if deaths_checked.is_none_or(|t| now.duration_since(t) >= DEATH_CHECK_EVERY) {
             deaths_checked = Some(now);
             for ((path, own), r) in reg.regions.iter_mut() {
-                if !*own && r.died.is_none() && owner_gone(r.pid, path, r.map.ino, &mut r.start) {
-                    r.died = Some(Some(now));
+                let alive = matches!(r.owner, Owner::Alive);
+                if !*own && alive && owner_gone(r.pid, path, r.map.ino, &mut r.start) {
+                    r.owner = Owner::DiedAt(now);
                 }
             }
         }
         let a_peer_died_recently = reg
             .regions
             .values()
-            .any(|r| matches!(r.died, Some(Some(t)) if now.duration_since(t) <= DEATH_WINDOW));
+            .any(|r| matches!(r.owner, Owner::DiedAt(t) if now.duration_since(t) <= DEATH_WINDOW));
         for ((path, own), r) in reg.regions.iter_mut() {
             let Region {
                 map,
