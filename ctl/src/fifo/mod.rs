@@ -16,11 +16,12 @@
 
 pub mod control;
 pub mod lines;
+mod outlet;
 mod pipe;
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use crate::error::CliError;
 use crate::options::{PreScan, Scope};
 use control::{BatchSize, ControlCommand, Direction, Format};
 use lines::{LineSplitter, Piece, MAX_LINE};
+use outlet::{Outlet, Undelivered};
 
 /// Pending pushes beyond which a producer FIFO flushes (bounds memory).
 const MAX_PENDING: usize = 4096;
@@ -388,146 +390,21 @@ fn produce(command: &ControlCommand, fifo: &File, producer: Producer) -> Result<
     Ok(())
 }
 
-/// Why lines could not be delivered.
-enum Undelivered {
-    /// The daemon is stopping.
-    Stopping,
-    /// The FIFO cannot be used.
-    Failed(String),
-}
-
-/// The writing side of a consumer FIFO. An event is acknowledged only once its whole line
-/// has been read out of the pipe (the pipe's unread byte count, `FIONREAD`, says so); when
-/// the reader goes away, every line it had not read is written again to the next reader.
-struct Outlet<'a> {
-    path: &'a Path,
-    writer: Option<File>,
-    /// Lines to write, oldest first, with their event.
-    backlog: VecDeque<(Event, String)>,
-    /// Bytes of the front line already written.
-    offset: usize,
-    /// Lines written to the current reader and not yet known to be read, with the byte
-    /// count at their end.
-    sent: VecDeque<(Event, String, u64)>,
-    /// Bytes written to the current reader.
-    total: u64,
-    /// Events acknowledged.
-    acked: u64,
-}
-
-impl Outlet<'_> {
-    /// Writes the backlog; returns when it is empty.
-    fn pump(&mut self) -> Result<(), Undelivered> {
-        while let Some((_, line)) = self.backlog.front() {
-            if stopping() {
-                return Err(Undelivered::Stopping);
-            }
-            let Some(file) = self.writer.as_mut() else {
-                match pipe::open_writer(self.path) {
-                    Ok(Some(file)) => {
-                        log(
-                            Level::Debug,
-                            format_args!("{}: reader connected", self.path.display()),
-                        );
-                        self.writer = Some(file);
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(pipe::TICK_MS as u64)),
-                    Err(e) => {
-                        return Err(Undelivered::Failed(format!("cannot open for writing: {e}")))
-                    }
-                }
-                continue;
-            };
-            match pipe::wait(file, libc::POLLOUT, pipe::TICK_MS) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(e) => return Err(Undelivered::Failed(format!("poll failed: {e}"))),
-            }
-            match file.write(&line.as_bytes()[self.offset..]) {
-                Ok(n) => {
-                    self.offset += n;
-                    self.total += n as u64;
-                    if self.offset == line.len() {
-                        self.offset = 0;
-                        if let Some((event, line)) = self.backlog.pop_front() {
-                            self.sent.push_back((event, line, self.total));
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.reader_gone(),
-                Err(e) => return Err(Undelivered::Failed(format!("write failed: {e}"))),
-            }
-            self.acknowledge_read();
-        }
-        self.acknowledge_read();
-        Ok(())
-    }
-
-    /// The reader left: what it did not read goes back to the front of the backlog.
-    fn reader_gone(&mut self) {
-        self.acknowledge_read();
-        log(
-            Level::Warn,
-            format_args!(
-                "{}: reader went away, {} line(s) it did not read go to the next one",
-                self.path.display(),
-                self.sent.len()
-            ),
-        );
-        // Closing our end discards what is left in the pipe: the next reader starts clean.
-        self.writer = None;
-        self.offset = 0;
-        self.total = 0;
-        while let Some((event, line, _)) = self.sent.pop_back() {
-            self.backlog.push_front((event, line));
-        }
-    }
-
-    /// Acknowledges the events whose lines were read out of the pipe.
-    fn acknowledge_read(&mut self) {
-        let Some(file) = &self.writer else { return };
-        let Ok(unread) = pipe::unread_bytes(file) else {
-            return;
-        };
-        let read = self.total.saturating_sub(unread);
-        while self.sent.front().is_some_and(|(_, _, end)| *end <= read) {
-            if let Some((event, _, _)) = self.sent.pop_front() {
-                match event.acknowledge() {
-                    Ok(()) => self.acked += 1,
-                    Err(e) => log(
-                        Level::Error,
-                        format_args!("{}: cannot acknowledge: {e}", self.path.display()),
-                    ),
-                }
-            }
-        }
-    }
-}
-
 /// Serves a `path <- topic` FIFO until shutdown or the end of a complete topic.
 fn consume(command: &ControlCommand, consumer: &Consumer) -> Result<(), String> {
     let path = command.path.display().to_string();
-    let mut outlet = Outlet {
-        path: &command.path,
-        writer: None,
-        backlog: VecDeque::new(),
-        offset: 0,
-        sent: VecDeque::new(),
-        total: 0,
-        acked: 0,
-    };
+    let mut outlet = Outlet::new(&command.path);
     let mut pull = consumer.pull();
     let outcome = loop {
         if stopping() {
             break Ok(());
         }
         let event = match pull.wait(i64::from(pipe::TICK_MS)) {
-            Ok(None) => {
-                outlet.acknowledge_read();
-                continue;
-            }
+            Ok(None) => match outlet.tend() {
+                Ok(()) => continue,
+                Err(Undelivered::Stopping) => break Ok(()),
+                Err(Undelivered::Failed(e)) => break Err(e),
+            },
             Ok(Some(event)) => event,
             Err(Error::EventFailed {
                 partition,
@@ -564,7 +441,7 @@ fn consume(command: &ControlCommand, consumer: &Consumer) -> Result<(), String> 
         }
         let mut line = render(&event, command.format);
         line.push('\n');
-        outlet.backlog.push_back((event, line));
+        outlet.queue(event, line);
         match outlet.pump() {
             Ok(()) => {}
             Err(Undelivered::Stopping) => break Ok(()),
@@ -573,7 +450,7 @@ fn consume(command: &ControlCommand, consumer: &Consumer) -> Result<(), String> 
     };
     // Give the reader a moment to read what is in the pipe, so it is acknowledged.
     let until = std::time::Instant::now() + Duration::from_millis(500);
-    while !outlet.sent.is_empty() && std::time::Instant::now() < until {
+    while outlet.has_unread() && std::time::Instant::now() < until {
         outlet.acknowledge_read();
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -583,8 +460,8 @@ fn consume(command: &ControlCommand, consumer: &Consumer) -> Result<(), String> 
             "{path} <- {}: stopped, {} event(s) read from the FIFO and acknowledged, {} not \
              (they are delivered again to the next consumer of that name)",
             command.topic,
-            outlet.acked,
-            outlet.sent.len() + outlet.backlog.len()
+            outlet.acked(),
+            outlet.unacknowledged()
         ),
     );
     outcome

@@ -2,9 +2,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// How long a daemon loop waits before looking at the stop flag again.
@@ -106,4 +107,46 @@ pub fn unread_bytes(file: &File) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Empties the pipe of FIFO write end `writer` through a read end of its own (opened through
+/// `/proc/self/fd`, so it is the same FIFO even if its path now names another one), with one
+/// `read` call, which the kernel serves atomically with respect to other readers. Returns the
+/// bytes taken: the unread end of what was written.
+pub fn drain(writer: &File) -> io::Result<u64> {
+    let fd = writer.as_raw_fd();
+    let reader = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{fd}"))?;
+    let (w, r) = (writer.metadata()?, reader.metadata()?);
+    if (w.dev(), w.ino()) != (r.dev(), r.ino()) {
+        return Err(io::Error::other("reopened another file"));
+    }
+    // SAFETY: F_GETPIPE_SZ takes no argument and only reads the descriptor's pipe.
+    let capacity = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    let capacity = usize::try_from(capacity)
+        .ok()
+        .filter(|&c| c >= 4096)
+        .unwrap_or(1 << 20)
+        .min(16 << 20);
+    let mut buf = vec![0u8; capacity];
+    let mut taken = 0u64;
+    loop {
+        match (&reader).read(&mut buf) {
+            Ok(0) => return Ok(taken),
+            Ok(n) => taken += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(taken),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `path` still names the file open as `file`.
+pub fn still_named(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
