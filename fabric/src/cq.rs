@@ -144,13 +144,16 @@ impl Cq {
     /// many. 0 means none is ready. Reading also drives manual progress: call it regularly even
     /// when nothing was posted (a peer's RMA on our memory needs it).
     pub fn read(&self, out: &mut Vec<Completion>, max: usize) -> Result<usize> {
-        let mut buf = [sys::fi_cq_data_entry::default(); BATCH];
+        // Not zeroed: this runs on every poll, and the provider writes the entries it reports.
+        let mut buf = [std::mem::MaybeUninit::<sys::fi_cq_data_entry>::uninit(); BATCH];
         let n = max.clamp(1, BATCH);
         // SAFETY: buf holds n entries of the CQ's format (FI_CQ_FORMAT_DATA).
         let ret = unsafe { sys::fi_cq_read(self.inner.fid, buf.as_mut_ptr().cast(), n) };
         if ret > 0 {
-            let got = ret as usize;
-            for e in &buf[..got.min(n)] {
+            let got = (ret as usize).min(n);
+            for e in &buf[..got] {
+                // SAFETY: fi_cq_read wrote the first `got` entries.
+                let e = unsafe { e.assume_init_ref() };
                 // SAFETY: op_context is the context of one of our posted operations, reported
                 // complete once.
                 let op_id = unsafe { self.inner.ctx.complete(e.op_context) };

@@ -5,6 +5,7 @@
 //! engine stopped) completes its `Pending` with [`RpcError::EngineStopped`], so no waiter can
 //! hang on an operation nobody will finish.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ enum State<T> {
 struct Slot<T> {
     state: Mutex<State<T>>,
     cv: Condvar,
+    /// Set (after `state` became `Done`) so that polling waiters need not take the lock.
+    done: AtomicBool,
 }
 
 /// Drives an engine's progress on the waiting thread (inline progress).
@@ -51,6 +54,7 @@ pub(crate) fn pair<T, E: From<RpcError>>() -> (Sink<T, E>, Pending<T, E>) {
     let slot = Arc::new(Slot {
         state: Mutex::new(State::Waiting),
         cv: Condvar::new(),
+        done: AtomicBool::new(false),
     });
     (
         Sink {
@@ -83,6 +87,7 @@ fn fill<T>(slot: &Slot<T>, value: T) {
         }
         State::Waiting => {
             *st = State::Done(value);
+            slot.done.store(true, Ordering::Release);
             slot.cv.notify_all();
         }
         other => *st = other,
@@ -135,7 +140,9 @@ impl<T, E> Pending<T, E> {
 
     /// True once the outcome is available.
     pub fn is_done(&self) -> bool {
-        matches!(*self.slot.state.lock(), State::Done(_))
+        // `done` is set only once the outcome is stored, and the outcome is taken only by
+        // this `Pending`, which consumes itself doing so.
+        self.slot.done.load(Ordering::Acquire)
     }
 
     /// Waits for the outcome. The engine enforces the operation's deadline, so this returns

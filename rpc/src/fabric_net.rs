@@ -289,6 +289,15 @@ impl Net for FabricNet {
         post(unsafe { self.ep()?.post_send(&seg, dest, ctx) })
     }
 
+    fn inject_size(&self) -> usize {
+        self.ep.as_ref().map_or(0, |ep| ep.caps().inject_size)
+    }
+
+    fn inject(&mut self, peer: u64, bytes: &[u8]) -> Result<(), PostError> {
+        let dest = self.peer(peer)?;
+        post(self.ep()?.inject(bytes, dest))
+    }
+
     unsafe fn post_read(
         &mut self,
         peer: u64,

@@ -87,6 +87,17 @@ pub trait Net: Send + 'static {
         len: usize,
         ctx: u64,
     ) -> Result<(), PostError>;
+    /// The largest message [`inject`](Net::inject) takes (0: the transport cannot inject).
+    fn inject_size(&self) -> usize {
+        0
+    }
+    /// Sends `bytes` to `peer` at once, copied before the call returns, with no completion
+    /// (a transport error after the call returns may go unreported): for frames whose
+    /// outcome nobody waits on.
+    fn inject(&mut self, peer: u64, bytes: &[u8]) -> Result<(), PostError> {
+        let _ = (peer, bytes);
+        Err(PostError::Failed("this transport cannot inject".into()))
+    }
     /// Posts an RMA read of all of `remote` into `mr` at `offset`.
     ///
     /// Fails for a read-only registration.

@@ -22,6 +22,8 @@
 //! Every figure is printed with the engine/raw ratio. Raw and engine wait the same way: the
 //! engine's default wait strategy per provider, or `BENCH_WAIT`.
 //! `BENCH_BUSY_POLL=<µs>` sets the inline engine's `EngineConfig::busy_poll` (default 10).
+//! `BENCH_INJECT=1` makes the target answer with `fi_inject` instead of through send buffers
+//! (`EngineConfig::inject_answers`, off by default).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -228,6 +230,8 @@ fn target(provider: &str) -> Res<()> {
     config.source = source_for(provider).map(str::to_owned);
     config.handler_pool = handler_pool()?;
     config.wait = wait_override()?;
+    // `BENCH_INJECT=1`: answers go out with fi_inject (`EngineConfig::inject_answers`).
+    config.inject_answers = std::env::var_os("BENCH_INJECT").is_some_and(|v| v == "1");
     let engine = Engine::new(config)?;
     let echo = echo();
     engine.register_handler(1, move |req, resp| {

@@ -7,7 +7,7 @@ mod serve;
 mod waker;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -337,6 +337,10 @@ struct Queue<N: Net> {
 /// What the submitting threads and the progress thread share.
 pub(crate) struct Shared<N: Net> {
     queue: Mutex<Queue<N>>,
+    /// True while `queue.cmds` may hold commands (set under the queue lock after a push,
+    /// cleared under it when the commands are taken): an idle poll reads this instead of
+    /// taking the lock.
+    pub(crate) queued: AtomicBool,
     waker: waker::Waker,
     handlers: RwLock<HashMap<u16, Arc<HandlerFn<N>>>>,
     /// Told (on the handler pool) of every session that ends: see
@@ -374,6 +378,7 @@ impl<N: Net> Shared<N> {
                 return Err(cmd);
             }
             q.cmds.push(cmd);
+            self.queued.store(true, Ordering::Release);
         }
         self.kick();
         Ok(())
@@ -392,7 +397,7 @@ impl<N: Net> Shared<N> {
         ));
         if let Some(mut core) = self.core.try_lock() {
             if let Some(p) = core.as_mut().filter(|p| !p.stopping()) {
-                if self.queue.lock().cmds.is_empty() {
+                if !self.queued.load(Ordering::Acquire) {
                     p.command_now(cmd);
                     drop(core);
                     if !self.worker_drives_next() {
@@ -418,6 +423,7 @@ impl<N: Net> Shared<N> {
                 Some(cmds)
             } else {
                 q.cmds.extend(cmds);
+                self.queued.store(true, Ordering::Release);
                 None
             }
         };
@@ -472,14 +478,19 @@ impl<N: Net> Shared<N> {
         let _waiting = Waiting(&self.inline_waiters);
         let mut core = self.core.lock();
         loop {
-            if done() || deadline.is_some_and(|d| Instant::now() >= d) {
+            if done() {
                 return;
             }
             let Some(p) = core.as_mut() else { return };
             if p.stopping() {
                 return; // the progress thread drains and closes
             }
-            if p.iterate() {
+            let work = p.iterate();
+            // The iteration's clock reading: no second one per poll.
+            if deadline.is_some_and(|d| p.now() >= d) {
+                return;
+            }
+            if work {
                 continue;
             }
             if p.idle_for() < self.busy_poll {
@@ -638,6 +649,7 @@ impl<N: Net> Engine<N> {
                 cmds: Vec::new(),
                 closed: false,
             }),
+            queued: AtomicBool::new(false),
             waker,
             core: Mutex::new(None),
             sleeper,

@@ -177,6 +177,12 @@ pub(super) struct Progress<N: Net> {
     events: Vec<NetEvent>,
     expired: Vec<(u64, Op<N>)>,
     last_work: Instant,
+    /// When the last iteration started its bookkeeping (see [`Progress::now`]).
+    now: Instant,
+    /// Frames up to this size that nobody waits on are injected (see `send::inject`); 0: never.
+    inject_max: usize,
+    /// Where an injected frame is encoded.
+    scratch: Vec<u8>,
 }
 
 /// What an idle driver should do next.
@@ -321,8 +327,14 @@ impl<N: Net> Progress<N> {
             events: Vec::with_capacity(CQ_BATCH),
             expired: Vec::new(),
             last_work: Instant::now(),
+            now: Instant::now(),
+            inject_max: 0,
+            scratch: Vec::new(),
             config,
         };
+        if p.config.inject_answers {
+            p.inject_max = p.net.inject_size().min(p.config.eager_size);
+        }
         for i in 0..p.config.recv_buffers {
             let mr = p
                 .net
@@ -350,11 +362,19 @@ impl<N: Net> Progress<N> {
         work |= self.flush_bulk_backlog();
         work |= self.poll_cq();
         let _ = self.post_recvs();
-        self.expire(Instant::now());
+        // One clock read per iteration (it is most of an idle poll's cost otherwise).
+        let now = Instant::now();
+        self.now = now;
+        self.expire(now);
         if work {
-            self.last_work = Instant::now();
+            self.last_work = now;
         }
         work
+    }
+
+    /// The time read by the last [`iterate`](Self::iterate).
+    pub(super) fn now(&self) -> Instant {
+        self.now
     }
 
     /// True once a shutdown was asked for; the thread then runs [`drain`](Self::drain).
@@ -391,9 +411,10 @@ impl<N: Net> Progress<N> {
 
     // ---- waiting ---------------------------------------------------------------------------
 
-    /// Time since the last iteration that did work (or the last command run at once).
+    /// Time since the last iteration that did work (or the last command run at once), as of
+    /// the last iteration.
     pub(super) fn idle_for(&self) -> Duration {
-        self.last_work.elapsed()
+        self.now.saturating_duration_since(self.last_work)
     }
 
     /// Decides how to wait after an iteration without work.
@@ -421,7 +442,14 @@ impl<N: Net> Progress<N> {
     // ---- commands --------------------------------------------------------------------------
 
     fn take_commands(&mut self) -> bool {
-        let cmds = std::mem::take(&mut self.shared.queue.lock().cmds);
+        if !self.shared.queued.load(Ordering::Acquire) {
+            return false;
+        }
+        let cmds = {
+            let mut q = self.shared.queue.lock();
+            self.shared.queued.store(false, Ordering::Release);
+            std::mem::take(&mut q.cmds)
+        };
         if cmds.is_empty() {
             return false;
         }

@@ -60,6 +60,9 @@ pub(crate) struct Serve {
     cond: Condvar,
     /// The worker drives progress now (or between two of its iterations).
     leading: AtomicBool,
+    /// True while `queue.jobs` may hold jobs (set under the lock by `push`, cleared under it
+    /// when the last one is taken): the worker's idle passes read this, not the lock.
+    queued: AtomicBool,
     /// How long the worker keeps leading after its last piece of work (zero: never leads).
     spin: Duration,
 }
@@ -74,6 +77,7 @@ impl Serve {
             }),
             cond: Condvar::new(),
             leading: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
             spin,
         }
     }
@@ -82,6 +86,7 @@ impl Serve {
     pub(crate) fn push(&self, job: Job) {
         let mut q = self.queue.lock();
         q.jobs.push_back(job);
+        self.queued.store(true, Ordering::Release);
         if q.sleeping {
             q.sleeping = false;
             self.cond.notify_one();
@@ -112,7 +117,15 @@ impl Serve {
     }
 
     fn take(&self) -> Option<Job> {
-        self.queue.lock().jobs.pop_front()
+        if !self.queued.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut q = self.queue.lock();
+        let job = q.jobs.pop_front();
+        if q.jobs.is_empty() {
+            self.queued.store(false, Ordering::Release);
+        }
+        job
     }
 }
 
@@ -120,6 +133,8 @@ impl Serve {
 pub(crate) fn run<N: Net>(shared: Arc<Shared<N>>, serve: Arc<Serve>) {
     ON_WORKER.with(|w| w.set(Arc::as_ptr(&serve) as usize));
     let mut last_work = Instant::now();
+    // The latest clock reading (the progress iteration's, while leading: one read per pass).
+    let mut now = last_work;
     // Set once the engine stopped driving (shutdown, or a panicked progress thread).
     let mut stopped = false;
     loop {
@@ -130,15 +145,23 @@ pub(crate) fn run<N: Net>(shared: Arc<Shared<N>>, serve: Arc<Serve>) {
             // HandlerPanicked while unwinding.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
             last_work = Instant::now();
+            now = last_work;
             continue;
         }
-        if !stopped && last_work.elapsed() < serve.spin {
+        if !stopped && now.saturating_duration_since(last_work) < serve.spin {
             serve.leading.store(true, Ordering::SeqCst);
             match lead_once(&shared) {
-                Some(true) => last_work = Instant::now(),
-                // Yield, never a bare spin: the peer (or our caller) may need this core.
-                Some(false) => std::thread::yield_now(),
-                None => stopped = true,
+                Lead::Worked(at) => (last_work, now) = (at, at),
+                Lead::Idle(at) => {
+                    now = at;
+                    // Yield, never a bare spin: the peer (or our caller) may need this core.
+                    std::thread::yield_now()
+                }
+                Lead::Busy => {
+                    now = Instant::now();
+                    std::thread::yield_now()
+                }
+                Lead::Stopped => stopped = true,
             }
             continue;
         }
@@ -159,15 +182,32 @@ pub(crate) fn run<N: Net>(shared: Arc<Shared<N>>, serve: Arc<Serve>) {
     }
 }
 
-/// One iteration of progress under the lock, if nobody else holds it: `Some(work)`, or `None`
-/// once the engine no longer accepts work.
-fn lead_once<N: Net>(shared: &Shared<N>) -> Option<bool> {
+/// What one [`lead_once`] did.
+enum Lead {
+    /// An iteration that did work, and its clock reading.
+    Worked(Instant),
+    /// An iteration that found nothing, and its clock reading.
+    Idle(Instant),
+    /// Another thread drives (the progress thread, or an inline caller).
+    Busy,
+    /// The engine no longer accepts work.
+    Stopped,
+}
+
+/// One iteration of progress under the lock, if nobody else holds it.
+fn lead_once<N: Net>(shared: &Shared<N>) -> Lead {
     let Some(mut core) = shared.core.try_lock() else {
-        return Some(false); // the progress thread or an inline caller is driving
+        return Lead::Busy;
     };
-    let p = core.as_mut()?;
+    let Some(p) = core.as_mut() else {
+        return Lead::Stopped;
+    };
     if p.stopping() {
-        return None;
+        return Lead::Stopped;
     }
-    Some(p.iterate())
+    if p.iterate() {
+        Lead::Worked(p.now())
+    } else {
+        Lead::Idle(p.now())
+    }
 }
