@@ -494,8 +494,8 @@ fn reads_from_a_peer_killed_holding_its_region_lock_fail_instead_of_spinning() {
 /// other client's send to that receiver then spun for ever inside the provider
 /// (`smr_send_name`, `smr_generic_msg`): a server reached by shm served nobody any more. Now
 /// the receiver releases its own lock once it has been stuck for 2 s and one of its peers (the
-/// killed client) died, and the next client's message gets through. (The next client is an endpoint of this process here: the lock and
-/// the spin are the same as between processes.)
+/// killed client) died, and the next client's message gets through. (The next client is an
+/// endpoint of this process here: the lock and the spin are the same as between processes.)
 #[test]
 fn a_peer_killed_holding_our_region_lock_does_not_stop_others_reaching_us() {
     let p = "shm";

@@ -119,8 +119,7 @@ pub fn drain(writer: &File) -> io::Result<u64> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(format!("/proc/self/fd/{fd}"))?;
-    let (w, r) = (writer.metadata()?, reader.metadata()?);
-    if (w.dev(), w.ino()) != (r.dev(), r.ino()) {
+    if !same_file(&writer.metadata()?, &reader.metadata()?) {
         return Err(io::Error::other("reopened another file"));
     }
     // SAFETY: F_GETPIPE_SZ takes no argument and only reads the descriptor's pipe.
@@ -146,7 +145,11 @@ pub fn drain(writer: &File) -> io::Result<u64> {
 /// Whether `path` still names the file open as `file`.
 pub fn still_named(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        (Ok(a), Ok(b)) => same_file(&a, &b),
         _ => false,
     }
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
 }

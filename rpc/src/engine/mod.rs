@@ -340,7 +340,7 @@ pub(crate) struct Shared<N: Net> {
     /// True while `queue.cmds` may hold commands (set under the queue lock after a push,
     /// cleared under it when the commands are taken): an idle poll reads this instead of
     /// taking the lock.
-    pub(crate) queued: AtomicBool,
+    queued: AtomicBool,
     waker: waker::Waker,
     handlers: RwLock<HashMap<u16, Arc<HandlerFn<N>>>>,
     /// Told (on the handler pool) of every session that ends: see
