@@ -84,6 +84,16 @@ pub struct EngineConfig {
     /// How long a session must have been idle (no request, none in flight) before a new
     /// caller may take its place when `max_sessions` are in use.
     pub session_idle: Duration,
+    /// How long a session lives without hearing from its caller (no request, no keepalive):
+    /// past it, the session ends as with a GOODBYE (its requests in flight are forgotten and
+    /// their answers dropped, the session listener runs, the caller's AV entry goes once
+    /// nothing posted to it is outstanding). This is how a server learns that a caller was
+    /// killed (`kill -9`, a lost node) while it held long calls. The HELLO answer asks each
+    /// caller for a keepalive every [`keepalive_interval`](crate::keepalive_interval) of it
+    /// (a fifth); every engine's progress thread sends them whatever its caller does, so only
+    /// a caller whose process stopped running for most of the expiry loses its session (its
+    /// later calls then time out). `None`: sessions end only by GOODBYE or eviction.
+    pub session_expiry: Option<Duration>,
     /// Most requests being handled at once (beyond, callers get `Overloaded`).
     pub max_requests_in_flight: usize,
     /// How long a provider without a wait fd (shm) sleeps before polling again, 50 µs, at
@@ -135,6 +145,7 @@ impl Default for EngineConfig {
             send_buffers: 256,
             max_sessions: 4096,
             session_idle: Duration::from_secs(60),
+            session_expiry: Some(DEFAULT_SESSION_EXPIRY),
             max_requests_in_flight: 4096,
             idle_poll: Duration::from_micros(50),
             drain_timeout: Duration::from_millis(500),
@@ -178,6 +189,19 @@ impl WaitStrategy {
             spindown: DEFAULT_SPINDOWN,
         }
     }
+}
+
+/// The default [`EngineConfig::session_expiry`]: a killed caller's session ends within 15 s.
+pub const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(15);
+
+/// How often a callee whose sessions expire after `expiry` asks its callers to send a
+/// keepalive: a fifth of it (so four in a row may be lost or late), at least 1 ms, and at
+/// most `u32::MAX` ms (what the HELLO answer carries).
+pub fn keepalive_interval(expiry: Duration) -> Duration {
+    (expiry / 5).clamp(
+        Duration::from_millis(1),
+        Duration::from_millis(u32::MAX.into()),
+    )
 }
 
 /// How long the default wait strategy, and the default handler pool, keep polling after work.

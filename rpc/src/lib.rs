@@ -23,7 +23,10 @@ pub mod op_table;
 pub mod wire;
 
 pub use completion::Pending;
-pub use config::{idle_nap, EngineConfig, WaitStrategy, DEFAULT_SPINDOWN, IDLE_POLL_MAX};
+pub use config::{
+    idle_nap, keepalive_interval, EngineConfig, WaitStrategy, DEFAULT_SESSION_EXPIRY,
+    DEFAULT_SPINDOWN, IDLE_POLL_MAX,
+};
 pub use diaspora_fabric::{Address, AddressError, RemoteRegion};
 pub use engine::{
     Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, SessionListener,

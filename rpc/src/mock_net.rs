@@ -104,7 +104,7 @@ impl World {
         }
     }
 
-    /// `name` dies: its held reads fail, later operations on it fail.
+    /// `name` dies: its held reads fail, later operations on it and its own sends fail.
     pub(crate) fn kill(&self, name: &str) {
         let mut w = self.0.lock();
         let held = match w.eps.get_mut(name.as_bytes()) {
@@ -325,6 +325,10 @@ impl Net for MockNet {
         let dest = self.peer(peer)?;
         let msg = mr.buf[..len].to_vec();
         let mut w = self.world.0.lock();
+        if w.eps.get(&self.addr).is_some_and(|ep| ep.dead) {
+            // A killed process sends nothing.
+            return Err(PostError::Failed("this endpoint was killed".into()));
+        }
         if w.eps.get(&dest).is_some_and(|ep| ep.refusing) {
             return Err(PostError::Again);
         }

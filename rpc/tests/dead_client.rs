@@ -195,3 +195,91 @@ fn a_client_killed_holding_the_servers_shm_lock_does_not_stop_it_serving_others(
     );
     server.shutdown();
 }
+
+/// A client killed (SIGKILL) while the server holds its long calls, with sessions to spare
+/// (no newcomer evicts it): the server learns of it within the session expiry, since the
+/// client's keepalives stop, and its session listener runs (a server releases the long polls
+/// it held there) and the client's AV entry goes. While alive, the client keeps its session
+/// however long its calls are held.
+#[test]
+fn a_killed_clients_session_expires_and_its_long_calls_are_released() {
+    for p in providers() {
+        let expiry = Duration::from_secs(1);
+        let mut c = EngineConfig::for_provider(&p);
+        c.handler_pool = diaspora_api::ThreadPool::new(2);
+        c.session_expiry = Some(expiry);
+        let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<u32>();
+        let ended_tx = std::sync::Mutex::new(ended_tx);
+        server.on_session_end(move |s| {
+            let _ = ended_tx.lock().map(|t| t.send(s));
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        server
+            .register_handler(1, move |_, resp| {
+                let _ = tx.send(resp);
+            })
+            .expect("handler 1");
+        server
+            .register_handler(2, |req, resp| resp.respond(req.body))
+            .expect("handler 2");
+        let polls = 4;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
+            .args([
+                p.as_str(),
+                "poll",
+                &server.address().to_string(),
+                &polls.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn diaspora-rpc-peer poll");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        assert!(
+            lines.any(|l| l.is_ok_and(|l| l == "POLLING")),
+            "{p}: the polling client did not start (stderr above)"
+        );
+        let held: Vec<_> = (0..polls)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|_| panic!("{p}: long call did not reach the server"))
+            })
+            .collect();
+        // Alive for 2.5 expiries with its calls held and nothing else sent: still served.
+        assert!(
+            ended_rx.recv_timeout(expiry * 5 / 2).is_err(),
+            "{p}: a live client's session ended: {:?}",
+            server.stats()
+        );
+        assert!(server.stats().keepalives_received >= 5, "{p}");
+        let peers = server.stats().peers;
+        child.kill().expect("SIGKILL the client");
+        diaspora_fabric::reap_child(&mut child).expect("reap the client");
+        let ended = ended_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{p}: the killed client's session never ended"));
+        assert_eq!(ended, held[0].session(), "{p}");
+        assert_eq!(server.stats().sessions_expired, 1, "{p}");
+        // Its entry goes once nothing posted to it is outstanding.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.stats().peers >= peers && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let s = server.stats();
+        assert!(s.peers < peers && s.peers_removed >= 1, "{p}: {s:?}");
+        // Answering the dead session's calls is harmless; others are served.
+        for resp in held {
+            resp.respond(vec![1; 64]);
+        }
+        let client = engine(&p, 16);
+        let peer = client
+            .connect(server.address(), Duration::from_secs(10))
+            .wait()
+            .unwrap_or_else(|e| panic!("{p}: new client not served: {e}"));
+        let out = client.call(&peer, 2, vec![5; 32], SEC10).wait();
+        assert_eq!(out.expect("echo"), vec![5; 32], "{p}");
+        client.shutdown();
+        server.shutdown();
+    }
+}

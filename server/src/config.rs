@@ -14,6 +14,7 @@
 //! | `--expect-ranks N` | `expect_ranks` | none | refuse to start unless the launcher started exactly N ranks |
 //! | `--run-id X` | `run_id` | the launcher's | names this run in the run directory (needed without a launcher run id) |
 //! | | `rendezvous_timeout_s` | 60 | how long rank 0 waits for every rank to listen |
+//! | `--session-expiry-ms N` | `session_expiry_ms` | 15000 | a client not heard from for this long (its keepalives stopped: killed, node lost) loses its session and its long polls; 0: never |
 //! | | `max_batch_events` | 65536 | most events per produced batch |
 //! | | `max_batch_bytes` | 64 MiB | most bytes per produced batch |
 //! | | `max_fetch_bytes` | 64 MiB | most bytes per fetch |
@@ -70,6 +71,10 @@ pub struct Args {
     /// Names this run in the run directory (default: the launcher's job/step id).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// A client not heard from for this long (no request, no keepalive) loses its session
+    /// and the long polls it held (default 15000; 0: never).
+    #[arg(long)]
+    pub session_expiry_ms: Option<u64>,
 }
 
 /// The config file.
@@ -93,6 +98,7 @@ pub struct FileConfig {
     expect_ranks: Option<u32>,
     run_id: Option<String>,
     rendezvous_timeout_s: Option<u64>,
+    session_expiry_ms: Option<u64>,
 }
 
 /// Why the options are refused.
@@ -162,6 +168,8 @@ pub struct ServerConfig {
     pub run_id: Option<String>,
     /// How long rank 0 waits for every rank.
     pub rendezvous_timeout: std::time::Duration,
+    /// How long a silent client keeps its session (`EngineConfig::session_expiry`).
+    pub session_expiry: Option<std::time::Duration>,
 }
 
 /// Parses a CPU list such as `0-3,6`.
@@ -306,6 +314,17 @@ impl ServerConfig {
                 reason: "must be from 1 to 86400 seconds".into(),
             });
         }
+        let expiry_ms = args
+            .session_expiry_ms
+            .or(file.session_expiry_ms)
+            .unwrap_or(diaspora_rpc::DEFAULT_SESSION_EXPIRY.as_millis() as u64);
+        if expiry_ms > 86_400_000 {
+            return Err(ConfigError::Invalid {
+                name: "session_expiry_ms",
+                reason: "must be at most 86400000 (a day); 0 means never".into(),
+            });
+        }
+        let session_expiry = (expiry_ms > 0).then(|| std::time::Duration::from_millis(expiry_ms));
         let run_id = args.run_id.clone().or(file.run_id);
         if run_id
             .as_deref()
@@ -322,6 +341,7 @@ impl ServerConfig {
             expect_ranks,
             run_id,
             rendezvous_timeout: std::time::Duration::from_secs(rendezvous_timeout_s),
+            session_expiry,
             data_dir,
             group_file,
             provider,
@@ -407,6 +427,35 @@ mod tests {
                 .unwrap();
         let e = ServerConfig::merge(&Args::default(), bad).unwrap_err();
         assert!(e.to_string().contains("expect_ranks"), "{e}");
+    }
+
+    #[test]
+    fn the_session_expiry_defaults_to_15_s_and_zero_means_never() {
+        let base = r#""data_dir": "/a", "group_file": "/g""#;
+        let parse = |extra: &str| -> FileConfig {
+            serde_json::from_str(&format!("{{{base}{extra}}}")).expect("config")
+        };
+        let secs = std::time::Duration::from_secs;
+        let c = ServerConfig::merge(&Args::default(), parse("")).expect("default");
+        assert_eq!(c.session_expiry, Some(secs(15)));
+        let c = ServerConfig::merge(&Args::default(), parse(r#", "session_expiry_ms": 0"#))
+            .expect("zero");
+        assert_eq!(c.session_expiry, None);
+        let args = Args {
+            session_expiry_ms: Some(2500),
+            ..Args::default()
+        };
+        let c = ServerConfig::merge(&args, parse(r#", "session_expiry_ms": 0"#)).expect("flag");
+        assert_eq!(
+            c.session_expiry,
+            Some(std::time::Duration::from_millis(2500))
+        );
+        let e = ServerConfig::merge(
+            &Args::default(),
+            parse(r#", "session_expiry_ms": 86400001"#),
+        )
+        .expect_err("more than a day");
+        assert!(e.to_string().contains("session_expiry_ms"), "{e}");
     }
 
     #[test]

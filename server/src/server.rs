@@ -191,6 +191,7 @@ fn build(
         let mut c = EngineConfig::for_provider(&cfg.provider);
         c.domain = cfg.domain.clone();
         c.cpu = *core;
+        c.session_expiry = cfg.session_expiry;
         c.handler_pool = ThreadPool::spinning(1, diaspora_rpc::DEFAULT_SPINDOWN);
         c.thread_name = format!("diaspora-progress-{i}");
         let e = Engine::new(c).map_err(|source| ServerError::Engine {

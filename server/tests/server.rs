@@ -914,3 +914,56 @@ fn a_client_that_closes_gives_up_its_long_polls_at_once_and_live_ones_are_served
         );
     }
 }
+
+/// Issue 7: a consumer killed (SIGKILL) while the server holds its long poll never says
+/// GOODBYE. Its keepalives stop, so the server ends its session within `--session-expiry-ms`
+/// and releases the poll, while a live client's poll, parked past the expiry, is still held
+/// and answered by the next event.
+#[test]
+fn a_consumer_killed_during_a_long_poll_loses_it_once_its_session_expires() {
+    for provider in providers() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let group = dir.path().join("group.json");
+        let mut s = Server::start(&provider, &data, &group, &["--session-expiry-ms", "1000"]);
+        let c = Client::connect(&group).unwrap();
+        c.create_topic("t", r#"{"num_partitions": 1}"#).unwrap();
+        let t = c.open_topic("t").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-test-producer"))
+            .arg(&group)
+            .arg("t")
+            .arg("poll")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "POLLING", "{provider}");
+        let staying = Client::connect(&group).unwrap();
+        let t2 = staying.open_topic("t").unwrap();
+        let live = std::thread::spawn(move || {
+            let r = staying.fetch(&t2, "t", 0, "", Some(0), 10, 60_000, 0);
+            (staying, r)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        child.kill().unwrap();
+        diaspora_fabric::reap_child(&mut child).unwrap();
+        // Two and a half expiries: the dead session ends, the live one (keepalives) stays.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(!live.is_finished(), "{provider}: the live poll ended early");
+        c.produce(&t, "t", 0, 1, 0, &events(1, 0, 10)).unwrap();
+        let (_staying, r) = live.join().unwrap();
+        assert_eq!(r.unwrap().0.count, 1, "{provider}");
+
+        s.signal(libc::SIGTERM);
+        let st = s.wait_exit(Duration::from_secs(30));
+        assert!(st.success(), "exit status {st}: {}", s.stderr());
+        // Released when the session expired, not answered at shutdown.
+        assert!(
+            s.stderr().contains(
+                "answered 1 fetches, refused 0 unauthenticated and 0 malformed requests, released 1 long polls of closed sessions"
+            ),
+            "{provider}: {}",
+            s.stderr()
+        );
+    }
+}

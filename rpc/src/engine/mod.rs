@@ -219,6 +219,9 @@ pub(crate) struct Stats {
     pub(crate) released_late: AtomicU64,
     pub(crate) sessions_closed: AtomicU64,
     pub(crate) sessions_evicted: AtomicU64,
+    pub(crate) sessions_expired: AtomicU64,
+    pub(crate) keepalives_sent: AtomicU64,
+    pub(crate) keepalives_received: AtomicU64,
     pub(crate) peers: AtomicU64,
     pub(crate) peers_removed: AtomicU64,
     pub(crate) peers_remove_failed: AtomicU64,
@@ -246,6 +249,12 @@ pub struct StatsSnapshot {
     pub sessions_closed: u64,
     /// Idle sessions closed to make room for a new caller.
     pub sessions_evicted: u64,
+    /// Sessions ended because their caller sent nothing for `session_expiry` (a dead caller).
+    pub sessions_expired: u64,
+    /// Keepalives this engine sent for the sessions it opened.
+    pub keepalives_sent: u64,
+    /// Keepalives received with a valid session secret.
+    pub keepalives_received: u64,
     /// Peers in the address vector now (callers whose session is open or not yet reaped,
     /// and peers this engine connected to).
     pub peers: u64,
@@ -1054,6 +1063,9 @@ impl<N: Net> Handle<N> {
             released_late: s.released_late.load(Ordering::Relaxed),
             sessions_closed: s.sessions_closed.load(Ordering::Relaxed),
             sessions_evicted: s.sessions_evicted.load(Ordering::Relaxed),
+            sessions_expired: s.sessions_expired.load(Ordering::Relaxed),
+            keepalives_sent: s.keepalives_sent.load(Ordering::Relaxed),
+            keepalives_received: s.keepalives_received.load(Ordering::Relaxed),
             peers: s.peers.load(Ordering::Relaxed),
             peers_removed: s.peers_removed.load(Ordering::Relaxed),
             peers_remove_failed: s.peers_remove_failed.load(Ordering::Relaxed),

@@ -29,8 +29,11 @@ use crate::net::{Net, NetError, NetEvent, PostError};
 use crate::op_table::{Completes, OpTable, Response, Transport};
 use crate::wire::{self, ErrorBody, ErrorCode, Header, Kind, Reader, Writer};
 
+mod keepalive;
 mod peers;
 mod send;
+
+use keepalive::Opened;
 
 use send::{frame_bytes, OutFrame};
 
@@ -130,8 +133,11 @@ struct Session {
     fi_addr: u64,
     /// Proves a GOODBYE comes from the caller (sent in the HELLO answer).
     secret: u64,
-    /// When its last request (or its HELLO) arrived.
+    /// When its last request (or its HELLO) arrived (eviction looks at this).
     last_seen: Instant,
+    /// When its caller was last heard from: a request, its HELLO or a KEEPALIVE (expiry
+    /// looks at this; see [`keepalive`]).
+    last_heard: Instant,
 }
 
 /// An unpredictable 64-bit value (SipHash keyed by the process's random state): the secret
@@ -158,9 +164,13 @@ pub(super) struct Progress<N: Net> {
     bulk_backlog: VecDeque<u64>,
     sessions: HashMap<u32, Session>,
     next_session: u32,
-    /// Sessions this engine opened at peers (fi_addr, session, secret), closed with a
+    /// Sessions this engine opened at peers, kept alive with KEEPALIVEs and closed with a
     /// GOODBYE at shutdown; the oldest are forgotten beyond `max_sessions`.
-    opened: VecDeque<(u64, u32, u64)>,
+    opened: VecDeque<Opened>,
+    /// When the next keepalive of an opened session is due (None: none asked for).
+    next_keepalive: Option<Instant>,
+    /// When to look for sessions whose callers went silent (see [`keepalive`]).
+    next_expiry_check: Instant,
     /// This endpoint's raw address (see [`super::local`]).
     local_addr: Vec<u8>,
     /// On shm, the raw addresses of peers that are endpoints of this process (their posts are
@@ -314,6 +324,8 @@ impl<N: Net> Progress<N> {
             bulk_backlog: VecDeque::new(),
             sessions: HashMap::new(),
             opened: VecDeque::new(),
+            next_keepalive: None,
+            next_expiry_check: Instant::now(),
             local_addr: Vec::new(),
             local_peers: HashMap::new(),
             guard_local: false,
@@ -882,6 +894,7 @@ impl<N: Net> Progress<N> {
                 self.in_flight.remove(&(h.session, h.request_id));
             }
             Kind::Goodbye => self.on_goodbye(&h, frame.body),
+            Kind::Keepalive => self.on_keepalive(&h, frame.body),
         }
     }
 
@@ -945,7 +958,14 @@ impl<N: Net> Progress<N> {
     /// Closes every session this engine opened at its peers (shutdown): best effort, posted
     /// at once or not at all; the drain then lets the sends finish.
     fn say_goodbye(&mut self) {
-        for (fi_addr, session, secret) in std::mem::take(&mut self.opened) {
+        self.next_keepalive = None;
+        for o in std::mem::take(&mut self.opened) {
+            let Opened {
+                fi_addr,
+                session,
+                secret,
+                ..
+            } = o;
             let h = Header {
                 kind: Kind::Goodbye,
                 op: 0,
@@ -1015,13 +1035,15 @@ impl<N: Net> Progress<N> {
                 fi_addr,
                 secret,
                 last_seen: Instant::now(),
+                last_heard: Instant::now(),
             },
         );
         let mut out = Vec::new();
         Writer::new(&mut out)
             .u32(session)
             .u32(self.shared.max_body as u32)
-            .u64(secret);
+            .u64(secret)
+            .u32(self.keepalive_ms());
         let resp = Header {
             kind: Kind::Response,
             op: OP_HELLO,
@@ -1038,6 +1060,7 @@ impl<N: Net> Progress<N> {
             return;
         };
         s.last_seen = Instant::now();
+        s.last_heard = s.last_seen;
         let fi_addr = s.fi_addr;
         let reply_err = |p: &mut Self, code: ErrorCode, msg: &str| {
             p.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -1141,12 +1164,16 @@ impl<N: Net> Progress<N> {
                 let mut r = Reader::new(body);
                 match (r.u32(), r.u32()) {
                     (Ok(session), Ok(_max_body)) => {
-                        // The secret that closes the session (absent from older peers).
+                        // The secret that closes the session, and the keepalive interval the
+                        // callee asks for (each absent from older peers).
                         if let Ok(secret) = r.u64() {
-                            self.opened.push_back((fi_addr, session, secret));
-                            if self.opened.len() > self.config.max_sessions {
-                                self.opened.pop_front();
-                            }
+                            let every = keepalive::asked_interval(r.u32().ok());
+                            self.note_opened(Opened {
+                                fi_addr,
+                                session,
+                                secret,
+                                keepalive: every.map(|e| (e, Instant::now() + e)),
+                            });
                         }
                         sink.complete(Ok(Peer { fi_addr, session }))
                     }
@@ -1164,6 +1191,7 @@ impl<N: Net> Progress<N> {
 
     fn expire(&mut self, now: Instant) {
         self.reap_peers(now);
+        self.liveness(now);
         let mut expired = std::mem::take(&mut self.expired);
         self.ops.expire(now, &mut expired);
         for (id, op) in expired.drain(..) {

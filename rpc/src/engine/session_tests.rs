@@ -348,3 +348,114 @@ fn a_failed_connect_leaves_no_entry_at_the_caller() {
     let s = stats_until(&second, |s| s.peers_removed == 3);
     assert_eq!((s.peers, s.peers_removed, s.peers_remove_failed), (0, 3, 0));
 }
+
+/// A server whose sessions expire after `expiry` without word from their callers.
+fn expiring_server(world: &World, expiry: Duration) -> E {
+    let mut c = config();
+    c.session_expiry = Some(expiry);
+    let server = E::with_net(world.endpoint("server"), c).unwrap();
+    server
+        .register_handler(1, |req, resp| resp.respond(req.body))
+        .unwrap();
+    server
+}
+
+/// A live caller that sends nothing for several expiries keeps its session: its progress
+/// thread sends the keepalives the HELLO answer asked for (fails without them: the session
+/// expires and the last call times out).
+#[test]
+fn a_live_caller_keeps_its_session_past_the_expiry_with_keepalives() {
+    let world = World::default();
+    let expiry = Duration::from_millis(300);
+    let server = expiring_server(&world, expiry);
+    let c = client(&world, "client");
+    let peer = connect(&c, &server);
+    assert_eq!(echo(&c, &peer, Duration::from_secs(5)).unwrap(), b"ping");
+    std::thread::sleep(expiry * 4);
+    assert_eq!(echo(&c, &peer, Duration::from_secs(5)).unwrap(), b"ping");
+    let s = server.stats();
+    assert_eq!(s.sessions_expired, 0, "{s:?}");
+    // A keepalive every 60 ms for 1.2 s.
+    assert!(s.keepalives_received >= 5, "{s:?}");
+    assert!(c.stats().keepalives_sent >= s.keepalives_received);
+}
+
+/// A caller that dies while the server holds its long call (it never says GOODBYE, and no
+/// newcomer needs its place) loses its session once the expiry passes: the session listener
+/// learns of it (a server releases the long polls it held), and its AV entry goes.
+#[test]
+fn a_killed_callers_session_expires_with_its_long_call() {
+    let world = World::default();
+    let expiry = Duration::from_millis(300);
+    let server = expiring_server(&world, expiry);
+    let (ended_tx, ended_rx) = mpsc::channel::<u32>();
+    let ended_tx = parking_lot::Mutex::new(ended_tx);
+    server.on_session_end(move |s| {
+        let _ = ended_tx.lock().send(s);
+    });
+    let (held_tx, held_rx) = mpsc::channel::<Responder<crate::mock_net::MockNet>>();
+    let held_tx = parking_lot::Mutex::new(held_tx);
+    server
+        .register_handler(2, move |_req, resp| {
+            let _ = held_tx.lock().send(resp);
+        })
+        .unwrap();
+    let c = client(&world, "doomed");
+    let peer = connect(&c, &server);
+    let _long = c.call(&peer, 2, b"poll".to_vec(), Some(Duration::from_secs(30)));
+    let held = held_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // Alive, with its call held, for two expiries: still served.
+    assert!(
+        ended_rx.recv_timeout(expiry * 2).is_err(),
+        "a live caller's session expired"
+    );
+    world.kill("doomed");
+    let session = ended_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the dead caller's session did not expire");
+    assert_eq!(session, held.session());
+    let s = stats_until(&server, |s| s.peers_removed == 1);
+    assert_eq!(
+        (
+            s.sessions_expired,
+            s.sessions_closed,
+            s.peers,
+            s.peers_removed
+        ),
+        (1, 0, 0, 1),
+        "{s:?}"
+    );
+    // Answering the dead session's call is harmless.
+    held.respond(Vec::new());
+    let other = client(&world, "other");
+    let po = connect(&other, &server);
+    assert_eq!(echo(&other, &po, Duration::from_secs(5)).unwrap(), b"ping");
+}
+
+/// A keepalive without the session's secret is dropped and keeps nothing alive.
+#[test]
+fn a_keepalive_without_the_session_secret_is_dropped() {
+    let world = World::default();
+    let server = expiring_server(&world, Duration::from_secs(3600));
+    let c = client(&world, "client");
+    let peer = connect(&c, &server);
+    for body in [&b""[..], &[0u8; 8][..], &[0u8; 9][..]] {
+        let before = server.stats();
+        let keepalive = |_id: u64, session: u32| {
+            let h = Header {
+                kind: Kind::Keepalive,
+                op: 0,
+                request_id: 0,
+                session,
+                budget_us: 0,
+            };
+            wire::encode(&h, body)
+        };
+        // No answer comes to a KEEPALIVE: the raw call times out.
+        let r = c.call_raw(&peer, SHORT, keepalive).wait();
+        assert!(matches!(r, Err(RpcError::Timeout(_))), "{r:?}");
+        let after = server.stats();
+        assert_eq!(after.dropped, before.dropped + 1, "body {body:?}");
+        assert_eq!(after.keepalives_received, before.keepalives_received);
+    }
+}

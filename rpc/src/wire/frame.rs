@@ -4,7 +4,8 @@
 //! offset  size  field        notes
 //! 0       2     magic        b"DF"
 //! 2       1     version      VERSION (1); anything else is refused
-//! 3       1     kind         1 = REQ, 2 = RESP, 3 = ERR, 4 = CANCEL, 5 = GOODBYE
+//! 3       1     kind         1 = REQ, 2 = RESP, 3 = ERR, 4 = CANCEL, 5 = GOODBYE,
+//!                            6 = KEEPALIVE
 //! 4       2     op           u16 LE, the handler's op code (echoed in RESP/ERR)
 //! 6       2     flags        u16 LE, every bit reserved: must be zero
 //! 8       8     request_id   u64 LE, unique per (session, direction); RESP/ERR/CANCEL echo it
@@ -49,6 +50,10 @@ pub enum Kind {
     /// The caller closes its session (`session`); the body is the 8-byte secret the HELLO
     /// answer carried, so no other peer can close it. The callee frees the session at once.
     Goodbye = 5,
+    /// The caller is alive (`session`); the body is the session's 8-byte secret, as for
+    /// GOODBYE. Sent at the interval the HELLO answer asked for; never answered. A session
+    /// that hears nothing for its expiry ends.
+    Keepalive = 6,
 }
 
 impl Kind {
@@ -59,6 +64,7 @@ impl Kind {
             3 => Some(Kind::Error),
             4 => Some(Kind::Cancel),
             5 => Some(Kind::Goodbye),
+            6 => Some(Kind::Keepalive),
             _ => None,
         }
     }
@@ -292,6 +298,10 @@ mod tests {
         bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(decode(&bytes, 64).unwrap().0.header.kind, Kind::Goodbye);
         bytes[3] = 6;
+        let crc = checksum(&bytes[..CRC_AT], &bytes[HEADER_LEN..]);
+        bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes, 64).unwrap().0.header.kind, Kind::Keepalive);
+        bytes[3] = 7;
         assert_eq!(decode(&bytes, 64).unwrap_err().code, ErrorCode::BadKind);
         bytes[3] = 0;
         assert_eq!(decode(&bytes, 64).unwrap_err().code, ErrorCode::BadKind);
@@ -312,7 +322,7 @@ mod tests {
 
     fn arb_header() -> impl Strategy<Value = Header> {
         (
-            1u8..=5,
+            1u8..=6,
             any::<u16>(),
             any::<u64>(),
             any::<u32>(),

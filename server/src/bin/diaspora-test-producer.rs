@@ -1,5 +1,9 @@
 //! Test helper: produces batches of 4 MiB to partition 0 of a topic until killed (used to
 //! kill a producer while the server reads from it). Usage: GROUP_FILE TOPIC.
+//!
+//! With a third argument `poll`, it parks one long poll (a minute) on an empty partition 0
+//! instead, prints `POLLING` once the poll was sent, and waits (used to kill a consumer while
+//! the server holds its poll).
 
 use std::path::Path;
 
@@ -7,8 +11,9 @@ use diaspora_server::client::Client;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 3 {
-        diaspora_server::say!("usage: diaspora-test-producer GROUP_FILE TOPIC");
+    let poll = args.get(3).is_some_and(|a| a == "poll");
+    if args.len() != 3 && !(args.len() == 4 && poll) {
+        diaspora_server::say!("usage: diaspora-test-producer GROUP_FILE TOPIC [poll]");
         std::process::exit(2);
     }
     let c = match Client::connect(Path::new(&args[1])) {
@@ -25,6 +30,9 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if poll {
+        return park_a_poll(&c, &topic, &args[2]);
+    }
     let events: Vec<(Vec<u8>, Vec<u8>)> = (0..4).map(|i| (vec![i], vec![i; 1 << 20])).collect();
     let producer = std::process::id() as u64;
     for seq in 0.. {
@@ -36,4 +44,33 @@ fn main() {
             }
         }
     }
+}
+
+/// Parks a one-minute fetch from event 0 of partition 0 (empty) and waits for it.
+fn park_a_poll(c: &Client, topic: &diaspora_proto::admin::TopicOpenResponse, name: &str) {
+    use diaspora_proto::fetch::Fetch;
+    use diaspora_proto::Message;
+    use std::io::Write;
+    let poll = Fetch {
+        topic: name.into(),
+        partition: 0,
+        consumer: String::new(),
+        from_id: 0,
+        max_events: 10,
+        max_bytes: u64::MAX,
+        wait_ms: 60_000,
+        flags: 0,
+        landing: vec![],
+    };
+    let thread = c.owner(&topic.placement, 0);
+    let pending = c.call_raw_pending(thread, Fetch::OP.code(), poll.to_vec());
+    // The request is on its way once submitted; the pause lets the server park it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!("POLLING");
+    let _ = std::io::stdout().flush();
+    let r = pending.wait();
+    diaspora_server::say!(
+        "diaspora-test-producer: the poll ended: {:?}",
+        r.map(|b| b.len())
+    );
 }
