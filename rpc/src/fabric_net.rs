@@ -67,7 +67,8 @@ pub struct FabricNet {
     domain: Domain,
     _fabric: Fabric,
     /// Our peer handles (never reused): each one's AV entry and raw address.
-    peers: HashMap<u64, (PeerAddr, Box<[u8]>)>,
+    /// (Fx hash: the keys are ours, never a peer's.)
+    peers: rustc_hash::FxHashMap<u64, (PeerAddr, Box<[u8]>)>,
     /// One AV entry per distinct raw address, with the number of handles sharing it.
     /// libfabric merges identical addresses into one `fi_addr_t` (the util AV counts its
     /// users, but shm's removal unmaps the peer whatever the count), so the entry is inserted
@@ -122,7 +123,7 @@ impl FabricNet {
             cq,
             domain,
             _fabric: fabric,
-            peers: HashMap::new(),
+            peers: rustc_hash::FxHashMap::default(),
             entries: HashMap::new(),
             next_peer: 0,
             completions: Vec::with_capacity(64),

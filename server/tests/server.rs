@@ -925,7 +925,7 @@ fn a_consumer_killed_during_a_long_poll_loses_it_once_its_session_expires() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let group = dir.path().join("group.json");
-        let mut s = Server::start(&provider, &data, &group, &["--session-expiry-ms", "1000"]);
+        let mut s = Server::start(&provider, &data, &group, &["--session-expiry-ms", "1500"]);
         let c = Client::connect(&group).unwrap();
         c.create_topic("t", r#"{"num_partitions": 1}"#).unwrap();
         let t = c.open_topic("t").unwrap();
@@ -947,7 +947,8 @@ fn a_consumer_killed_during_a_long_poll_loses_it_once_its_session_expires() {
         std::thread::sleep(Duration::from_millis(300));
         child.kill().unwrap();
         diaspora_fabric::reap_child(&mut child).unwrap();
-        // Two and a half expiries: the dead session ends, the live one (keepalives) stays.
+        // The dead session ends within 1.5 s (plus a check of the sessions every 0.15 s);
+        // the live one (keepalives every 0.3 s) stays.
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!live.is_finished(), "{provider}: the live poll ended early");
         c.produce(&t, "t", 0, 1, 0, &events(1, 0, 10)).unwrap();

@@ -6,7 +6,6 @@ mod progress;
 mod serve;
 mod waker;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -351,7 +350,7 @@ pub(crate) struct Shared<N: Net> {
     /// taking the lock.
     queued: AtomicBool,
     waker: waker::Waker,
-    handlers: RwLock<HashMap<u16, Arc<HandlerFn<N>>>>,
+    handlers: RwLock<rustc_hash::FxHashMap<u16, Arc<HandlerFn<N>>>>,
     /// Told (on the handler pool) of every session that ends: see
     /// [`Engine::on_session_end`].
     pub(crate) session_listener: RwLock<Option<Arc<SessionListener>>>,
@@ -666,7 +665,7 @@ impl<N: Net> Engine<N> {
             inline: config.inline_progress,
             wait_spin: config.wait_spin,
             busy_poll: config.busy_poll,
-            handlers: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(rustc_hash::FxHashMap::default()),
             session_listener: RwLock::new(None),
             next_id: AtomicU64::new(1),
             stats: Stats::default(),

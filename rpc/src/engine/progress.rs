@@ -162,7 +162,8 @@ pub(super) struct Progress<N: Net> {
     registered_sends: usize,
     outbox: VecDeque<Outgoing>,
     bulk_backlog: VecDeque<u64>,
-    sessions: HashMap<u32, Session>,
+    /// Keyed by the session ids this engine hands out (Fx hash: a peer only looks ids up).
+    sessions: rustc_hash::FxHashMap<u32, Session>,
     next_session: u32,
     /// Sessions this engine opened at peers, kept alive with KEEPALIVEs and closed with a
     /// GOODBYE at shutdown; the oldest are forgotten beyond `max_sessions`.
@@ -322,7 +323,7 @@ impl<N: Net> Progress<N> {
             registered_sends: 0,
             outbox: VecDeque::new(),
             bulk_backlog: VecDeque::new(),
-            sessions: HashMap::new(),
+            sessions: rustc_hash::FxHashMap::default(),
             opened: VecDeque::new(),
             next_keepalive: None,
             next_expiry_check: Instant::now(),

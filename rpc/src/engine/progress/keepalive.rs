@@ -108,7 +108,7 @@ impl<N: Net> Progress<N> {
         let secret = Reader::new(body).u64().ok();
         match self.sessions.get_mut(&h.session) {
             Some(s) if body.len() == 8 && Some(s.secret) == secret => {
-                s.last_heard = self.now;
+                s.last_heard = Instant::now();
                 self.shared
                     .stats
                     .keepalives_received
