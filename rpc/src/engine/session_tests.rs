@@ -365,10 +365,23 @@ fn expiring_server(world: &World, expiry: Duration) -> E {
 /// expires and the last call times out).
 #[test]
 fn a_live_caller_keeps_its_session_past_the_expiry_with_keepalives() {
+    live_caller_keeps_its_session(false);
+}
+
+/// The same with a caller that drives progress inline: while none of its threads waits,
+/// its progress thread sends the keepalives.
+#[test]
+fn an_idle_inline_progress_caller_keeps_its_session_too() {
+    live_caller_keeps_its_session(true);
+}
+
+fn live_caller_keeps_its_session(inline: bool) {
     let world = World::default();
     let expiry = Duration::from_millis(300);
     let server = expiring_server(&world, expiry);
-    let c = client(&world, "client");
+    let mut cc = config();
+    cc.inline_progress = inline;
+    let c = E::with_net(world.endpoint("client"), cc).unwrap();
     let peer = connect(&c, &server);
     assert_eq!(echo(&c, &peer, Duration::from_secs(5)).unwrap(), b"ping");
     std::thread::sleep(expiry * 4);
