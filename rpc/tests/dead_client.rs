@@ -26,6 +26,23 @@ fn engine(provider: &str, send_buffers: usize) -> Engine {
 
 const SEC10: Option<Duration> = Some(Duration::from_secs(10));
 
+/// Starts a `diaspora-rpc-peer poll` client of `server` with `polls` long calls in flight and
+/// waits until it says so (`POLLING`); the caller kills it.
+fn spawn_poller(p: &str, server: &Engine, polls: usize) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
+        .args([p, "poll", &server.address().to_string(), &polls.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn diaspora-rpc-peer poll");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l == "POLLING")),
+        "{p}: the polling client did not start (stderr above)"
+    );
+    child
+}
+
 #[test]
 fn a_client_killed_with_long_calls_held_does_not_stop_the_server_serving_new_clients() {
     for p in providers() {
@@ -41,23 +58,7 @@ fn a_client_killed_with_long_calls_held_does_not_stop_the_server_serving_new_cli
             .register_handler(2, |req, resp| resp.respond(req.body))
             .expect("handler 2");
         let polls = 8;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
-            .args([
-                p.as_str(),
-                "poll",
-                &server.address().to_string(),
-                &polls.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn diaspora-rpc-peer poll");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let ready = lines.any(|l| l.is_ok_and(|l| l == "POLLING"));
-        assert!(
-            ready,
-            "{p}: the polling client did not start (stderr above)"
-        );
+        let mut child = spawn_poller(&p, &server, polls);
         let held: Vec<_> = (0..polls)
             .map(|_| {
                 rx.recv_timeout(Duration::from_secs(10))
@@ -100,17 +101,7 @@ fn the_session_of_a_killed_client_goes_to_a_new_caller_once_idle() {
         server
             .register_handler(2, |req, resp| resp.respond(req.body))
             .expect("handler 2");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
-            .args([p.as_str(), "poll", &server.address().to_string(), "0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn diaspora-rpc-peer poll");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        assert!(
-            lines.any(|l| l.is_ok_and(|l| l == "POLLING")),
-            "{p}: the client did not connect (stderr above)"
-        );
+        let mut child = spawn_poller(&p, &server, 0);
         child.kill().expect("SIGKILL the client");
         // SIGKILL leaves its shm names behind: removed before the reap.
         diaspora_fabric::reap_child(&mut child).expect("reap the client");
@@ -224,22 +215,7 @@ fn a_killed_clients_session_expires_and_its_long_calls_are_released() {
             .register_handler(2, |req, resp| resp.respond(req.body))
             .expect("handler 2");
         let polls = 4;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_diaspora-rpc-peer"))
-            .args([
-                p.as_str(),
-                "poll",
-                &server.address().to_string(),
-                &polls.to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn diaspora-rpc-peer poll");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        assert!(
-            lines.any(|l| l.is_ok_and(|l| l == "POLLING")),
-            "{p}: the polling client did not start (stderr above)"
-        );
+        let mut child = spawn_poller(&p, &server, polls);
         let held: Vec<_> = (0..polls)
             .map(|_| {
                 rx.recv_timeout(Duration::from_secs(10))

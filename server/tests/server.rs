@@ -854,6 +854,32 @@ fn fetches_stop_at_a_gap_left_by_a_torn_append_and_serve_the_rest_after_it() {
     }
 }
 
+/// A client (kept on its own thread) that parks a one-minute poll on partition 0 of `t`;
+/// gives back how many events answered it.
+fn park_a_live_poll(group: &Path) -> std::thread::JoinHandle<u32> {
+    let staying = Client::connect(group).unwrap();
+    let t = staying.open_topic("t").unwrap();
+    std::thread::spawn(move || {
+        let r = staying.fetch(&t, "t", 0, "", Some(0), 10, 60_000, 0);
+        r.unwrap().0.count
+    })
+}
+
+/// SIGTERMs `s` and checks its last words: one fetch answered (the live poll) and one long
+/// poll released (not answered at shutdown).
+fn stops_having_released_one_poll(s: &mut Server, provider: &str) {
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(30));
+    assert!(st.success(), "exit status {st}: {}", s.stderr());
+    assert!(
+        s.stderr().contains(
+            "answered 1 fetches, refused 0 unauthenticated and 0 malformed requests, released 1 long polls of closed sessions"
+        ),
+        "{provider}: {}",
+        s.stderr()
+    );
+}
+
 #[test]
 fn a_client_that_closes_gives_up_its_long_polls_at_once_and_live_ones_are_served() {
     use diaspora_proto::fetch::Fetch;
@@ -882,12 +908,7 @@ fn a_client_that_closes_gives_up_its_long_polls_at_once_and_live_ones_are_served
         let leaving = Client::connect(&group).unwrap();
         let pending = leaving.call_raw_pending(thread, Fetch::OP.code(), poll.to_vec());
         // A live client parks one too.
-        let staying = Client::connect(&group).unwrap();
-        let t2 = staying.open_topic("t").unwrap();
-        let live = std::thread::spawn(move || {
-            let r = staying.fetch(&t2, "t", 0, "", Some(0), 10, 60_000, 0);
-            (staying, r)
-        });
+        let live = park_a_live_poll(&group);
         // Both polls reach the server before the GOODBYE (they are sent first on their
         // connections; the pause lets the live one be parked too).
         std::thread::sleep(Duration::from_millis(300));
@@ -898,20 +919,9 @@ fn a_client_that_closes_gives_up_its_long_polls_at_once_and_live_ones_are_served
         // The live poll is still held, and is answered by the next event.
         assert!(!live.is_finished(), "the live poll ended early");
         c.produce(&t, "t", 0, 1, 0, &events(1, 0, 10)).unwrap();
-        let (_staying, r) = live.join().unwrap();
-        assert_eq!(r.unwrap().0.count, 1);
-
-        s.signal(libc::SIGTERM);
-        let st = s.wait_exit(Duration::from_secs(30));
-        assert!(st.success(), "exit status {st}: {}", s.stderr());
+        assert_eq!(live.join().unwrap(), 1);
         // Released by the GOODBYE, not answered at shutdown: 1 fetch answered (the live one).
-        assert!(
-            s.stderr().contains(
-                "answered 1 fetches, refused 0 unauthenticated and 0 malformed requests, released 1 long polls of closed sessions"
-            ),
-            "{}",
-            s.stderr()
-        );
+        stops_having_released_one_poll(&mut s, &provider);
     }
 }
 
@@ -938,12 +948,7 @@ fn a_consumer_killed_during_a_long_poll_loses_it_once_its_session_expires() {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         assert_eq!(lines.next().unwrap().unwrap(), "POLLING", "{provider}");
-        let staying = Client::connect(&group).unwrap();
-        let t2 = staying.open_topic("t").unwrap();
-        let live = std::thread::spawn(move || {
-            let r = staying.fetch(&t2, "t", 0, "", Some(0), 10, 60_000, 0);
-            (staying, r)
-        });
+        let live = park_a_live_poll(&group);
         std::thread::sleep(Duration::from_millis(300));
         child.kill().unwrap();
         diaspora_fabric::reap_child(&mut child).unwrap();
@@ -952,19 +957,8 @@ fn a_consumer_killed_during_a_long_poll_loses_it_once_its_session_expires() {
         std::thread::sleep(Duration::from_millis(2500));
         assert!(!live.is_finished(), "{provider}: the live poll ended early");
         c.produce(&t, "t", 0, 1, 0, &events(1, 0, 10)).unwrap();
-        let (_staying, r) = live.join().unwrap();
-        assert_eq!(r.unwrap().0.count, 1, "{provider}");
-
-        s.signal(libc::SIGTERM);
-        let st = s.wait_exit(Duration::from_secs(30));
-        assert!(st.success(), "exit status {st}: {}", s.stderr());
+        assert_eq!(live.join().unwrap(), 1, "{provider}");
         // Released when the session expired, not answered at shutdown.
-        assert!(
-            s.stderr().contains(
-                "answered 1 fetches, refused 0 unauthenticated and 0 malformed requests, released 1 long polls of closed sessions"
-            ),
-            "{provider}: {}",
-            s.stderr()
-        );
+        stops_having_released_one_poll(&mut s, &provider);
     }
 }
