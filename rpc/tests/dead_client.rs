@@ -26,6 +26,34 @@ fn engine(provider: &str, send_buffers: usize) -> Engine {
 
 const SEC10: Option<Duration> = Some(Duration::from_secs(10));
 
+/// Op 1 holds its call (the responder goes to the receiver given back), op 2 echoes.
+fn hold_and_echo(server: &Engine) -> std::sync::mpsc::Receiver<diaspora_rpc::Responder> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    server
+        .register_handler(1, move |_, resp| {
+            let _ = tx.send(resp);
+        })
+        .expect("handler 1");
+    server
+        .register_handler(2, |req, resp| resp.respond(req.body))
+        .expect("handler 2");
+    rx
+}
+
+/// The responders of `polls` held calls (10 s at most for each to arrive).
+fn held_calls(
+    p: &str,
+    rx: &std::sync::mpsc::Receiver<diaspora_rpc::Responder>,
+    polls: usize,
+) -> Vec<diaspora_rpc::Responder> {
+    (0..polls)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{p}: long call did not reach the server"))
+        })
+        .collect()
+}
+
 /// Starts a `diaspora-rpc-peer poll` client of `server` with `polls` long calls in flight and
 /// waits until it says so (`POLLING`); the caller kills it.
 fn spawn_poller(p: &str, server: &Engine, polls: usize) -> std::process::Child {
@@ -48,23 +76,10 @@ fn a_client_killed_with_long_calls_held_does_not_stop_the_server_serving_new_cli
     for p in providers() {
         // Fewer send buffers than answers owed to the dead client.
         let server = engine(&p, 4);
-        let (tx, rx) = std::sync::mpsc::channel();
-        server
-            .register_handler(1, move |_, resp| {
-                let _ = tx.send(resp);
-            })
-            .expect("handler 1");
-        server
-            .register_handler(2, |req, resp| resp.respond(req.body))
-            .expect("handler 2");
+        let rx = hold_and_echo(&server);
         let polls = 8;
         let mut child = spawn_poller(&p, &server, polls);
-        let held: Vec<_> = (0..polls)
-            .map(|_| {
-                rx.recv_timeout(Duration::from_secs(10))
-                    .unwrap_or_else(|_| panic!("{p}: long call did not reach the server"))
-            })
-            .collect();
+        let held = held_calls(&p, &rx, polls);
         child.kill().expect("SIGKILL the client");
         // SIGKILL leaves its shm names behind: removed before the reap.
         diaspora_fabric::reap_child(&mut child).expect("reap the client");
@@ -205,23 +220,10 @@ fn a_killed_clients_session_expires_and_its_long_calls_are_released() {
         server.on_session_end(move |s| {
             let _ = ended_tx.lock().map(|t| t.send(s));
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        server
-            .register_handler(1, move |_, resp| {
-                let _ = tx.send(resp);
-            })
-            .expect("handler 1");
-        server
-            .register_handler(2, |req, resp| resp.respond(req.body))
-            .expect("handler 2");
+        let rx = hold_and_echo(&server);
         let polls = 4;
         let mut child = spawn_poller(&p, &server, polls);
-        let held: Vec<_> = (0..polls)
-            .map(|_| {
-                rx.recv_timeout(Duration::from_secs(10))
-                    .unwrap_or_else(|_| panic!("{p}: long call did not reach the server"))
-            })
-            .collect();
+        let held = held_calls(&p, &rx, polls);
         // Alive for 2.5 expiries with its calls held and nothing else sent: still served
         // (a keepalive every 300 ms).
         assert!(
