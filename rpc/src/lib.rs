@@ -29,8 +29,8 @@ pub use config::{
 };
 pub use diaspora_fabric::{Address, AddressError, RemoteRegion};
 pub use engine::{
-    Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, SessionListener,
-    StatsSnapshot, OP_HELLO,
+    Buffer, BulkPending, Engine, Handle, HandlerFn, Peer, Request, Responder, SessionEnd,
+    SessionListener, StatsSnapshot, OP_HELLO,
 };
 pub use error::{BulkError, EngineError, RpcError};
 pub use fabric_net::{FabricMr, FabricNet, OpenError};

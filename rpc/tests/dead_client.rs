@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use diaspora_rpc::{Engine, EngineConfig};
+use diaspora_rpc::{Engine, EngineConfig, SessionEnd};
 
 fn providers() -> Vec<String> {
     match std::env::var("DIASPORA_TEST_PROVIDER") {
@@ -215,10 +215,10 @@ fn a_killed_clients_session_expires_and_its_long_calls_are_released() {
         c.handler_pool = diaspora_api::ThreadPool::new(2);
         c.session_expiry = Some(expiry);
         let server = Engine::new(c).unwrap_or_else(|e| panic!("server on {p}: {e}"));
-        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<u32>();
+        let (ended_tx, ended_rx) = std::sync::mpsc::channel::<(u32, SessionEnd)>();
         let ended_tx = std::sync::Mutex::new(ended_tx);
-        server.on_session_end(move |s| {
-            let _ = ended_tx.lock().map(|t| t.send(s));
+        server.on_session_end(move |s, why| {
+            let _ = ended_tx.lock().map(|t| t.send((s, why)));
         });
         let rx = hold_and_echo(&server);
         let polls = 4;
@@ -238,7 +238,7 @@ fn a_killed_clients_session_expires_and_its_long_calls_are_released() {
         let ended = ended_rx
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("{p}: the killed client's session never ended"));
-        assert_eq!(ended, held[0].session(), "{p}");
+        assert_eq!(ended, (held[0].session(), SessionEnd::Expired), "{p}");
         assert_eq!(server.stats().sessions_expired, 1, "{p}");
         // Its entry goes once nothing posted to it is outstanding.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

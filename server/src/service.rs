@@ -24,7 +24,7 @@ use diaspora_proto::{
     TopicOpen, TopicOpenResponse, WireError, PROTOCOL_VERSION,
 };
 use diaspora_rpc::wire::ErrorCode;
-use diaspora_rpc::{Engine, Handle, Peer, Request, Responder};
+use diaspora_rpc::{Engine, Handle, Peer, Request, Responder, SessionEnd};
 use parking_lot::Mutex;
 
 use crate::partition::{CommitCtx, Partition, Ready};
@@ -189,16 +189,29 @@ impl ThreadService {
             engine.register_handler(op.code(), move |req, resp| s.dispatch(op, req, resp))?;
         }
         let s = svc.clone();
-        engine.on_session_end(move |session| s.session_ended(session));
+        engine.on_session_end(move |session, why| s.session_ended(session, why));
         Ok(())
     }
 
     /// A client's session ended: its parked long polls are dropped now (their answers would
-    /// reach nobody), not at their deadlines.
-    fn session_ended(&self, session: u32) {
-        for (id, p) in self.polls.end(session) {
+    /// reach nobody), not at their deadlines. A session that ended without its client saying
+    /// so (expired: the client died or stopped; evicted) is logged.
+    fn session_ended(&self, session: u32, why: SessionEnd) {
+        let polls = self.polls.end(session);
+        let n = polls.len();
+        for (id, p) in polls {
             self.release(&p, id);
         }
+        let cause = match why {
+            SessionEnd::Goodbye => return,
+            SessionEnd::Expired => "expired: nothing heard from its client for the session expiry",
+            SessionEnd::Evicted => "evicted: every session in use, it was idle longest",
+            _ => "ended",
+        };
+        crate::say!(
+            "diaspora-server: thread {}: session {session} {cause}; released {n} long polls",
+            self.thread
+        );
     }
 
     /// Drops waiter `id` of `p` unanswered, if it is still parked there.

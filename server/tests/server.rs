@@ -958,7 +958,14 @@ fn a_consumer_killed_during_a_long_poll_loses_it_once_its_session_expires() {
         assert!(!live.is_finished(), "{provider}: the live poll ended early");
         c.produce(&t, "t", 0, 1, 0, &events(1, 0, 10)).unwrap();
         assert_eq!(live.join().unwrap(), 1, "{provider}");
-        // Released when the session expired, not answered at shutdown.
+        // Released when the session expired, not answered at shutdown, and logged.
         stops_having_released_one_poll(&mut s, &provider);
+        assert!(
+            s.stderr().contains(
+                "expired: nothing heard from its client for the session expiry; released 1 long polls"
+            ),
+            "{provider}: {}",
+            s.stderr()
+        );
     }
 }

@@ -125,8 +125,20 @@ impl<N: Net> Drop for Responder<N> {
 /// later, from any thread).
 pub type HandlerFn<N = FabricNet> = dyn Fn(Request, Responder<N>) + Send + Sync + 'static;
 
-/// Told the id of each caller session that ends (see [`Engine::on_session_end`]).
-pub type SessionListener = dyn Fn(u32) + Send + Sync + 'static;
+/// Told the id of each caller session that ends, and why (see [`Engine::on_session_end`]).
+pub type SessionListener = dyn Fn(u32, SessionEnd) + Send + Sync + 'static;
+
+/// Why a caller's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// The caller closed it (GOODBYE).
+    Goodbye,
+    /// Every session was in use and it was the one idle longest (`session_idle`).
+    Evicted,
+    /// Nothing was heard from its caller for `session_expiry` (a dead or stopped process).
+    Expired,
+}
 
 /// A registered buffer owned by the caller: moved into a bulk operation and handed back by
 /// its completion, so no one can touch or free it while a transfer may use it.
@@ -738,13 +750,14 @@ impl<N: Net> Engine<N> {
         Ok(())
     }
 
-    /// Calls `listener` with the id of every caller session that ends at this engine (its
-    /// caller's GOODBYE, or eviction of an idle session), on the handler pool, never on the
+    /// Calls `listener` with the id of every caller session that ends at this engine, and
+    /// why (its caller's GOODBYE, eviction of an idle session, or expiry of a silent one), on
+    /// the handler pool, never on the
     /// progress thread; replaces any previous listener. A session's requests still being
     /// handled get answers nobody receives: a handler holding a request for long (a long
     /// poll) can release it early by matching [`Responder::session`]. Ids are not reused by
     /// an engine until its session counter wraps (2^32 sessions).
-    pub fn on_session_end(&self, listener: impl Fn(u32) + Send + Sync + 'static) {
+    pub fn on_session_end(&self, listener: impl Fn(u32, SessionEnd) + Send + Sync + 'static) {
         *self.handle.shared.session_listener.write() = Some(Arc::new(listener));
     }
 

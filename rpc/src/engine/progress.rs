@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
-use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, Shared, OP_HELLO};
+use super::{Buffer, BulkCmd, Cmd, Peer, Request, Responder, SessionEnd, Shared, OP_HELLO};
 use diaspora_fabric::address::MAX_ADDRESS_LEN as MAX_RAW_ADDRESS;
 use diaspora_fabric::Address;
 
@@ -905,7 +905,7 @@ impl<N: Net> Progress<N> {
         let secret = Reader::new(body).u64().ok();
         match self.sessions.get(&h.session) {
             Some(s) if body.len() == 8 && Some(s.secret) == secret => {
-                self.close_session(h.session);
+                self.close_session(h.session, SessionEnd::Goodbye);
                 self.shared
                     .stats
                     .sessions_closed
@@ -917,7 +917,7 @@ impl<N: Net> Progress<N> {
         }
     }
 
-    fn close_session(&mut self, session: u32) {
+    fn close_session(&mut self, session: u32, why: SessionEnd) {
         if let Some(s) = self.sessions.remove(&session) {
             self.doom_peer(s.fi_addr);
         }
@@ -927,7 +927,7 @@ impl<N: Net> Progress<N> {
             // User code: on the handler pool, never here. A panic in it is the listener's
             // own (caught, so a pool worker survives it).
             self.dispatch(Box::new(move || {
-                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(session)));
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| f(session, why)));
             }));
         }
     }
@@ -945,7 +945,7 @@ impl<N: Net> Progress<N> {
             .map(|(&id, s)| (id, s.last_seen));
         match oldest {
             Some((id, seen)) if seen.elapsed() >= self.config.session_idle => {
-                self.close_session(id);
+                self.close_session(id, SessionEnd::Evicted);
                 self.shared
                     .stats
                     .sessions_evicted

@@ -150,10 +150,10 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     let world = World::default();
     let idle = Duration::from_millis(200);
     let server = server(&world, 1, idle);
-    let (ended_tx, ended_rx) = mpsc::channel::<u32>();
+    let (ended_tx, ended_rx) = mpsc::channel::<(u32, SessionEnd)>();
     let ended_tx = parking_lot::Mutex::new(ended_tx);
-    server.on_session_end(move |s| {
-        let _ = ended_tx.lock().send(s);
+    server.on_session_end(move |s, why| {
+        let _ = ended_tx.lock().send((s, why));
     });
     // Op 2 holds its responder (a long poll) and reports the session it belongs to.
     let held: Arc<parking_lot::Mutex<Vec<Responder<crate::mock_net::MockNet>>>> = Arc::default();
@@ -179,7 +179,10 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
         "a live session was reported ended"
     );
     first.shutdown();
-    assert_eq!(ended_rx.recv_timeout(Duration::from_secs(5)), Ok(s1));
+    assert_eq!(
+        ended_rx.recv_timeout(Duration::from_secs(5)),
+        Ok((s1, SessionEnd::Goodbye))
+    );
 
     // Eviction: an idle session gives its place to a newcomer, and the listener is told.
     let second = client(&world, "second");
@@ -194,7 +197,10 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     std::thread::sleep(idle + Duration::from_millis(100));
     let third = client(&world, "third");
     connect(&third, &server);
-    assert_eq!(ended_rx.recv_timeout(Duration::from_secs(5)), Ok(s2));
+    assert_eq!(
+        ended_rx.recv_timeout(Duration::from_secs(5)),
+        Ok((s2, SessionEnd::Evicted))
+    );
     assert_eq!(server.stats().sessions_evicted, 1);
 }
 
@@ -401,10 +407,10 @@ fn a_killed_callers_session_expires_with_its_long_call() {
     let world = World::default();
     let expiry = Duration::from_millis(300);
     let server = expiring_server(&world, expiry);
-    let (ended_tx, ended_rx) = mpsc::channel::<u32>();
+    let (ended_tx, ended_rx) = mpsc::channel::<(u32, SessionEnd)>();
     let ended_tx = parking_lot::Mutex::new(ended_tx);
-    server.on_session_end(move |s| {
-        let _ = ended_tx.lock().send(s);
+    server.on_session_end(move |s, why| {
+        let _ = ended_tx.lock().send((s, why));
     });
     let (held_tx, held_rx) = mpsc::channel::<Responder<crate::mock_net::MockNet>>();
     let held_tx = parking_lot::Mutex::new(held_tx);
@@ -423,10 +429,10 @@ fn a_killed_callers_session_expires_with_its_long_call() {
         "a live caller's session expired"
     );
     world.kill("doomed");
-    let session = ended_rx
+    let ended = ended_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("the dead caller's session did not expire");
-    assert_eq!(session, held.session());
+    assert_eq!(ended, (held.session(), SessionEnd::Expired));
     let s = stats_until(&server, |s| s.peers_removed == 1);
     assert_eq!(
         (

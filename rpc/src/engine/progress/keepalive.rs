@@ -22,7 +22,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Progress;
+use super::{Progress, SessionEnd};
 use crate::net::Net;
 use crate::wire::{Header, Kind, Reader};
 
@@ -134,7 +134,7 @@ impl<N: Net> Progress<N> {
             .map(|(&id, _)| id)
             .collect();
         for id in silent {
-            self.close_session(id);
+            self.close_session(id, SessionEnd::Expired);
             self.shared
                 .stats
                 .sessions_expired
