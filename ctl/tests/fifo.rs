@@ -359,8 +359,15 @@ fn a_reader_that_leaves_loses_nothing_the_next_reader_gets_the_rest() {
     mkfifo(&output);
     d.send(&format!("{} <- t (consumer=viz)", output.display()));
     // The first reader reads 10 lines and leaves; whatever the daemon had written into the
-    // pipe beyond them goes to the second reader: nothing lost, nothing twice.
+    // pipe beyond them goes to the second reader: nothing lost, nothing twice. The second
+    // reader opens once the daemon has taken the lines back. (One that opens in the instant
+    // between the daemon finding the FIFO without a reader and the take-back, and reads part
+    // of a line in it, gets that line again whole after the part: the outlet cannot tell its
+    // read from the departed reader's. That window is covered, with its documented outcome,
+    // by the unit tests of `ctl/src/fifo/outlet.rs`; this test hit it once in CI on
+    // 2026-12-08, `e1` then `e10`.)
     let mut seen = read_fifo_exactly(&output, 10);
+    d.wait_log("reader went away");
     seen.extend(read_fifo_exactly(&output, 90));
     assert_eq!(seen, (0..100).map(|i| format!("e{i}")).collect::<Vec<_>>());
     let (code, stderr) = d.terminate();

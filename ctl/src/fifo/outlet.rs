@@ -23,7 +23,12 @@
 //! lines are acknowledged; every line with a byte in the suffix goes back, whole, to the front
 //! of the backlog for the next reader. A next reader that opened the FIFO in between, before
 //! the drain, may have taken a prefix of what was left: it keeps those lines (they are
-//! acknowledged, never written twice), and only a line it got part of is written again.
+//! acknowledged, never written twice), and only a line it got part of is written again,
+//! whole, after the part it got. The outlet cannot tell a part that reader took from a part
+//! the departed reader read and dropped, and for the latter (and for any reader that opens
+//! after the take-back) the whole line is what must follow; so a reader that opens in that
+//! instant and reads mid-line sees the part, then the line (nothing is lost). A reader that
+//! opens after the take-back gets clean lines.
 //!
 //! The write end is not closed on the way: a reader that is already there never sees an
 //! early end-of-file. (Counting on `close` to discard the pipe, as an earlier version did,
@@ -364,6 +369,28 @@ mod tests {
         assert_eq!(*acked.borrow(), ["e0", "e1", "e2"]);
         assert!(outlet.pump().is_ok());
         assert_eq!(read_now(&mut next, 1 << 16), "e3\ne4\n");
+    }
+
+    #[test]
+    fn a_next_reader_that_took_part_of_a_line_before_the_take_back_gets_it_again_whole() {
+        // The documented outcome of the one window the outlet cannot resolve (module doc).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = fifo(&dir);
+        let acked = Rc::new(RefCell::new(Vec::new()));
+        let mut outlet = Outlet::new(&path);
+        let mut first = reader(&path);
+        queue(&mut outlet, &acked, 4);
+        assert!(outlet.pump().is_ok());
+        assert_eq!(read_now(&mut first, 3), "e0\n");
+        drop(first);
+        let mut next = reader(&path);
+        assert_eq!(read_now(&mut next, 4), "e1\ne");
+        outlet.no_reader();
+        assert_eq!(*acked.borrow(), ["e0", "e1"]);
+        assert!(outlet.pump().is_ok());
+        assert_eq!(read_now(&mut next, 1 << 16), "e2\ne3\n", "nothing lost");
+        outlet.acknowledge_read();
+        assert_eq!(*acked.borrow(), ["e0", "e1", "e2", "e3"]);
     }
 
     #[test]
