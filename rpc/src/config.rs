@@ -93,8 +93,9 @@ pub struct EngineConfig {
     /// (a fifth); every engine's progress thread sends them whatever its caller does, so only
     /// a caller whose process stopped running for most of the expiry loses its session (its
     /// later calls then time out). A caller keeps (and keeps alive) the last `max_sessions`
-    /// sessions it opened; an older one it still uses expires. `None`: sessions end only by
-    /// GOODBYE or eviction.
+    /// sessions it opened; an older one it still uses expires. A caller built before
+    /// keepalives existed sends none and loses its session too (mixed builds are not
+    /// supported). `None`: sessions end only by GOODBYE or eviction.
     pub session_expiry: Option<Duration>,
     /// Most requests being handled at once (beyond, callers get `Overloaded`).
     pub max_requests_in_flight: usize,

@@ -318,10 +318,10 @@ impl ServerConfig {
             .session_expiry_ms
             .or(file.session_expiry_ms)
             .unwrap_or(diaspora_rpc::DEFAULT_SESSION_EXPIRY.as_millis() as u64);
-        if expiry_ms > 86_400_000 {
+        if expiry_ms > 86_400_000 || (1..100).contains(&expiry_ms) {
             return Err(ConfigError::Invalid {
                 name: "session_expiry_ms",
-                reason: "must be at most 86400000 (a day); 0 means never".into(),
+                reason: "must be from 100 to 86400000 (a day); 0 means never".into(),
             });
         }
         let session_expiry = (expiry_ms > 0).then(|| std::time::Duration::from_millis(expiry_ms));
@@ -450,12 +450,14 @@ mod tests {
             c.session_expiry,
             Some(std::time::Duration::from_millis(2500))
         );
-        let e = ServerConfig::merge(
-            &Args::default(),
-            parse(r#", "session_expiry_ms": 86400001"#),
-        )
-        .expect_err("more than a day");
-        assert!(e.to_string().contains("session_expiry_ms"), "{e}");
+        for bad in ["86400001", "1", "99"] {
+            let e = ServerConfig::merge(
+                &Args::default(),
+                parse(&format!(r#", "session_expiry_ms": {bad}"#)),
+            )
+            .expect_err("out of range");
+            assert!(e.to_string().contains("session_expiry_ms"), "{bad}: {e}");
+        }
     }
 
     #[test]

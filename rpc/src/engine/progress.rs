@@ -135,8 +135,9 @@ struct Session {
     secret: u64,
     /// When its last request (or its HELLO) arrived (eviction looks at this).
     last_seen: Instant,
-    /// When its caller was last heard from: a request, its HELLO or a KEEPALIVE (expiry
-    /// looks at this; see [`keepalive`]).
+    /// When its caller was last heard from: its HELLO or a KEEPALIVE carrying the session's
+    /// secret (expiry looks at this; see [`keepalive`]). Requests do not count: they carry
+    /// only the session id, which another peer can name.
     last_heard: Instant,
 }
 
@@ -172,6 +173,8 @@ pub(super) struct Progress<N: Net> {
     next_keepalive: Option<Instant>,
     /// When to look for sessions whose callers went silent (see [`keepalive`]).
     next_expiry_check: Instant,
+    /// When [`keepalive`]'s per-iteration check last ran (a longer gap: this engine stalled).
+    last_liveness: Instant,
     /// This endpoint's raw address (see [`super::local`]).
     local_addr: Vec<u8>,
     /// On shm, the raw addresses of peers that are endpoints of this process (their posts are
@@ -327,6 +330,7 @@ impl<N: Net> Progress<N> {
             opened: VecDeque::new(),
             next_keepalive: None,
             next_expiry_check: Instant::now(),
+            last_liveness: Instant::now(),
             local_addr: Vec::new(),
             local_peers: HashMap::new(),
             guard_local: false,
@@ -447,6 +451,9 @@ impl<N: Net> Progress<N> {
             timeout = crate::config::idle_nap(self.config.idle_poll, self.last_work.elapsed());
         }
         if let Some(d) = self.ops.next_deadline() {
+            timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+        }
+        if let Some(d) = self.next_liveness() {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
         }
         Idle::Sleep(timeout)
@@ -1061,7 +1068,6 @@ impl<N: Net> Progress<N> {
             return;
         };
         s.last_seen = Instant::now();
-        s.last_heard = s.last_seen;
         let fi_addr = s.fi_addr;
         let reply_err = |p: &mut Self, code: ErrorCode, msg: &str| {
             p.shared.stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -478,3 +478,37 @@ fn a_keepalive_without_the_session_secret_is_dropped() {
         assert_eq!(after.keepalives_received, before.keepalives_received);
     }
 }
+
+/// Requests carry only the session id, which another peer can name: they do not keep a
+/// silent caller's session alive (fails if they refresh it: the killed caller's session
+/// never expires while the other peer keeps sending on it).
+#[test]
+fn requests_on_a_dead_callers_session_from_another_peer_do_not_keep_it_alive() {
+    let world = World::default();
+    let expiry = Duration::from_millis(300);
+    let server = expiring_server(&world, expiry);
+    let victim = client(&world, "victim");
+    let pv = connect(&victim, &server);
+    world.kill("victim");
+    let other = client(&world, "other");
+    let po = connect(&other, &server);
+    let forged = |id: u64, _own: u32| {
+        let h = Header {
+            kind: Kind::Request,
+            op: 1,
+            request_id: id,
+            session: pv.session,
+            budget_us: 0,
+        };
+        wire::encode(&h, b"keep it")
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while server.stats().sessions_expired == 0 && Instant::now() < until {
+        // Answered to the victim's address: nothing comes back here.
+        let _ = other
+            .call_raw(&po, Duration::from_millis(30), forged)
+            .wait();
+    }
+    assert_eq!(server.stats().sessions_expired, 1, "{:?}", server.stats());
+    assert_eq!(echo(&other, &po, Duration::from_secs(5)).unwrap(), b"ping");
+}

@@ -7,13 +7,20 @@
 //!
 //! * **Callee.** With `EngineConfig::session_expiry` set, the HELLO answer carries
 //!   `keepalive_ms` (see [`crate::keepalive_interval`]: a fifth of the expiry). Every session
-//!   remembers when it last heard from its caller (a request or a KEEPALIVE with the
-//!   session's secret). About ten times per expiry the progress thread ends the sessions that
-//!   have heard nothing for the whole expiry, as a GOODBYE would (`sessions_expired`).
+//!   remembers when it last heard from its caller: its HELLO or a KEEPALIVE with the
+//!   session's secret (not requests, which carry only the session id that another peer can
+//!   name). About ten times per expiry the progress thread ends the sessions that have heard
+//!   nothing for the whole expiry, as a GOODBYE would (`sessions_expired`). If this engine
+//!   itself did not run for a while (its progress iterations stopped: a stopped process, a
+//!   paused VM), keepalives may still sit unread in its queue: every session then gets half
+//!   an expiry to be heard again before it can expire.
 //! * **Caller.** Each session it opened whose HELLO answer asked for keepalives gets one
 //!   every `keepalive_ms`, sent by the progress iteration whatever the caller does (idle,
 //!   waiting on a long call, or driving progress inline), with the 8-byte session secret as
-//!   the body so no other peer can keep a session alive. KEEPALIVE is never answered.
+//!   the body so no other peer can keep a session alive. KEEPALIVE is never answered. All
+//!   keepalives due within a quarter interval go out in one pass (so the sessions line up and
+//!   a pass is rare), and none is sent to a peer that still has a frame queued or a send
+//!   posted (a dead callee holds at most one send buffer, not one per interval).
 //!
 //! Eviction (`session_idle`) still looks at the last *request* only, as before: a live caller
 //! that sends only keepalives can still give its place to a newcomer when every session is in
@@ -64,6 +71,13 @@ impl<N: Net> Progress<N> {
     /// Runs at every iteration: sends the keepalives that are due and ends the sessions whose
     /// callers went silent. Two comparisons when nothing is due.
     pub(super) fn liveness(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_liveness);
+        self.last_liveness = now;
+        if let Some(expiry) = self.config.session_expiry {
+            if gap >= expiry / 4 {
+                self.after_own_stall(now, expiry);
+            }
+        }
         if self.next_keepalive.is_some_and(|t| now >= t) && !self.stopping {
             self.send_keepalives(now);
         }
@@ -72,15 +86,39 @@ impl<N: Net> Progress<N> {
         }
     }
 
+    /// The earlier of the next keepalive and the next expiry check (an idle engine's sleep
+    /// ends by then).
+    pub(super) fn next_liveness(&self) -> Option<Instant> {
+        let check = self.config.session_expiry.map(|_| self.next_expiry_check);
+        match (self.next_keepalive, check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// This engine did not iterate for a quarter of the expiry or more: its callers'
+    /// keepalives of that time may be unread yet, so none of its sessions is taken for
+    /// silent before half an expiry from now.
+    fn after_own_stall(&mut self, now: Instant, expiry: Duration) {
+        let floor = now.checked_sub(expiry / 2).unwrap_or(now);
+        for s in self.sessions.values_mut() {
+            s.last_heard = s.last_heard.max(floor);
+        }
+    }
+
     fn send_keepalives(&mut self, now: Instant) {
+        let busy = self.posted_to_peers();
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
         for o in self.opened.iter_mut() {
             let Some((every, at)) = o.keepalive.as_mut() else {
                 continue;
             };
-            if now >= *at {
-                due.push((o.fi_addr, o.session, o.secret));
+            // Due within a quarter interval: sent now, so the sessions line up.
+            if now + *every / 4 >= *at {
+                if !busy.contains(&o.fi_addr) {
+                    due.push((o.fi_addr, o.session, o.secret));
+                }
                 *at = now + *every;
             }
             next = Some(next.map_or(*at, |t| t.min(*at)));

@@ -83,7 +83,7 @@ impl<N: Net> Progress<N> {
 
     /// The peers with a send, a queued frame or a bulk transfer outstanding (one scan per
     /// reap, however many entries are doomed).
-    fn posted_to_peers(&self) -> HashSet<u64> {
+    pub(super) fn posted_to_peers(&self) -> HashSet<u64> {
         let sends = self.sends.iter().flatten().filter_map(|s| s.to);
         let queued = self.outbox.iter().map(|o| o.fi_addr());
         let bulk = self.ops.buffers().flatten().map(|b| b.fi_addr);
