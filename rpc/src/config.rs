@@ -84,7 +84,8 @@ pub struct EngineConfig {
     /// How long a session must have been idle (no request, none in flight) before a new
     /// caller may take its place when `max_sessions` are in use.
     pub session_idle: Duration,
-    /// How long a session lives without hearing from its caller (no request, no keepalive):
+    /// How long a session lives without hearing from its caller (no keepalive with the
+    /// session's secret; requests do not count, another peer could name their session id):
     /// past it, the session ends as with a GOODBYE (its requests in flight are forgotten and
     /// their answers dropped, the session listener runs, the caller's AV entry goes once
     /// nothing posted to it is outstanding). This is how a server learns that a caller was

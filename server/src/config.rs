@@ -71,7 +71,7 @@ pub struct Args {
     /// Names this run in the run directory (default: the launcher's job/step id).
     #[arg(long)]
     pub run_id: Option<String>,
-    /// A client not heard from for this long (no request, no keepalive) loses its session
+    /// A client not heard from for this long (no keepalive) loses its session
     /// and the long polls it held (default 15000; 0: never).
     #[arg(long)]
     pub session_expiry_ms: Option<u64>,

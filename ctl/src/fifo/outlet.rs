@@ -329,101 +329,95 @@ mod tests {
         }
     }
 
+    type Acked = Rc<RefCell<Vec<String>>>;
+
+    /// An outlet on a new FIFO with lines `e0`..`e{n-1}` written, a first reader that read
+    /// exactly `first_read` and left; then `test` with the outlet, its acknowledgements and
+    /// the FIFO's path.
+    fn after_a_first_reader(
+        n: usize,
+        first_read: &str,
+        test: impl FnOnce(&mut Outlet<'_, Recorder>, &Acked, &Path),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = fifo(&dir);
+        let acked = Rc::new(RefCell::new(Vec::new()));
+        let mut outlet = Outlet::new(&path);
+        let mut first = reader(&path);
+        queue(&mut outlet, &acked, n);
+        assert!(outlet.pump().is_ok());
+        assert_eq!(read_now(&mut first, first_read.len()), first_read);
+        drop(first);
+        test(&mut outlet, &acked, &path);
+    }
+
     #[test]
     fn a_reader_that_opens_before_the_departed_readers_lines_are_taken_back_gets_them_once() {
         // The next reader opens the FIFO after the outlet found it without a reader and before
         // it took the lines back (the window of the old flaky test, held open here).
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = fifo(&dir);
-        let acked = Rc::new(RefCell::new(Vec::new()));
-        let mut outlet = Outlet::new(&path);
-        let mut first = reader(&path);
-        queue(&mut outlet, &acked, 4);
-        assert!(outlet.pump().is_ok());
-        assert_eq!(read_now(&mut first, 6), "e0\ne1\n");
-        drop(first);
-        let mut next = reader(&path);
-        outlet.no_reader();
-        let mut got = read_now(&mut next, 1 << 16);
-        assert!(outlet.pump().is_ok());
-        got.push_str(&read_now(&mut next, 1 << 16));
-        assert_eq!(got, "e2\ne3\n", "each line once, whole");
-        outlet.acknowledge_read();
-        assert_eq!(*acked.borrow(), ["e0", "e1", "e2", "e3"]);
+        after_a_first_reader(4, "e0\ne1\n", |outlet, acked, path| {
+            let mut next = reader(path);
+            outlet.no_reader();
+            let mut got = read_now(&mut next, 1 << 16);
+            assert!(outlet.pump().is_ok());
+            got.push_str(&read_now(&mut next, 1 << 16));
+            assert_eq!(got, "e2\ne3\n", "each line once, whole");
+            outlet.acknowledge_read();
+            assert_eq!(*acked.borrow(), ["e0", "e1", "e2", "e3"]);
+        });
     }
 
     #[test]
     fn a_next_reader_that_took_part_of_the_rest_keeps_it_and_gets_the_remainder() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = fifo(&dir);
-        let acked = Rc::new(RefCell::new(Vec::new()));
-        let mut outlet = Outlet::new(&path);
-        let mut first = reader(&path);
-        queue(&mut outlet, &acked, 5);
-        assert!(outlet.pump().is_ok());
-        assert_eq!(read_now(&mut first, 3), "e0\n");
-        drop(first);
-        let mut next = reader(&path);
-        assert_eq!(read_now(&mut next, 6), "e1\ne2\n");
-        outlet.no_reader();
-        assert_eq!(*acked.borrow(), ["e0", "e1", "e2"]);
-        assert!(outlet.pump().is_ok());
-        assert_eq!(read_now(&mut next, 1 << 16), "e3\ne4\n");
+        after_a_first_reader(5, "e0\n", |outlet, acked, path| {
+            let mut next = reader(path);
+            assert_eq!(read_now(&mut next, 6), "e1\ne2\n");
+            outlet.no_reader();
+            assert_eq!(*acked.borrow(), ["e0", "e1", "e2"]);
+            assert!(outlet.pump().is_ok());
+            assert_eq!(read_now(&mut next, 1 << 16), "e3\ne4\n");
+        });
     }
 
     #[test]
     fn a_next_reader_that_took_part_of_a_line_before_the_take_back_gets_it_again_whole() {
         // The documented outcome of the one window the outlet cannot resolve (module doc).
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = fifo(&dir);
-        let acked = Rc::new(RefCell::new(Vec::new()));
-        let mut outlet = Outlet::new(&path);
-        let mut first = reader(&path);
-        queue(&mut outlet, &acked, 4);
-        assert!(outlet.pump().is_ok());
-        assert_eq!(read_now(&mut first, 3), "e0\n");
-        drop(first);
-        let mut next = reader(&path);
-        assert_eq!(read_now(&mut next, 4), "e1\ne");
-        outlet.no_reader();
-        assert_eq!(*acked.borrow(), ["e0", "e1"]);
-        assert!(outlet.pump().is_ok());
-        assert_eq!(read_now(&mut next, 1 << 16), "e2\ne3\n", "nothing lost");
-        outlet.acknowledge_read();
-        assert_eq!(*acked.borrow(), ["e0", "e1", "e2", "e3"]);
+        after_a_first_reader(4, "e0\n", |outlet, acked, path| {
+            let mut next = reader(path);
+            assert_eq!(read_now(&mut next, 4), "e1\ne");
+            outlet.no_reader();
+            assert_eq!(*acked.borrow(), ["e0", "e1"]);
+            assert!(outlet.pump().is_ok());
+            assert_eq!(read_now(&mut next, 1 << 16), "e2\ne3\n", "nothing lost");
+            outlet.acknowledge_read();
+            assert_eq!(*acked.borrow(), ["e0", "e1", "e2", "e3"]);
+        });
     }
 
     #[test]
     fn a_line_the_departed_reader_read_half_of_goes_whole_to_the_next_one() {
         // The outlet is idle when the reader leaves mid-line; `tend` sees it gone.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = fifo(&dir);
-        let acked = Rc::new(RefCell::new(Vec::new()));
-        let mut outlet = Outlet::new(&path);
-        let mut first = reader(&path);
-        queue(&mut outlet, &acked, 3);
-        assert!(outlet.pump().is_ok());
-        assert_eq!(read_now(&mut first, 4), "e0\ne");
-        drop(first);
-        // `tend` takes the lines back, then waits in `pump` for the next reader.
-        let opener = {
-            let path = path.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(300));
-                std::fs::File::open(&path).and_then(|mut f| {
-                    let mut text = String::new();
-                    let mut byte = [0u8; 1];
-                    while text.matches('\n').count() < 2 && f.read(&mut byte)? == 1 {
-                        text.push(char::from(byte[0]));
-                    }
-                    Ok(text)
+        after_a_first_reader(3, "e0\ne", |outlet, acked, path| {
+            // `tend` takes the lines back, then waits in `pump` for the next reader.
+            let opener = {
+                let path = path.to_owned();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    std::fs::File::open(&path).and_then(|mut f| {
+                        let mut text = String::new();
+                        let mut byte = [0u8; 1];
+                        while text.matches('\n').count() < 2 && f.read(&mut byte)? == 1 {
+                            text.push(char::from(byte[0]));
+                        }
+                        Ok(text)
+                    })
                 })
-            })
-        };
-        assert!(outlet.tend().is_ok());
-        let text = opener.join().expect("reader thread").expect("read");
-        assert_eq!(text, "e1\ne2\n");
-        assert_eq!(acked.borrow()[0], "e0");
+            };
+            assert!(outlet.tend().is_ok());
+            let text = opener.join().expect("reader thread").expect("read");
+            assert_eq!(text, "e1\ne2\n");
+            assert_eq!(acked.borrow()[0], "e0");
+        });
     }
 
     #[test]

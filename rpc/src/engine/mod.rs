@@ -136,7 +136,7 @@ pub enum SessionEnd {
     Goodbye,
     /// Every session was in use and it was the one idle longest (`session_idle`).
     Evicted,
-    /// Nothing was heard from its caller for `session_expiry` (a dead or stopped process).
+    /// No keepalive came from its caller for `session_expiry` (a dead or stopped process).
     Expired,
 }
 
@@ -260,7 +260,8 @@ pub struct StatsSnapshot {
     pub sessions_closed: u64,
     /// Idle sessions closed to make room for a new caller.
     pub sessions_evicted: u64,
-    /// Sessions ended because their caller sent nothing for `session_expiry` (a dead caller).
+    /// Sessions ended because their caller sent no keepalive for `session_expiry` (a dead
+    /// caller).
     pub sessions_expired: u64,
     /// Keepalives this engine sent for the sessions it opened.
     pub keepalives_sent: u64,

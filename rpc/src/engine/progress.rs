@@ -131,7 +131,7 @@ type Table<N> = OpTable<Op<N>, Option<BulkBufs<N>>, NetError>;
 /// A caller's session at this engine.
 struct Session {
     fi_addr: u64,
-    /// Proves a GOODBYE comes from the caller (sent in the HELLO answer).
+    /// Proves a GOODBYE or a KEEPALIVE comes from the caller (sent in the HELLO answer).
     secret: u64,
     /// When its last request (or its HELLO) arrived (eviction looks at this).
     last_seen: Instant,
@@ -139,6 +139,13 @@ struct Session {
     /// secret (expiry looks at this; see [`keepalive`]). Requests do not count: they carry
     /// only the session id, which another peer can name.
     last_heard: Instant,
+}
+
+impl Session {
+    /// Whether a GOODBYE or KEEPALIVE body is exactly this session's 8-byte secret.
+    fn proven_by(&self, body: &[u8]) -> bool {
+        body.len() == 8 && Reader::new(body).u64().ok() == Some(self.secret)
+    }
 }
 
 /// An unpredictable 64-bit value (SipHash keyed by the process's random state): the secret
@@ -909,9 +916,8 @@ impl<N: Net> Progress<N> {
     /// A caller closes its session: forget it and its requests (their answers are dropped).
     /// Only with the session's secret; anything else is dropped.
     fn on_goodbye(&mut self, h: &Header, body: &[u8]) {
-        let secret = Reader::new(body).u64().ok();
         match self.sessions.get(&h.session) {
-            Some(s) if body.len() == 8 && Some(s.secret) == secret => {
+            Some(s) if s.proven_by(body) => {
                 self.close_session(h.session, SessionEnd::Goodbye);
                 self.shared
                     .stats

@@ -46,31 +46,18 @@ fn main() {
     }
 }
 
-/// Parks a one-minute fetch from event 0 of partition 0 (empty) and waits for it.
+/// Parks a one-minute fetch from event 0 of partition 0 (empty) and waits for it; prints
+/// `POLLING` once the poll has had time to reach the server.
 fn park_a_poll(c: &Client, topic: &diaspora_proto::admin::TopicOpenResponse, name: &str) {
-    use diaspora_proto::fetch::Fetch;
-    use diaspora_proto::Message;
     use std::io::Write;
-    let poll = Fetch {
-        topic: name.into(),
-        partition: 0,
-        consumer: String::new(),
-        from_id: 0,
-        max_events: 10,
-        max_bytes: u64::MAX,
-        wait_ms: 60_000,
-        flags: 0,
-        landing: vec![],
-    };
-    let thread = c.owner(&topic.placement, 0);
-    let pending = c.call_raw_pending(thread, Fetch::OP.code(), poll.to_vec());
-    // The request is on its way once submitted; the pause lets the server park it.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    println!("POLLING");
-    let _ = std::io::stdout().flush();
-    let r = pending.wait();
+    std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        println!("POLLING");
+        let _ = std::io::stdout().flush();
+    });
+    let r = c.fetch(topic, name, 0, "", Some(0), 10, 60_000, 0);
     diaspora_server::say!(
         "diaspora-test-producer: the poll ended: {:?}",
-        r.map(|b| b.len())
+        r.map(|(f, _)| f.count)
     );
 }

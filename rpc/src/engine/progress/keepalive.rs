@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use super::{Progress, SessionEnd};
 use crate::net::Net;
-use crate::wire::{Header, Kind, Reader};
+use crate::wire::{Header, Kind};
 
 /// A session this engine opened at a peer (closed with a GOODBYE at shutdown).
 pub(super) struct Opened {
@@ -143,9 +143,8 @@ impl<N: Net> Progress<N> {
     /// A KEEPALIVE: the session heard from its caller. Only with the session's secret;
     /// anything else is dropped.
     pub(super) fn on_keepalive(&mut self, h: &Header, body: &[u8]) {
-        let secret = Reader::new(body).u64().ok();
         match self.sessions.get_mut(&h.session) {
-            Some(s) if body.len() == 8 && Some(s.secret) == secret => {
+            Some(s) if s.proven_by(body) => {
                 s.last_heard = Instant::now();
                 self.shared
                     .stats
