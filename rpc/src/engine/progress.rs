@@ -919,10 +919,6 @@ impl<N: Net> Progress<N> {
         match self.sessions.get(&h.session) {
             Some(s) if s.proven_by(body) => {
                 self.close_session(h.session, SessionEnd::Goodbye);
-                self.shared
-                    .stats
-                    .sessions_closed
-                    .fetch_add(1, Ordering::Relaxed);
             }
             _ => {
                 self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -930,10 +926,19 @@ impl<N: Net> Progress<N> {
         }
     }
 
+    /// Ends `session` and counts why, before its listener can run: a listener that reads the
+    /// counters sees its own end counted.
     fn close_session(&mut self, session: u32, why: SessionEnd) {
         if let Some(s) = self.sessions.remove(&session) {
             self.doom_peer(s.fi_addr);
         }
+        let stats = &self.shared.stats;
+        match why {
+            SessionEnd::Goodbye => &stats.sessions_closed,
+            SessionEnd::Evicted => &stats.sessions_evicted,
+            SessionEnd::Expired => &stats.sessions_expired,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         self.in_flight.retain(|&(s, _)| s != session);
         let listener = self.shared.session_listener.read().clone();
         if let Some(f) = listener {
@@ -959,10 +964,6 @@ impl<N: Net> Progress<N> {
         match oldest {
             Some((id, seen)) if seen.elapsed() >= self.config.session_idle => {
                 self.close_session(id, SessionEnd::Evicted);
-                self.shared
-                    .stats
-                    .sessions_evicted
-                    .fetch_add(1, Ordering::Relaxed);
                 true
             }
             _ => false,

@@ -145,16 +145,34 @@ fn a_goodbye_without_the_session_secret_is_dropped() {
     assert_eq!(server.stats().sessions_closed, 0);
 }
 
+/// The sessions that end, as the server's listener learns of them: id, why, and whether the
+/// server's counters already counted that end when the listener ran (a test that reads the
+/// counters once told must find it counted).
+fn session_ends(server: &E) -> mpsc::Receiver<(u32, SessionEnd, bool)> {
+    let (tx, rx) = mpsc::channel();
+    let tx = parking_lot::Mutex::new(tx);
+    let handle = server.handle();
+    let told = parking_lot::Mutex::new([0u64; 3]);
+    server.on_session_end(move |s, why| {
+        let stats = handle.stats();
+        let (i, counted) = match why {
+            SessionEnd::Goodbye => (0, stats.sessions_closed),
+            SessionEnd::Evicted => (1, stats.sessions_evicted),
+            SessionEnd::Expired => (2, stats.sessions_expired),
+        };
+        let mut told = told.lock();
+        told[i] += 1;
+        let _ = tx.lock().send((s, why, counted >= told[i]));
+    });
+    rx
+}
+
 #[test]
 fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders_carry() {
     let world = World::default();
     let idle = Duration::from_millis(200);
     let server = server(&world, 1, idle);
-    let (ended_tx, ended_rx) = mpsc::channel::<(u32, SessionEnd)>();
-    let ended_tx = parking_lot::Mutex::new(ended_tx);
-    server.on_session_end(move |s, why| {
-        let _ = ended_tx.lock().send((s, why));
-    });
+    let ended_rx = session_ends(&server);
     // Op 2 holds its responder (a long poll) and reports the session it belongs to.
     let held: Arc<parking_lot::Mutex<Vec<Responder<crate::mock_net::MockNet>>>> = Arc::default();
     let (seen_tx, seen_rx) = mpsc::channel::<u32>();
@@ -181,7 +199,7 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     first.shutdown();
     assert_eq!(
         ended_rx.recv_timeout(Duration::from_secs(5)),
-        Ok((s1, SessionEnd::Goodbye))
+        Ok((s1, SessionEnd::Goodbye, true))
     );
 
     // Eviction: an idle session gives its place to a newcomer, and the listener is told.
@@ -199,7 +217,7 @@ fn the_session_listener_learns_of_goodbyes_and_evictions_with_the_ids_responders
     connect(&third, &server);
     assert_eq!(
         ended_rx.recv_timeout(Duration::from_secs(5)),
-        Ok((s2, SessionEnd::Evicted))
+        Ok((s2, SessionEnd::Evicted, true))
     );
     assert_eq!(server.stats().sessions_evicted, 1);
 }
@@ -407,11 +425,7 @@ fn a_killed_callers_session_expires_with_its_long_call() {
     let world = World::default();
     let expiry = Duration::from_millis(300);
     let server = expiring_server(&world, expiry);
-    let (ended_tx, ended_rx) = mpsc::channel::<(u32, SessionEnd)>();
-    let ended_tx = parking_lot::Mutex::new(ended_tx);
-    server.on_session_end(move |s, why| {
-        let _ = ended_tx.lock().send((s, why));
-    });
+    let ended_rx = session_ends(&server);
     let (held_tx, held_rx) = mpsc::channel::<Responder<crate::mock_net::MockNet>>();
     let held_tx = parking_lot::Mutex::new(held_tx);
     server
@@ -432,7 +446,7 @@ fn a_killed_callers_session_expires_with_its_long_call() {
     let ended = ended_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("the dead caller's session did not expire");
-    assert_eq!(ended, (held.session(), SessionEnd::Expired));
+    assert_eq!(ended, (held.session(), SessionEnd::Expired, true));
     let s = stats_until(&server, |s| s.peers_removed == 1);
     assert_eq!(
         (

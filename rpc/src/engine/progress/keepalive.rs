@@ -172,10 +172,6 @@ impl<N: Net> Progress<N> {
             .collect();
         for id in silent {
             self.close_session(id, SessionEnd::Expired);
-            self.shared
-                .stats
-                .sessions_expired
-                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
