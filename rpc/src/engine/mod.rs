@@ -498,6 +498,8 @@ impl<N: Net> Shared<N> {
         self.inline_waiters.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.inline_waiters);
         let mut core = self.core.lock();
+        // Whether this pass follows the last one at once (no yield or sleep between them).
+        let mut hot = false;
         loop {
             if done() {
                 return;
@@ -506,11 +508,13 @@ impl<N: Net> Shared<N> {
             if p.stopping() {
                 return; // the progress thread drains and closes
             }
-            let work = p.iterate();
+            // Polled again at once (below): the clock is read once in a few empty passes.
+            let work = if hot { p.iterate_hot() } else { p.iterate() };
             // The iteration's clock reading: no second one per poll.
             if deadline.is_some_and(|d| p.now() >= d) {
                 return;
             }
+            hot = true;
             if work {
                 continue;
             }
@@ -520,6 +524,7 @@ impl<N: Net> Shared<N> {
                 std::hint::spin_loop();
                 continue;
             }
+            hot = false;
             match p.idle() {
                 // Yield, never a bare spin: on an oversubscribed node the peer's handler
                 // thread may need this core to produce the answer we wait for.

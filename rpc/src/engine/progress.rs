@@ -44,6 +44,8 @@ const TAG_OP: u64 = 0;
 const TAG_RECV: u64 = 1;
 const TAG_SEND: u64 = 2;
 const CQ_BATCH: usize = 64;
+/// An empty [`Progress::iterate_hot`] pass reads the clock once in this many passes.
+const HOT_CLOCK_EVERY: u32 = 8;
 
 fn ctx(tag: u64, index: u64) -> u64 {
     (tag << TAG_SHIFT) | index
@@ -200,6 +202,8 @@ pub(super) struct Progress<N: Net> {
     last_work: Instant,
     /// When the last iteration started its bookkeeping (see [`Progress::now`]).
     now: Instant,
+    /// Passes since the clock was last read (see [`iterate_hot`](Self::iterate_hot)).
+    stale_passes: u32,
     /// Frames up to this size that nobody waits on are injected (see `send::inject`); 0: never.
     inject_max: usize,
     /// Where an injected frame is encoded.
@@ -352,6 +356,7 @@ impl<N: Net> Progress<N> {
             expired: Vec::new(),
             last_work: Instant::now(),
             now: Instant::now(),
+            stale_passes: 0,
             inject_max: 0,
             scratch: Vec::new(),
             config,
@@ -381,12 +386,30 @@ impl<N: Net> Progress<N> {
 
     /// One pass: commands, retried posts, completions, deadlines. True if anything happened.
     pub(super) fn iterate(&mut self) -> bool {
+        self.pass(true)
+    }
+
+    /// [`iterate`](Self::iterate) for a caller that polls again at once, in a tight loop (the
+    /// busy-poll window of an inline waiter): a pass that finds nothing reads the clock only
+    /// every [`HOT_CLOCK_EVERY`] passes, so [`now`](Self::now) lags by a few polls, well under
+    /// a microsecond. On this VM a clock read (`clock_gettime` in the vDSO) was 6.5% of an
+    /// inline caller's samples at 64 B round trips, most of an empty poll.
+    pub(super) fn iterate_hot(&mut self) -> bool {
+        self.pass(false)
+    }
+
+    fn pass(&mut self, fresh_clock: bool) -> bool {
         let mut work = self.take_commands();
         work |= self.flush_outbox();
         work |= self.flush_bulk_backlog();
         work |= self.poll_cq();
         let _ = self.post_recvs();
         // One clock read per iteration (it is most of an idle poll's cost otherwise).
+        self.stale_passes += 1;
+        if !(fresh_clock || work || self.stale_passes >= HOT_CLOCK_EVERY) {
+            return false;
+        }
+        self.stale_passes = 0;
         let now = Instant::now();
         self.now = now;
         self.expire(now);
@@ -443,7 +466,8 @@ impl<N: Net> Progress<N> {
 
     /// Decides how to wait after an iteration without work.
     pub(super) fn idle(&mut self) -> Idle {
-        if self.last_work.elapsed() < self.wait.spin_window() {
+        // As of this iteration's clock reading: no second read per empty poll.
+        if self.idle_for() < self.wait.spin_window() {
             return Idle::Spin;
         }
         self.shared.waker.set_sleeping();
@@ -455,7 +479,7 @@ impl<N: Net> Progress<N> {
         }
         let mut timeout = Duration::from_millis(100);
         if !has_fd {
-            timeout = crate::config::idle_nap(self.config.idle_poll, self.last_work.elapsed());
+            timeout = crate::config::idle_nap(self.config.idle_poll, self.idle_for());
         }
         if let Some(d) = self.ops.next_deadline() {
             timeout = timeout.min(d.saturating_duration_since(Instant::now()));
