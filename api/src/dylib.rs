@@ -44,8 +44,9 @@ use crate::driver::{DriverBackend, DriverFactory};
 use crate::error::{Error, Result};
 
 /// Version of the driver-library interface (the registrar and the calling convention of
-/// driver factories). Bumped on any incompatible change.
-pub const DRIVER_ABI_VERSION: u32 = 1;
+/// driver factories). Bumped on any incompatible change: 2 since `ProducerBackend` gained
+/// `push_many` (a library built against version 1 has the older vtable).
+pub const DRIVER_ABI_VERSION: u32 = 2;
 /// Name of the entry symbol every driver library exports.
 pub const ENTRY_SYMBOL: &str = "diaspora_register_driver";
 /// The entry registered its drivers.

@@ -142,6 +142,18 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// [`crate::Producer::push_many`]: one of the events pushed together was refused before
+    /// any was queued (none of them is; the next flush counts them all as lost).
+    #[error("event {index} of {count} pushed together was refused, so none was queued: {source}")]
+    PushManyRefused {
+        /// Position of the refused event in the call.
+        index: usize,
+        /// Events in the call.
+        count: u64,
+        /// Why it was refused.
+        #[source]
+        source: Box<Error>,
+    },
     /// A serialized [`crate::DataDescriptor`] was refused (see [`crate::descriptor_codec`]).
     #[error("invalid serialized data descriptor: {0}")]
     BadDescriptor(#[from] crate::descriptor_codec::DescriptorError),
@@ -182,6 +194,7 @@ impl Error {
             Error::Shared(inner) => inner.root(),
             Error::EventsLost { source, .. } => source.root(),
             Error::EventFailed { source, .. } => source.root(),
+            Error::PushManyRefused { source, .. } => source.root(),
             e => e,
         }
     }

@@ -131,6 +131,45 @@ impl<T> Future<T> {
     }
 }
 
+impl<T: Send + 'static> Future<T> {
+    /// A future of every value of `futures`, in order, once all are there; it fails with the
+    /// first error among them (in order), once the futures before it have their values.
+    pub fn all(futures: Vec<Future<T>>) -> Future<Vec<T>> {
+        if futures.is_empty() {
+            return Future::ready(Vec::new());
+        }
+        Future::pending(Box::new(AllOf {
+            done: Vec::with_capacity(futures.len()),
+            futures,
+        }))
+    }
+}
+
+/// The waitable of [`Future::all`]: `done` holds the values of the first futures.
+struct AllOf<T> {
+    futures: Vec<Future<T>>,
+    done: Vec<T>,
+}
+
+impl<T: Send + 'static> Waitable<Vec<T>> for AllOf<T> {
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<Vec<T>>> {
+        while let Some(f) = self.futures.get_mut(self.done.len()) {
+            match f.wait_until(deadline) {
+                Ok(None) => return None,
+                Ok(Some(v)) => self.done.push(v),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(std::mem::take(&mut self.done)))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.futures[self.done.len().min(self.futures.len())..]
+            .iter()
+            .all(Future::is_ready)
+    }
+}
+
 impl<T: Clone + Send + 'static> Future<T> {
     /// A clonable future whose result can be waited on any number of times (upstream's
     /// futures are copyable and `wait` repeats the value). See [`SharedFuture`].
@@ -390,6 +429,35 @@ mod tests {
         let t = std::thread::spawn(move || c2.complete(Ok(10)));
         assert_eq!(f.wait(-1).expect("ok"), Some(13));
         t.join().expect("thread");
+    }
+
+    #[test]
+    fn all_gives_every_value_in_order_and_fails_with_the_first_error() {
+        assert_eq!(
+            Future::<u8>::all(Vec::new()).get().expect("empty"),
+            Vec::<u8>::new()
+        );
+        let a = Completion::<u64>::new();
+        let b = Completion::<u64>::new();
+        let mut f = Future::all(vec![a.future(), Future::ready(9), b.future_with(|v| v * 2)]);
+        assert!(!f.is_ready());
+        b.complete(Ok(4));
+        assert_eq!(
+            f.wait(5).expect("no error"),
+            None,
+            "the first is not there yet"
+        );
+        a.complete(Ok(1));
+        assert!(f.is_ready());
+        assert_eq!(f.wait(0).expect("ok"), Some(vec![1, 9, 8]));
+        let c = Completion::<u64>::new();
+        let failed = Future::all(vec![
+            Future::ready(1),
+            Future::failed(Error::Closed("second")),
+            c.future(),
+        ]);
+        let e = failed.get().expect_err("the second failed");
+        assert!(matches!(e, Error::Closed("second")), "{e:?}");
     }
 
     #[test]

@@ -85,6 +85,11 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub push_threads: u64,
 
+    /// Events per push call: 1 pushes them one by one (`Producer::push`), more pushes them in
+    /// groups of this many with `Producer::push_many` (one future per group).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub push_many: u64,
+
     /// Number of repetitions; each run is reported, then the median.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: u64,

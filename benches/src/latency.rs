@@ -120,6 +120,13 @@ impl SampleHandle {
         self.tx.is_some() && i.is_multiple_of(self.every)
     }
 
+    /// Whether a push of events `first..first + count` (per thread) holds a sampled one.
+    pub fn sampled_range(&self, first: u64, count: u64) -> bool {
+        self.tx.is_some()
+            && count > 0
+            && first.div_ceil(self.every).saturating_mul(self.every) < first.saturating_add(count)
+    }
+
     /// Hands a sampled future over, with the instant just before its push.
     pub fn submit(&self, pushed: Instant, f: Future<EventId>) {
         if let Some(tx) = &self.tx {
@@ -206,6 +213,28 @@ mod tests {
             self.polls.fetch_add(1, Ordering::SeqCst);
             self.done.load(Ordering::SeqCst)
         }
+    }
+
+    #[test]
+    fn a_group_of_pushes_is_sampled_when_it_holds_a_sampled_push() {
+        let h = SampleHandle {
+            every: 10,
+            tx: Some(channel().0),
+        };
+        let groups: Vec<(u64, u64)> = (0..40).step_by(4).map(|i| (i, 4)).collect();
+        let sampled: Vec<u64> = groups
+            .iter()
+            .filter(|&&(i, k)| h.sampled_range(i, k))
+            .map(|&(i, _)| i)
+            .collect();
+        // Groups 0..4, 8..12, 20..24, 28..32 hold 0, 10, 20 and 30.
+        assert_eq!(sampled, vec![0, 8, 20, 28]);
+        assert!(!h.sampled_range(1, 0));
+        assert!(!h.sampled_range(1, 9));
+        assert!(h.sampled_range(1, 10));
+        // No overflow near the end of the range (u64::MAX - 5 is a multiple of 10).
+        assert!(h.sampled_range(u64::MAX - 5, 1));
+        assert!(!h.sampled_range(u64::MAX - 4, 4));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct ProduceConfig {
     pub events: u64,
     /// Application threads pushing through clones of one producer.
     pub push_threads: u64,
+    /// Events per push call (more than 1: `Producer::push_many`).
+    pub push_many: u64,
     /// Producer options as JSON (parsed by `ProducerOptions::from_json`).
     pub options: Map<String, Value>,
     /// Mark the topic complete once everything is stored.
@@ -52,6 +54,7 @@ pub fn produce(
             &sampler.handle(),
             &targets,
             0,
+            config.push_many,
         )]
     } else {
         push_parallel(
@@ -61,6 +64,7 @@ pub fn produce(
             config.push_threads,
             &sampler,
             &targets,
+            config.push_many,
         )
     };
     producer
@@ -108,6 +112,22 @@ pub fn produce(
 struct Targets(Option<Vec<usize>>);
 
 impl Targets {
+    /// Pushes events `i..i + k` with one `push_many` call (`k` > 1); the future of the last.
+    fn push_many(
+        &self,
+        producer: &Producer,
+        workload: &Workload,
+        i: u64,
+        k: u64,
+    ) -> Future<EventId> {
+        let events = (0..k).map(|_| (workload.metadata.clone(), workload.data.clone()));
+        let ids = match &self.0 {
+            None => producer.push_many(events),
+            Some(parts) => producer.push_many_to(parts[(i % parts.len() as u64) as usize], events),
+        };
+        ids.map(|ids| ids.last().copied().unwrap_or_default())
+    }
+
     fn push(&self, producer: &Producer, workload: &Workload, i: u64) -> Future<EventId> {
         match &self.0 {
             None => producer.push(workload.metadata.clone(), workload.data.clone()),
@@ -129,9 +149,29 @@ fn push_n(
     sample: &SampleHandle,
     targets: &Targets,
     offset: u64,
+    per_call: u64,
 ) -> Option<Future<EventId>> {
     if n == 0 {
         return None;
+    }
+    if per_call > 1 {
+        // Groups of `per_call` events; a sampled group's latency is its last event's.
+        let mut i = 0;
+        loop {
+            let k = per_call.min(n - i);
+            let sampled = sample.sampled_range(i, k);
+            let t0 = Instant::now();
+            let f = targets.push_many(producer, workload, i + offset, k);
+            i += k;
+            if i == n {
+                return Some(f);
+            }
+            if sampled {
+                sample.submit(t0, f);
+            } else {
+                drop(f);
+            }
+        }
     }
     for i in 0..n - 1 {
         if sample.sampled(i) {
@@ -151,6 +191,7 @@ fn push_parallel(
     threads: u64,
     sampler: &Sampler,
     targets: &Targets,
+    per_call: u64,
 ) -> Vec<Option<Future<EventId>>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -159,7 +200,7 @@ fn push_parallel(
                 let n = events / threads + u64::from(t < events % threads);
                 let producer = producer.clone();
                 let sample = sampler.handle();
-                s.spawn(move || push_n(&producer, workload, n, &sample, targets, t))
+                s.spawn(move || push_n(&producer, workload, n, &sample, targets, t, per_call))
             })
             .collect();
         handles

@@ -267,6 +267,7 @@ pub(crate) fn produce_config(args: &Args, generic: &Generic) -> ProduceConfig {
     ProduceConfig {
         events: args.events,
         push_threads: args.push_threads,
+        push_many: args.push_many,
         options: common_options(args, args.producer_threads, &generic.producer),
         mark_complete: !args.no_complete,
         partitions: None,
@@ -309,6 +310,7 @@ pub(crate) fn config_json(args: &Args, generic: &Generic) -> Value {
         "producer_threads": args.producer_threads,
         "consumer_threads": args.consumer_threads,
         "push_threads": args.push_threads,
+        "push_many": args.push_many,
         "ack_every": args.ack_every,
         "runs": args.runs,
         "driver_options": generic.driver,
@@ -331,7 +333,7 @@ fn print_header(args: &Args, w: &Workload, driver_opts: &Map<String, Value>, s: 
     );
     println!(
         "  {} events x ({} B metadata {} + {} B data), {} partition(s), batch {}, max batches {}, \
-         producer threads {}, consumer threads {}, push threads {}, {} run(s)",
+         producer threads {}, consumer threads {}, push threads {}, events per push {}, {} run(s)",
         args.events,
         w.metadata.as_bytes().len(),
         w.metadata,
@@ -344,6 +346,7 @@ fn print_header(args: &Args, w: &Workload, driver_opts: &Map<String, Value>, s: 
         args.consumer_threads
             .map_or("default".into(), |n| n.to_string()),
         args.push_threads,
+        args.push_many,
         args.runs,
     );
 }

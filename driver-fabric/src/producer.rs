@@ -394,7 +394,8 @@ impl Shared {
         future
     }
 
-    fn flush(self: &Arc<Self>) -> Future<()> {
+    /// Seals and sends every open batch (blocking while `max_num_batches` are in flight).
+    fn send_open(self: &Arc<Self>) {
         for p in 0..self.topic.info.num_partitions {
             let sealed = {
                 let mut st = self.state.lock();
@@ -404,6 +405,10 @@ impl Shared {
                 self.send(b, c);
             }
         }
+    }
+
+    fn flush(self: &Arc<Self>) -> Future<()> {
+        self.send_open();
         let mut st = self.state.lock();
         prune(&mut st);
         let waiting: Vec<Arc<Completion<u64>>> = st
@@ -472,6 +477,12 @@ impl ProducerBackend for FabricProducer {
 
     fn flush(&self) -> Future<()> {
         self.shared.flush()
+    }
+
+    /// A push future waited on before its batch was sent sends the open batches, so that a
+    /// wait right after `push` with a large fixed batch size does not last until `flush`.
+    fn send_pending(&self) {
+        self.shared.send_open();
     }
 }
 

@@ -144,6 +144,16 @@ impl FilesProducer {
 
 impl Shared {
     fn should_seal(&self, st: &State, p: usize) -> bool {
+        self.is_full(st, p)
+            || (self.batch_size == BatchSize::Adaptive
+                && self.pool.size() > 0
+                && st.open[p].is_some()
+                && st.in_flight_per_partition[p] == 0)
+    }
+
+    /// Whether the open batch of `p` is full (adaptive batches are also sealed earlier, when
+    /// their partition's writer is idle: see [`should_seal`](Self::should_seal)).
+    fn is_full(&self, st: &State, p: usize) -> bool {
         let Some(b) = &st.open[p] else { return false };
         let count = b.payload.len();
         if b.data_bytes >= MAX_BATCH_DATA || b.payload.meta.len() >= MAX_BATCH_META {
@@ -152,9 +162,7 @@ impl Shared {
         match self.batch_size {
             BatchSize::Fixed(n) => count >= n,
             BatchSize::Adaptive if self.pool.size() == 0 => count >= INLINE_BATCH_EVENTS,
-            BatchSize::Adaptive => {
-                count >= ADAPTIVE_MAX_EVENTS || st.in_flight_per_partition[p] == 0
-            }
+            BatchSize::Adaptive => count >= ADAPTIVE_MAX_EVENTS,
         }
     }
 
@@ -349,6 +357,107 @@ impl Shared {
         future
     }
 
+    /// [`push`](Self::push) for many events under one lock, with one future for all.
+    fn push_many(
+        self: &Arc<Self>,
+        events: Vec<(Metadata, DataView)>,
+        partition: Option<usize>,
+    ) -> Future<Vec<EventId>> {
+        let total = events.len();
+        let n = self.topic.partitions.len();
+        let mut runs: Vec<Run> = Vec::new();
+        let mut touched = vec![false; n];
+        let mut refused = None;
+        // Unlike `push`, partitions and checksums are computed under the lock: one pusher
+        // holds it for the whole call anyway, and the events are not moved once more.
+        let mut st = self.state.lock();
+        for (i, (metadata, data)) in events.into_iter().enumerate() {
+            let p = match self
+                .topic
+                .policies
+                .select_partition(&metadata, n, partition)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    refused = Some((total - i, e));
+                    break;
+                }
+            };
+            let crc = data_crc(&data);
+            let State { open, spare, .. } = &mut *st;
+            let batch = open[p].get_or_insert_with(|| OpenBatch {
+                payload: spare.pop().unwrap_or_default(),
+                completion: Completion::new(),
+                data_bytes: 0,
+            });
+            let before = batch.payload.meta.len();
+            let meta = &mut batch.payload.meta;
+            let serialized = diaspora_api::catch_panic("the topic's serializer", || {
+                self.topic.policies.serializer.serialize(&metadata, meta)
+            })
+            .and_then(|r| r);
+            let len = batch.payload.meta.len() - before;
+            let len = match (serialized, u32::try_from(len)) {
+                (Ok(()), Ok(len)) => len,
+                (r, _) => {
+                    batch.payload.meta.truncate(before);
+                    let e = r.err().unwrap_or_else(|| {
+                        Error::ValidationFailed("serialized metadata exceeds 4 GiB".into())
+                    });
+                    // What was queued before it is stored; it and the rest are lost.
+                    refused = Some((total - i, e));
+                    break;
+                }
+            };
+            let index = batch.payload.len() as u64;
+            batch.data_bytes += data.len();
+            batch.payload.push_event(len, data, crc);
+            match runs.last_mut() {
+                Some(r) if Arc::ptr_eq(&r.completion, &batch.completion) && r.next() == index => {
+                    r.count += 1
+                }
+                _ => runs.push(Run {
+                    completion: batch.completion.clone(),
+                    first: index,
+                    count: 1,
+                }),
+            }
+            touched[p] = true;
+            // Full batches go at once (an adaptive batch whose writer is idle waits for the
+            // end of the call, so that the call's events share batches).
+            if self.is_full(&st, p) {
+                self.seal_and_schedule(&mut st, p);
+            }
+        }
+        for p in (0..n).filter(|&p| touched[p]) {
+            if self.should_seal(&st, p) {
+                self.seal_and_schedule(&mut st, p);
+            }
+        }
+        drop(st);
+        if let Some((lost, e)) = refused {
+            return self.lose_rest(lost, e);
+        }
+        Future::pending(Box::new(ManyIds {
+            runs,
+            ids: Vec::with_capacity(total),
+        }))
+    }
+
+    /// Seals the open batch of `p` (waiting for room) and schedules it at once, outside the
+    /// lock: a later seal of the same call may wait for it to be stored.
+    fn seal_and_schedule(self: &Arc<Self>, st: &mut parking_lot::MutexGuard<'_, State>, p: usize) {
+        let job = self.seal_locked(st, p, true);
+        parking_lot::MutexGuard::unlocked(st, || self.schedule(job));
+    }
+
+    /// Records `count` events lost because of `e`; the failed future of a `push_many`.
+    fn lose_rest(&self, count: usize, e: Error) -> Future<Vec<EventId>> {
+        let e = Arc::new(e);
+        self.losses.record(count as u64, e.clone());
+        Future::failed(Error::Shared(e))
+    }
+
     fn flush(self: &Arc<Self>) -> Future<()> {
         for p in 0..self.topic.partitions.len() {
             let job = {
@@ -371,6 +480,55 @@ impl Shared {
             Some(Err(e)) => Future::failed(e),
             None => Future::pending(Box::new(waiter)),
         }
+    }
+}
+
+/// Consecutive events of one `push_many` call in one batch: indexes `first..first + count`.
+struct Run {
+    completion: Arc<Completion<u64>>,
+    first: u64,
+    count: u64,
+}
+
+impl Run {
+    fn next(&self) -> u64 {
+        self.first + self.count
+    }
+}
+
+/// The future of a `push_many`: the ids of its runs, in order, once their batches are stored.
+struct ManyIds {
+    runs: Vec<Run>,
+    /// Ids of the runs whose batches were waited for.
+    ids: Vec<EventId>,
+}
+
+impl Waitable<Vec<EventId>> for ManyIds {
+    fn wait_until(&mut self, deadline: Option<Instant>) -> Option<Result<Vec<EventId>>> {
+        let mut done = 0;
+        let mut failed = None;
+        for r in &self.runs {
+            match r.completion.wait_until(deadline) {
+                None => break,
+                Some(Ok(base)) => self.ids.extend(base + r.first..base + r.next()),
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            done += 1;
+        }
+        self.runs.drain(..done);
+        if let Some(e) = failed {
+            return Some(Err(e));
+        }
+        self.runs
+            .is_empty()
+            .then(|| Ok(std::mem::take(&mut self.ids)))
+    }
+
+    fn is_ready(&self) -> bool {
+        self.runs.iter().all(|r| r.completion.is_complete())
     }
 }
 
@@ -414,6 +572,14 @@ impl ProducerBackend for FilesProducer {
         partition: Option<usize>,
     ) -> Future<EventId> {
         self.shared.push(metadata, data, partition)
+    }
+
+    fn push_many(
+        &self,
+        events: Vec<(Metadata, DataView)>,
+        partition: Option<usize>,
+    ) -> Future<Vec<EventId>> {
+        self.shared.push_many(events, partition)
     }
 
     fn flush(&self) -> Future<()> {

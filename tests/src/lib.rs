@@ -29,6 +29,7 @@ pub mod examples;
 pub mod ordering;
 pub mod parity;
 pub mod partitions;
+pub mod push_many;
 pub mod timeouts;
 pub mod topics;
 pub mod util;
@@ -118,6 +119,13 @@ macro_rules! conformance_tests {
                 flush_resolves_push_futures_per_partition,
                 flush_waits_for_every_batch_beyond_64,
                 full_fixed_batch_is_stored_without_flush,
+            }
+            push_many {
+                ids_follow_push_order_across_batches,
+                partitions_of_events_pushed_together,
+                one_invalid_event_refuses_the_whole_call,
+                push_many_to_a_missing_partition_fails,
+                waiting_on_push_many_sends_its_batches,
             }
             bad_input {
                 malformed_json_metadata,

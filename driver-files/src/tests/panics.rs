@@ -124,6 +124,53 @@ fn serializer_panic_fails_that_push_and_leaves_no_partial_bytes() {
     assert_eq!(stored_xs(&topic), vec![(0, 1), (1, 2)]);
 }
 
+/// `push_many`: a serializer panic on the third of five events fails the call; the two before
+/// it are stored (in a batch sealed mid-call and one sealed at the end), it and the two after
+/// it are lost, counted once by the next flush, and no partial bytes are stored.
+#[test]
+fn serializer_panic_in_push_many_stores_the_events_before_it_and_counts_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = topic_with(dir.path(), 1, |p| {
+        p.serializer = Arc::new(PanickySerializer)
+    });
+    let producer = topic
+        .producer_with(
+            "",
+            ProducerOptions {
+                batch_size: BatchSize::Fixed(1),
+                thread_pool: Some(ThreadPool::new(1)),
+                ..Default::default()
+            },
+        )
+        .expect("producer");
+    let events = [
+        json!({"x": 1}),
+        json!({"x": 2}),
+        json!({"x": 9, "boom": 1}),
+        json!({"x": 3}),
+        json!({"x": 4}),
+    ];
+    let e = settle(
+        producer.push_many(events.into_iter().map(|m| (m, ()))),
+        "push_many",
+    )
+    .expect_err("panicked");
+    assert!(
+        is_panic(&e, "serializer", "serializer panics on purpose"),
+        "{e:?}"
+    );
+    let lost = settle(producer.flush(), "flush").expect_err("flush reports the lost events");
+    assert!(
+        matches!(lost, Error::EventsLost { count: 3, .. }),
+        "{lost:?}"
+    );
+    settle(producer.flush(), "flush").expect("reported once");
+    let after = producer.push(json!({"x": 5}), ());
+    settle(producer.flush(), "flush").expect("flush");
+    assert_eq!(settle(after, "after").expect("after"), 2);
+    assert_eq!(stored_xs(&topic), vec![(0, 1), (1, 2), (2, 5)]);
+}
+
 /// A panic while a batch is stored (a driver bug, injected) fails that batch's futures and the
 /// next flush; the one worker of the pool survives and stores the next batch.
 #[test]
