@@ -528,8 +528,9 @@ impl Producer {
     /// Every event is converted and validated before any is queued: if one fails, **none is
     /// queued**, the future fails naming the first that failed (its position in the call), and
     /// the next `flush` counts every event of the call as lost. A failure after that (the
-    /// partition selector, the serializer, storage) fails the future as well and is counted
-    /// by the next `flush` for the events it hit; the others are stored.
+    /// partition selector, the serializer, storage) fails the future as well, with the first
+    /// such error, and the next `flush` counts the events it hit, as separate `push` calls
+    /// would; the other events are stored.
     pub fn push_many<M, D>(&self, events: impl IntoIterator<Item = (M, D)>) -> Future<Vec<EventId>>
     where
         M: IntoMetadata,

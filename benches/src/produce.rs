@@ -112,18 +112,21 @@ pub fn produce(
 struct Targets(Option<Vec<usize>>);
 
 impl Targets {
-    /// Pushes events `i..i + k` with one `push_many` call (`k` > 1); the future of the last.
+    /// Pushes `k` events (`k` > 1) with one `push_many` call, the `group`-th of its thread:
+    /// with given partitions, groups go round robin over them. The future of the last.
     fn push_many(
         &self,
         producer: &Producer,
         workload: &Workload,
-        i: u64,
+        group: u64,
         k: u64,
     ) -> Future<EventId> {
         let events = (0..k).map(|_| (workload.metadata.clone(), workload.data.clone()));
         let ids = match &self.0 {
             None => producer.push_many(events),
-            Some(parts) => producer.push_many_to(parts[(i % parts.len() as u64) as usize], events),
+            Some(parts) => {
+                producer.push_many_to(parts[(group % parts.len() as u64) as usize], events)
+            }
         };
         ids.map(|ids| ids.last().copied().unwrap_or_default())
     }
@@ -157,11 +160,11 @@ fn push_n(
     if per_call > 1 {
         // Groups of `per_call` events; a sampled group's latency is its last event's.
         let mut i = 0;
-        loop {
+        for group in 0.. {
             let k = per_call.min(n - i);
             let sampled = sample.sampled_range(i, k);
             let t0 = Instant::now();
-            let f = targets.push_many(producer, workload, i + offset, k);
+            let f = targets.push_many(producer, workload, group + offset, k);
             i += k;
             if i == n {
                 return Some(f);

@@ -367,11 +367,13 @@ impl Shared {
         let n = self.topic.partitions.len();
         let mut runs: Vec<Run> = Vec::new();
         let mut touched = vec![false; n];
-        let mut refused = None;
-        // Unlike `push`, partitions and checksums are computed under the lock: one pusher
-        // holds it for the whole call anyway, and the events are not moved once more.
+        // The first event the partition selector or the serializer failed on, as repeated
+        // `push` calls would: that event is lost (and counted), the others go on.
+        let mut failed: Option<Arc<Error>> = None;
+        // Unlike `push`, partitions and checksums are computed under the lock (released only
+        // while a full batch is handed over): the events are not moved once more.
         let mut st = self.state.lock();
-        for (i, (metadata, data)) in events.into_iter().enumerate() {
+        for (metadata, data) in events {
             let p = match self
                 .topic
                 .policies
@@ -379,8 +381,8 @@ impl Shared {
             {
                 Ok(p) => p,
                 Err(e) => {
-                    refused = Some((total - i, e));
-                    break;
+                    self.lose_one(&mut failed, e);
+                    continue;
                 }
             };
             let crc = data_crc(&data);
@@ -404,9 +406,8 @@ impl Shared {
                     let e = r.err().unwrap_or_else(|| {
                         Error::ValidationFailed("serialized metadata exceeds 4 GiB".into())
                     });
-                    // What was queued before it is stored; it and the rest are lost.
-                    refused = Some((total - i, e));
-                    break;
+                    self.lose_one(&mut failed, e);
+                    continue;
                 }
             };
             let index = batch.payload.len() as u64;
@@ -435,8 +436,8 @@ impl Shared {
             }
         }
         drop(st);
-        if let Some((lost, e)) = refused {
-            return self.lose_rest(lost, e);
+        if let Some(e) = failed {
+            return Future::failed(Error::Shared(e));
         }
         Future::pending(Box::new(ManyIds {
             runs,
@@ -451,11 +452,12 @@ impl Shared {
         parking_lot::MutexGuard::unlocked(st, || self.schedule(job));
     }
 
-    /// Records `count` events lost because of `e`; the failed future of a `push_many`.
-    fn lose_rest(&self, count: usize, e: Error) -> Future<Vec<EventId>> {
+    /// Records one event of a `push_many` lost because of `e` (at once, so a flush that
+    /// follows the call counts it); `failed` keeps the first reason for the call's future.
+    fn lose_one(&self, failed: &mut Option<Arc<Error>>, e: Error) {
         let e = Arc::new(e);
-        self.losses.record(count as u64, e.clone());
-        Future::failed(Error::Shared(e))
+        self.losses.record(1, e.clone());
+        failed.get_or_insert(e);
     }
 
     fn flush(self: &Arc<Self>) -> Future<()> {

@@ -7,6 +7,7 @@ mod memory;
 mod panics;
 mod partition_log;
 mod prefetch;
+mod push_many;
 mod span_reads;
 
 use std::path::{Path, PathBuf};

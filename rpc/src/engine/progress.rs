@@ -419,7 +419,9 @@ impl<N: Net> Progress<N> {
         work
     }
 
-    /// The time read by the last [`iterate`](Self::iterate).
+    /// The time read by the last pass that read the clock: the last
+    /// [`iterate`](Self::iterate), or an [`iterate_hot`](Self::iterate_hot) at most
+    /// `HOT_CLOCK_EVERY - 1` empty passes before.
     pub(super) fn now(&self) -> Instant {
         self.now
     }
