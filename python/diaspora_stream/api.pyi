@@ -1,7 +1,7 @@
 """Type stubs of diaspora_stream.api (the extension module diaspora_stream._api)."""
 
 import builtins
-from typing import Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
 
 from collections.abc import Buffer
 
@@ -62,6 +62,13 @@ class FutureUint:
     @property
     def completed(self) -> bool: ...
 
+class FutureIds:
+    """Future of a push_many."""
+    def wait(self, timeout_ms: int = -1) -> list[int] | None:
+        """The events' ids, in order, once all are stored; None if timeout_ms (>= 0) expired first."""
+    @property
+    def completed(self) -> bool: ...
+
 class FutureFlushed:
     """Future of a flush."""
     def wait(self, timeout_ms: int = -1) -> bool | None:
@@ -101,6 +108,12 @@ class Producer:
     def push(
         self, metadata: Json | str, data: DataArg = None, *, partition: int | None = None
     ) -> FutureUint: ...
+    def push_many(
+        self,
+        events: Iterable[tuple[Json | str, DataArg] | Json | str],
+        *,
+        partition: int | None = None,
+    ) -> FutureIds: ...
     def flush(self) -> FutureFlushed: ...
     def close(self) -> None: ...
     def __enter__(self) -> Producer: ...

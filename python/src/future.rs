@@ -116,6 +116,37 @@ impl FutureUint {
     }
 }
 
+/// The future of a `push_many`: `wait()` returns the events' ids, in order, once all are
+/// stored.
+#[pyclass(frozen, module = "diaspora_stream.api")]
+pub struct FutureIds {
+    slot: Mutex<Slot<Vec<EventId>>>,
+}
+
+impl FutureIds {
+    pub(crate) fn new(f: Future<Vec<EventId>>) -> Self {
+        FutureIds { slot: Slot::new(f) }
+    }
+}
+
+#[pymethods]
+impl FutureIds {
+    /// Waits up to `timeout_ms` milliseconds (negative: forever) for the list of event ids;
+    /// returns None on timeout, raises `Exception` if an event was refused or not stored.
+    #[pyo3(signature = (timeout_ms = -1))]
+    fn wait(&self, py: Python<'_>, timeout_ms: i64) -> PyResult<Option<Py<PyAny>>> {
+        wait_slot(py, &self.slot, timeout_ms, |py, ids| {
+            Ok(pyo3::types::PyList::new(py, ids)?.into_any().unbind())
+        })
+    }
+
+    /// Whether `wait` would return without blocking.
+    #[getter]
+    fn completed(&self) -> bool {
+        completed(&self.slot)
+    }
+}
+
 /// The future of a flush: `wait()` returns True once every pushed event is stored.
 #[pyclass(frozen, module = "diaspora_stream.api")]
 pub struct FutureFlushed {

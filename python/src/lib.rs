@@ -48,6 +48,7 @@ fn _api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<descriptor::DataDescriptor>()?;
     m.add_class::<buffer::DataSegment>()?;
     m.add_class::<future::FutureUint>()?;
+    m.add_class::<future::FutureIds>()?;
     m.add_class::<future::FutureFlushed>()?;
     m.add_class::<future::FutureEvent>()?;
     m.add_function(wrap_pyfunction!(registered_drivers, m)?)?;

@@ -7,7 +7,7 @@ use pyo3::types::{PyList, PyTuple};
 
 use crate::buffer::{bytes_from_buffer, drain_releases};
 use crate::error::exc;
-use crate::future::{FutureFlushed, FutureUint};
+use crate::future::{FutureFlushed, FutureIds, FutureUint};
 
 /// Pushes events into a topic. Data is not copied: keep it unmodified until the push's
 /// future or a flush completed.
@@ -76,6 +76,51 @@ impl Producer {
         });
         drain_releases(py);
         Ok(FutureUint::new(fut))
+    }
+
+    /// Queues several events in one call, for less per event than `push`; returns one future
+    /// of their ids, in order. Each item of `events` is a `(metadata, data)` tuple or a
+    /// metadata alone (no data), converted as `push` converts them; an item that cannot be
+    /// converted raises before any event is queued. If the driver refuses one (invalid JSON,
+    /// a validator), none is queued and the future raises; the next flush counts them all.
+    /// `partition` forces the target partition of every event.
+    #[pyo3(signature = (events, *, partition = None))]
+    fn push_many(
+        &self,
+        py: Python<'_>,
+        events: &Bound<'_, PyAny>,
+        partition: Option<usize>,
+    ) -> PyResult<FutureIds> {
+        let mut converted = Vec::new();
+        for item in events.try_iter()? {
+            let item = item?;
+            let pair = match item.cast::<PyTuple>() {
+                Ok(t) if t.len() == 2 => {
+                    let data = t.get_item(1)?;
+                    (
+                        crate::json::metadata(&t.get_item(0)?)?,
+                        data_view(Some(&data))?,
+                    )
+                }
+                Ok(t) => {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "push_many: event {} is a tuple of {} items, not (metadata, data)",
+                        converted.len(),
+                        t.len()
+                    )))
+                }
+                Err(_) => (crate::json::metadata(&item)?, api::DataView::new()),
+            };
+            converted.push(pair);
+        }
+        let p = self.get()?;
+        // Detached: push_many may block on max_num_batches and takes driver locks.
+        let fut = py.detach(move || match partition {
+            Some(i) => p.push_many_to(i, converted),
+            None => p.push_many(converted),
+        });
+        drain_releases(py);
+        Ok(FutureIds::new(fut))
     }
 
     /// Sends every queued event; the future completes when they are all stored (it raises if

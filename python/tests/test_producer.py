@@ -171,3 +171,48 @@ def test_hostile_json_strings_are_rejected_not_crashing(topic):
         with pytest.raises(api.Exception):
             p.push(text)
     assert wait(p.flush()) is True
+
+
+def test_push_many_round_trips_in_order(driver):
+    driver.create_topic("pm", options={"num_partitions": 2})
+    t = driver.open_topic("pm")
+    p = t.producer(batch_size=3)
+    arr = np.arange(4, dtype=np.int32)
+    f = p.push_many([({"i": 0}, b"zero"), {"i": 1}, ('{"i": 2}', [b"a", b"b"]), ({"i": 3}, arr)],
+                    partition=1)
+    assert wait(f) == [0, 1, 2, 3]
+    assert f.completed
+    gen = (({"i": i}, None) for i in range(4, 10))
+    assert wait(p.push_many(gen, partition=0)) == [0, 1, 2, 3, 4, 5]
+    assert wait(p.push_many([])) == []
+    assert wait(p.flush()) is True
+    c = t.consumer("c", targets=[1], data_selector=api.FullDataSelector)
+    evs = [wait(c.pull()) for _ in range(4)]
+    assert [e.metadata["i"] for e in evs] == [0, 1, 2, 3]
+    assert bytes(evs[0].data[0]) == b"zero"
+    assert evs[1].data == []
+    assert b"".join(bytes(d) for d in evs[2].data) == b"ab"
+    assert np.array_equal(np.frombuffer(evs[3].data[0], dtype=np.int32), arr)
+    c0 = t.consumer("c0", targets=[0])
+    assert [wait(c0.pull()).metadata["i"] for _ in range(6)] == [4, 5, 6, 7, 8, 9]
+
+
+def test_push_many_refuses_the_whole_call(driver):
+    driver.create_topic(
+        "pv",
+        options={
+            "num_partitions": 1,
+            "validator": {"type": "schema", "schema": {"required": ["i"]}},
+        },
+    )
+    t = driver.open_topic("pv")
+    p = t.producer()
+    with pytest.raises(TypeError, match="event 1 is a tuple of 3 items"):
+        p.push_many([{"i": 0}, ({"i": 1}, None, None)])
+    f = p.push_many([{"i": 0}, {"j": 1}, {"i": 2}])
+    with pytest.raises(api.Exception, match="event 1 of 3 pushed together"):
+        f.wait(30_000)
+    with pytest.raises(api.Exception, match="3 event"):
+        p.flush().wait(30_000)
+    # Nothing of either call was queued: the next event is the first.
+    assert wait(p.push({"i": 9})) == 0
