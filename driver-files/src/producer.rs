@@ -299,6 +299,46 @@ impl Shared {
         self.schedule(job);
     }
 
+    /// Appends one event (data checksum `crc`) to the open batch of `p`, opening one if
+    /// needed; gives the batch's completion and the event's index in it. A serializer that
+    /// fails or panics leaves no partial bytes and the error is returned (the caller records
+    /// the loss).
+    fn append_locked<'s>(
+        &self,
+        st: &'s mut State,
+        p: usize,
+        metadata: &Metadata,
+        data: DataView,
+        crc: u32,
+    ) -> Result<(&'s Arc<Completion<u64>>, u64)> {
+        let State { open, spare, .. } = st;
+        let batch = open[p].get_or_insert_with(|| OpenBatch {
+            payload: spare.pop().unwrap_or_default(),
+            completion: Completion::new(),
+            data_bytes: 0,
+        });
+        let before = batch.payload.meta.len();
+        let meta = &mut batch.payload.meta;
+        let serialized = diaspora_api::catch_panic("the topic's serializer", || {
+            self.topic.policies.serializer.serialize(metadata, meta)
+        })
+        .and_then(|r| r);
+        let len = batch.payload.meta.len() - before;
+        let len = match (serialized, u32::try_from(len)) {
+            (Ok(()), Ok(len)) => len,
+            (r, _) => {
+                batch.payload.meta.truncate(before);
+                return Err(r.err().unwrap_or_else(|| {
+                    Error::ValidationFailed("serialized metadata exceeds 4 GiB".into())
+                }));
+            }
+        };
+        let index = batch.payload.len() as u64;
+        batch.data_bytes += data.len();
+        batch.payload.push_event(len, data, crc);
+        Ok((&batch.completion, index))
+    }
+
     fn push(
         self: &Arc<Self>,
         metadata: Metadata,
@@ -317,36 +357,11 @@ impl Shared {
         // Checksummed before taking the lock, so concurrent pushers do not serialize on it.
         let crc = data_crc(&data);
         let mut st = self.state.lock();
-        let State { open, spare, .. } = &mut *st;
-        let batch = open[p].get_or_insert_with(|| OpenBatch {
-            payload: spare.pop().unwrap_or_default(),
-            completion: Completion::new(),
-            data_bytes: 0,
-        });
-        let before = batch.payload.meta.len();
-        let meta = &mut batch.payload.meta;
-        let serialized = diaspora_api::catch_panic("the topic's serializer", || {
-            self.topic.policies.serializer.serialize(&metadata, meta)
-        })
-        .and_then(|r| r);
-        let len = batch.payload.meta.len() - before;
-        let len = match (serialized, u32::try_from(len)) {
-            (Ok(()), Ok(len)) => len,
-            (Err(e), _) => {
-                batch.payload.meta.truncate(before);
-                return Future::failed(self.losses.reject(e));
-            }
-            (Ok(()), Err(_)) => {
-                batch.payload.meta.truncate(before);
-                return Future::failed(self.losses.reject(Error::ValidationFailed(
-                    "serialized metadata exceeds 4 GiB".into(),
-                )));
-            }
+        let (completion, index) = match self.append_locked(&mut st, p, &metadata, data, crc) {
+            Ok(appended) => appended,
+            Err(e) => return Future::failed(self.losses.reject(e)),
         };
-        let index = batch.payload.len() as u64;
-        batch.data_bytes += data.len();
-        batch.payload.push_event(len, data, crc);
-        let future = batch.completion.future_with(move |base| base + index);
+        let future = completion.future_with(move |base| base + index);
         let job = if self.should_seal(&st, p) {
             self.seal_locked(&mut st, p, true)
         } else {
@@ -386,39 +401,19 @@ impl Shared {
                 }
             };
             let crc = data_crc(&data);
-            let State { open, spare, .. } = &mut *st;
-            let batch = open[p].get_or_insert_with(|| OpenBatch {
-                payload: spare.pop().unwrap_or_default(),
-                completion: Completion::new(),
-                data_bytes: 0,
-            });
-            let before = batch.payload.meta.len();
-            let meta = &mut batch.payload.meta;
-            let serialized = diaspora_api::catch_panic("the topic's serializer", || {
-                self.topic.policies.serializer.serialize(&metadata, meta)
-            })
-            .and_then(|r| r);
-            let len = batch.payload.meta.len() - before;
-            let len = match (serialized, u32::try_from(len)) {
-                (Ok(()), Ok(len)) => len,
-                (r, _) => {
-                    batch.payload.meta.truncate(before);
-                    let e = r.err().unwrap_or_else(|| {
-                        Error::ValidationFailed("serialized metadata exceeds 4 GiB".into())
-                    });
+            let (completion, index) = match self.append_locked(&mut st, p, &metadata, data, crc) {
+                Ok(appended) => appended,
+                Err(e) => {
                     self.lose_one(&mut failed, e);
                     continue;
                 }
             };
-            let index = batch.payload.len() as u64;
-            batch.data_bytes += data.len();
-            batch.payload.push_event(len, data, crc);
             match runs.last_mut() {
-                Some(r) if Arc::ptr_eq(&r.completion, &batch.completion) && r.next() == index => {
+                Some(r) if Arc::ptr_eq(&r.completion, completion) && r.next() == index => {
                     r.count += 1
                 }
                 _ => runs.push(Run {
-                    completion: batch.completion.clone(),
+                    completion: completion.clone(),
                     first: index,
                     count: 1,
                 }),
