@@ -372,9 +372,13 @@ impl Shared {
             ))));
         }
         let mut st = self.state.lock();
-        let mut to_send = Vec::new();
         if self.would_overflow(&st, p, bytes) {
-            to_send.extend(self.seal_locked(&mut st, p, true));
+            // Sent at once, outside the lock: it holds a credit, and sealing the event's own
+            // batch below may wait for one (with one batch in flight at most, it waited for
+            // this one's, which was never sent).
+            if let Some((b, c)) = self.seal_locked(&mut st, p, true) {
+                MutexGuard::unlocked(&mut st, || self.send(b, c));
+            }
         }
         let batch = st.open[p].get_or_insert_with(OpenBatch::new);
         let index = batch.meta_lens.len() as u64;
@@ -384,11 +388,13 @@ impl Shared {
         batch.data.push(data);
         batch.data_crcs.push(crc);
         let future = batch.completion.future_with(move |base| base + index);
-        if self.should_seal(&st, p) {
-            to_send.extend(self.seal_locked(&mut st, p, true));
-        }
+        let sealed = if self.should_seal(&st, p) {
+            self.seal_locked(&mut st, p, true)
+        } else {
+            None
+        };
         drop(st);
-        for (b, c) in to_send {
+        if let Some((b, c)) = sealed {
             self.send(b, c);
         }
         future

@@ -50,3 +50,33 @@ fn batches_of_large_events_stay_under_the_producer_bound_and_a_larger_event_goes
     assert_eq!(service.largest_batch(), (12 << 20, 1));
     assert_eq!(service.stored("t", 0).len(), 1_001);
 }
+
+/// An event larger than the producer's bound, pushed after a small one that is still in the
+/// open batch, with one batch in flight at most: the open batch is sealed to make room and
+/// must be sent before the large event's own batch waits for a credit (it waited for the
+/// credit the unsent batch held, forever).
+#[test]
+fn a_large_event_after_a_small_one_with_one_batch_in_flight_is_stored() {
+    let service = MemoryService::new();
+    let topic = service.one_partition_topic("t");
+    let options = ProducerOptions {
+        batch_size: BatchSize::Fixed(10),
+        max_num_batches: 1,
+        ..ProducerOptions::default()
+    };
+    let producer = topic.producer_with("p", options).expect("producer");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let small = producer.push(json!({ "i": 0 }), vec![1u8; 16]);
+        let big = producer.push(json!({ "i": 1 }), vec![2u8; (MAX_BATCH_BYTES + 1) as usize]);
+        let flushed = producer.flush().wait(30_000);
+        let _ = tx.send((small.get(), big.get(), flushed));
+    });
+    let (small, big, flushed) = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("push of the large event hung");
+    assert_eq!(small.expect("small stored"), 0);
+    assert_eq!(big.expect("large stored"), 1);
+    assert!(matches!(flushed, Ok(Some(()))), "{flushed:?}");
+    assert_eq!(service.stored("t", 0).len(), 2);
+}
