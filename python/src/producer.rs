@@ -81,8 +81,8 @@ impl Producer {
     /// Queues several events in one call, for less per event than `push`; returns one future
     /// of their ids, in order. Each item of `events` is a `(metadata, data)` tuple or a
     /// metadata alone (no data), converted as `push` converts them; an item that cannot be
-    /// converted raises before any event is queued. If the driver refuses one (invalid JSON,
-    /// a validator), none is queued and the future raises; the next flush counts them all.
+    /// converted raises before any event is queued. If one is refused (the topic's validator,
+    /// say), none is queued and the future raises; the next flush counts them all.
     /// `partition` forces the target partition of every event.
     #[pyo3(signature = (events, *, partition = None))]
     fn push_many(

@@ -85,12 +85,12 @@ fn validator_panic_fails_that_push_only() {
     assert_eq!(stored_xs(&topic), vec![(0, 1), (1, 2)]);
 }
 
-#[test]
-fn serializer_panic_fails_that_push_and_leaves_no_partial_bytes() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let topic = topic_with(dir.path(), 1, |p| {
-        p.serializer = Arc::new(PanickySerializer)
-    });
+/// A one-partition topic under `root` whose serializer is [`PanickySerializer`], and its
+/// producer: batches of 3, stored by a pool of one thread.
+fn panicky_serializer_producer(
+    root: &std::path::Path,
+) -> (diaspora_api::TopicHandle, diaspora_api::Producer) {
+    let topic = topic_with(root, 1, |p| p.serializer = Arc::new(PanickySerializer));
     let producer = topic
         .producer_with(
             "",
@@ -101,6 +101,13 @@ fn serializer_panic_fails_that_push_and_leaves_no_partial_bytes() {
             },
         )
         .expect("producer");
+    (topic, producer)
+}
+
+#[test]
+fn serializer_panic_fails_that_push_and_leaves_no_partial_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (topic, producer) = panicky_serializer_producer(dir.path());
     let a = producer.push(json!({"x": 1}), ());
     let e = settle(producer.push(json!({"x": 9, "boom": 1}), ()), "push").expect_err("panicked");
     assert!(
@@ -125,25 +132,13 @@ fn serializer_panic_fails_that_push_and_leaves_no_partial_bytes() {
 }
 
 /// `push_many`: a serializer panic on the third of five events fails the call's future and
-/// loses that event only, as five `push` calls would: the other four are stored (batches
-/// sealed in the middle of the call and at its end), the next flush counts the one lost, and
-/// no partial bytes are stored.
+/// loses that event only, as five `push` calls would: the other four are stored (a batch of
+/// three sealed in the middle of the call, the fourth by the flush), the next flush counts
+/// the one lost, and no partial bytes are stored.
 #[test]
 fn serializer_panic_in_push_many_loses_that_event_only() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let topic = topic_with(dir.path(), 1, |p| {
-        p.serializer = Arc::new(PanickySerializer)
-    });
-    let producer = topic
-        .producer_with(
-            "",
-            ProducerOptions {
-                batch_size: BatchSize::Fixed(3),
-                thread_pool: Some(ThreadPool::new(1)),
-                ..Default::default()
-            },
-        )
-        .expect("producer");
+    let (topic, producer) = panicky_serializer_producer(dir.path());
     let events = [
         json!({"x": 1}),
         json!({"x": 2}),
